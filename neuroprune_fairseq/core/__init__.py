@@ -1,0 +1,63 @@
+"""The paper's math, torch only: no fairseq or transformers import here.
+
+One named function per equation or algorithm of NeuroPrune (Dhurandhar et al., 2024):
+
+* :func:`mlp_preferential_attachment_penalty` -- Eq. 1
+* :func:`attention_group_penalty`             -- Eq. 2
+* :func:`head_distance_matrix`, :func:`similarity_matrix` -- Algorithm 2, first step
+* :func:`find_dominating`                     -- Algorithm 3, literally
+* :func:`find_dominating_exact`               -- a minimum dominating set (option)
+* :func:`elim_redundant_`                     -- Algorithm 2 (merge + physical removal)
+
+The fairseq plugin and the HuggingFace adapters only map their modules to the roles
+q, k, v, out, fc1, fc2 and call these functions.
+"""
+from .penalties import (
+    attention_group_penalty,
+    l1_penalty,
+    mlp_preferential_attachment_penalty,
+    preferential_attachment_l1,
+)
+from .redundancy import (
+    RedundancyPlan,
+    find_dominating,
+    find_dominating_exact,
+    head_distance_matrix,
+    plan_redundant_heads,
+    resolve_representatives,
+    similarity_matrix,
+)
+from .surgery import (
+    elim_redundant_,
+    head_index,
+    merge_heads_into_representatives_,
+    prune_heads_,
+    prune_linear_,
+    remove_dead_neurons_,
+    resize_linear_,
+)
+from .sparsity import SparsityReport, count_weights, sparsity_report
+
+__all__ = [
+    "attention_group_penalty",
+    "l1_penalty",
+    "mlp_preferential_attachment_penalty",
+    "preferential_attachment_l1",
+    "RedundancyPlan",
+    "find_dominating",
+    "find_dominating_exact",
+    "head_distance_matrix",
+    "plan_redundant_heads",
+    "resolve_representatives",
+    "similarity_matrix",
+    "elim_redundant_",
+    "head_index",
+    "merge_heads_into_representatives_",
+    "prune_heads_",
+    "prune_linear_",
+    "remove_dead_neurons_",
+    "resize_linear_",
+    "SparsityReport",
+    "count_weights",
+    "sparsity_report",
+]

@@ -1,0 +1,155 @@
+"""Surgery: physically remove heads and neurons from ``nn.Linear`` modules.
+
+In the style of Torch-Pruning, the decision (``redundancy.py``) and the surgery are
+separate, and the surgery slices the gradient and the optimizer state together with the
+weight. Parameters keep their identity (``p.data`` is replaced, not ``p``), so an optimizer
+or a (legacy) data-parallel wrapper that holds them keeps training the surviving slices.
+"""
+from typing import Callable, List, Optional, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from .redundancy import RedundancyPlan, plan_redundant_heads
+
+
+def head_index(heads: Sequence[int], head_dim: int, device=None) -> Tensor:
+    """Row (or column) indices owned by ``heads``: ``h*hd .. (h+1)*hd - 1`` for each."""
+    idx = [h * head_dim + r for h in heads for r in range(head_dim)]
+    return torch.tensor(idx, dtype=torch.long, device=device)
+
+
+def _slice_param_(param: Tensor, dim: int, index: Tensor, optimizer: Optional[torch.optim.Optimizer]) -> None:
+    old_shape = param.shape
+    index = index.to(param.device)
+    with torch.no_grad():
+        param.data = param.data.index_select(dim, index).contiguous()
+    if param.grad is not None:
+        param.grad = param.grad.index_select(dim, index).contiguous()
+    if optimizer is not None:
+        state = optimizer.state.get(param)
+        if state:
+            for key, value in list(state.items()):
+                if torch.is_tensor(value) and value.shape == old_shape:
+                    state[key] = value.index_select(dim, index.to(value.device)).contiguous()
+
+
+def prune_linear_(
+    linear: nn.Linear, dim: int, keep: Tensor, optimizer: Optional[torch.optim.Optimizer] = None
+) -> None:
+    """Keep only ``keep`` output features (``dim=0``: weight rows and bias) or input
+    features (``dim=1``: weight columns) of ``linear``, in place."""
+    if dim not in (0, 1):
+        raise ValueError("dim must be 0 (outputs) or 1 (inputs)")
+    _slice_param_(linear.weight, dim, keep, optimizer)
+    if dim == 0:
+        if linear.bias is not None:
+            _slice_param_(linear.bias, 0, keep, optimizer)
+        linear.out_features = linear.weight.shape[0]
+    else:
+        linear.in_features = linear.weight.shape[1]
+
+
+def merge_heads_into_representatives_(out_weight: Tensor, head_dim: int, rep: Sequence[int]) -> None:
+    """ELIM_REDUNDANT's merge: ``out[:, cols(rep[i])] += out[:, cols(i)]`` for removed ``i``.
+
+    ``rep`` must be resolved (every ``rep[i]`` represents itself): nothing is merged into
+    a head that is removed too.
+    """
+    with torch.no_grad():
+        for i, j in enumerate(rep):
+            if j == i:
+                continue
+            if rep[j] != j:
+                raise ValueError(f"head {i} is merged into head {j}, which is removed too")
+            out_weight[:, j * head_dim:(j + 1) * head_dim] += out_weight[:, i * head_dim:(i + 1) * head_dim]
+
+
+def prune_heads_(
+    q: nn.Linear,
+    k: nn.Linear,
+    v: nn.Linear,
+    out: nn.Linear,
+    head_dim: int,
+    keep_heads: Sequence[int],
+    optimizer: Optional[torch.optim.Optimizer] = None,
+) -> None:
+    """Remove every head not in ``keep_heads``: its q/k/v rows (and biases) and its
+    out-projection columns."""
+    if not keep_heads:
+        raise ValueError("refusing to remove every head of an attention module")
+    idx = head_index(sorted(keep_heads), head_dim, q.weight.device)
+    for lin in (q, k, v):
+        prune_linear_(lin, 0, idx, optimizer)
+    prune_linear_(out, 1, idx, optimizer)
+
+
+def elim_redundant_(
+    q: nn.Linear,
+    k: nn.Linear,
+    v: nn.Linear,
+    out: nn.Linear,
+    num_heads: int,
+    theta: float,
+    method: str = "heuristic",
+    optimizer: Optional[torch.optim.Optimizer] = None,
+) -> RedundancyPlan:
+    """Algorithm 2 (ELIM_REDUNDANT) on one attention module, in place.
+
+    Finds similar heads, a dominating set, merges each removed head's out-projection
+    columns into its representative, and physically removes the others. The caller must
+    update its module's head count to ``len(plan.keep)``.
+    """
+    plan = plan_redundant_heads(q.weight, k.weight, v.weight, num_heads, theta, method)
+    if plan.removed:
+        head_dim = q.weight.shape[0] // num_heads
+        merge_heads_into_representatives_(out.weight.data, head_dim, plan.rep)
+        prune_heads_(q, k, v, out, head_dim, plan.keep, optimizer)
+    return plan
+
+
+def resize_linear_(linear: nn.Linear, out_features: int, in_features: int) -> None:
+    """Give ``linear`` fresh (uninitialised) parameters of a new shape, to load a pruned
+    state dict into a dense-built module. Not for use under a live optimizer."""
+    if linear.weight.shape == (out_features, in_features):
+        return
+    w = linear.weight
+    linear.weight = nn.Parameter(w.new_empty(out_features, in_features), requires_grad=w.requires_grad)
+    if linear.bias is not None:
+        linear.bias = nn.Parameter(linear.bias.new_empty(out_features), requires_grad=linear.bias.requires_grad)
+    linear.out_features, linear.in_features = out_features, in_features
+
+
+def remove_dead_neurons_(
+    fc1: nn.Linear,
+    fc2: nn.Linear,
+    activation: Callable[[Tensor], Tensor],
+    optimizer: Optional[torch.optim.Optimizer] = None,
+) -> List[int]:
+    """Remove MLP neurons that cannot influence the output; returns the kept neuron ids.
+
+    * fc2 column all zero: the neuron's output is never read, remove it.
+    * fc1 row all zero: the neuron outputs the constant ``act(b1[i])``; fold
+      ``fc2[:, i] * act(b1[i])`` into fc2's bias and remove it (kept when fc2 has no bias
+      and that constant is non-zero).
+    Exact for an MLP ``fc2(act(fc1(x)))`` in eval mode (dropout off).
+    """
+    with torch.no_grad():
+        w1, w2 = fc1.weight.data, fc2.weight.data
+        dead_out = (w2 == 0).all(dim=0)
+        dead_in = (w1 == 0).all(dim=1) & ~dead_out
+        if dead_in.any():
+            b1 = fc1.bias.data[dead_in] if fc1.bias is not None else w1.new_zeros(int(dead_in.sum()))
+            const = activation(b1)
+            contribution = w2[:, dead_in] @ const
+            if fc2.bias is not None:
+                fc2.bias.data += contribution
+            elif bool((const != 0).any()):
+                dead_in &= False  # cannot fold: keep them
+    keep = (~(dead_out | dead_in)).nonzero().flatten()
+    if keep.numel() == 0:  # keep one neuron so shapes stay valid
+        keep = torch.zeros(1, dtype=torch.long, device=fc1.weight.device)
+    if keep.numel() < fc1.weight.shape[0]:
+        prune_linear_(fc1, 0, keep, optimizer)
+        prune_linear_(fc2, 1, keep, optimizer)
+    return keep.tolist()

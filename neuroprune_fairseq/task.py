@@ -1,0 +1,139 @@
+"""``neuroprune_translation``: fairseq's translation task plus NeuroPrune's epoch-end
+redundancy pruning (Algorithm 1's inner loop) with physical removal of heads.
+
+Pruning runs once per epoch, at the end of the epoch, right before fairseq's end-of-epoch
+validation (so the validation and the saved checkpoint are of the pruned model). With
+validation disabled it runs at the start of the next epoch instead.
+"""
+import logging
+from dataclasses import dataclass, field
+
+from fairseq.dataclass import ChoiceEnum
+from fairseq.tasks import register_task
+from fairseq.tasks.translation import TranslationConfig, TranslationTask
+from omegaconf import II
+
+from .criterion import check_nonnegative_finite
+from .fairseq_roles import attention_modules, format_plans, head_counts, model_sparsity, prune_redundant_heads_
+
+logger = logging.getLogger(__name__)
+
+LEGACY_DDP = ("legacy_ddp", "no_c10d")
+
+
+@dataclass
+class NeuroPruneTranslationConfig(TranslationConfig):
+    np_theta: float = field(default=0.2, metadata={"help": "l_inf distance at or below which two heads' [Q,K,V] blocks are similar (paper: 0.1..0.4 for MT, 0.15 for GLUE)"})
+    np_prune_start_epoch: int = field(default=1, metadata={"help": "first epoch after which redundant heads are pruned"})
+    np_prune_every: int = field(default=1, metadata={"help": "prune after every N-th epoch (from --np-prune-start-epoch)"})
+    np_dominating: ChoiceEnum(["heuristic", "exact"]) = field(default="heuristic", metadata={"help": "dominating set: the paper's Algorithm 3 ('heuristic') or a minimum one ('exact', modules of up to 24 heads)"})
+    np_no_head_pruning: bool = field(default=False, metadata={"help": "only add the penalties; never prune heads"})
+    # read from the global config (same names, as fairseq requires for interpolated
+    # fields), to refuse unsupported set-ups before training starts
+    fp16: bool = II("common.fp16")
+    bf16: bool = II("common.bf16")
+    ddp_backend: str = II("distributed_training.ddp_backend")
+    distributed_world_size: int = II("distributed_training.distributed_world_size")
+    store_ema: bool = II("ema.store_ema")
+
+
+def check_setup(cfg: NeuroPruneTranslationConfig) -> None:
+    """Errors that name the problem and the fix, raised before any data is read."""
+    check_nonnegative_finite(np_theta=cfg.np_theta)
+    if cfg.np_prune_start_epoch < 1 or cfg.np_prune_every < 1:
+        raise ValueError("--np-prune-start-epoch and --np-prune-every must be >= 1")
+    if cfg.np_no_head_pruning:
+        return
+    if cfg.store_ema:
+        raise ValueError("--store-ema keeps a dense copy of the model that head pruning cannot follow; "
+                         "drop --store-ema (or add --np-no-head-pruning)")
+    if cfg.fp16 or cfg.bf16:
+        raise ValueError(
+            "--fp16/--bf16 keep flattened fp32 copies of the weights that physical head pruning cannot "
+            "resize; use --memory-efficient-fp16 / --memory-efficient-bf16 (or --np-no-head-pruning)"
+        )
+    if (cfg.distributed_world_size or 1) > 1 and cfg.ddp_backend not in LEGACY_DDP:
+        raise ValueError(
+            f"--ddp-backend {cfg.ddp_backend} cannot follow parameters that change shape; physical head "
+            "pruning with several workers needs --ddp-backend legacy_ddp (or no_c10d)"
+        )
+
+
+@register_task("neuroprune_translation", dataclass=NeuroPruneTranslationConfig)
+class NeuroPruneTranslationTask(TranslationTask):
+    cfg: NeuroPruneTranslationConfig
+
+    @classmethod
+    def setup_task(cls, cfg, **kwargs):
+        check_setup(cfg)
+        return super().setup_task(cfg, **kwargs)
+
+    def __init__(self, cfg, src_dict, tgt_dict):
+        super().__init__(cfg, src_dict, tgt_dict)
+        self._optimizer = None
+        self._train_itr = None
+        self._epoch = None
+        self._last_pruned_epoch = 0
+
+    def build_model(self, cfg, from_checkpoint=False):
+        model = super().build_model(cfg, from_checkpoint)
+        if not attention_modules(model):
+            raise ValueError(
+                f"model {type(model).__name__} has no fairseq MultiheadAttention module; NeuroPrune needs an "
+                "attention model such as --arch neuroprune_iwslt_de_en"
+            )
+        from .model import NeuroPruneTransformerModel
+
+        if not self.cfg.np_no_head_pruning and not isinstance(model, NeuroPruneTransformerModel):
+            arch = getattr(cfg, "arch", None) or getattr(cfg, "_name", "?")
+            raise ValueError(
+                f"--arch {arch} cannot reload checkpoints with pruned heads; use --arch neuroprune_{arch} "
+                "(same model, registered by this plugin) or add --np-no-head-pruning"
+            )
+        return model
+
+    def get_batch_iterator(self, dataset, *args, **kwargs):
+        itr = super().get_batch_iterator(dataset, *args, **kwargs)
+        if dataset is self.datasets.get(self.cfg.train_subset):
+            self._train_itr = itr
+        return itr
+
+    def train_step(self, sample, model, criterion, optimizer, update_num, ignore_grad=False):
+        self._optimizer = optimizer  # to slice its state together with the weights
+        return super().train_step(sample, model, criterion, optimizer, update_num, ignore_grad)
+
+    def _due(self, epoch: int) -> bool:
+        c = self.cfg
+        return (not c.np_no_head_pruning and epoch >= c.np_prune_start_epoch
+                and (epoch - c.np_prune_start_epoch) % c.np_prune_every == 0 and self._last_pruned_epoch < epoch)
+
+    def _end_of_train_epoch(self) -> bool:
+        try:
+            return self._train_itr is not None and self._train_itr.end_of_epoch()
+        except AttributeError:  # no epoch started yet
+            return False
+
+    def begin_epoch(self, epoch, model):
+        super().begin_epoch(epoch, model)
+        if self._epoch == epoch - 1 and self._due(epoch - 1):  # validation was skipped
+            self.prune(epoch - 1, model)
+        self._epoch = epoch
+
+    def begin_valid_epoch(self, epoch, model):
+        super().begin_valid_epoch(epoch, model)
+        if self._end_of_train_epoch() and self._due(epoch):
+            self.prune(epoch, model)
+
+    def prune(self, epoch, model):
+        before = sum(head_counts(model))
+        opt = getattr(self._optimizer, "optimizer", None)
+        plans = prune_redundant_heads_(model, self.cfg.np_theta, self.cfg.np_dominating, opt)
+        self._last_pruned_epoch = epoch
+        after = sum(head_counts(model))
+        report = model_sparsity(model)
+        logger.info(
+            f"NeuroPrune epoch {epoch:03d}: heads {before} -> {after} (theta={self.cfg.np_theta:g}, "
+            f"{self.cfg.np_dominating}); heads per module {'.'.join(map(str, head_counts(model)))}; "
+            f"sparsity {report.sparsity:.2f}%\n{format_plans(plans)}"
+        )
+        return plans

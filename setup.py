@@ -1,0 +1,36 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="neuroprune-fairseq",
+    version="0.1.0",
+    description="NeuroPrune (Dhurandhar et al., 2024) as a fairseq --user-dir plugin, with HuggingFace adapters",
+    packages=find_packages(include=["neuroprune_fairseq", "neuroprune_fairseq.*"]),
+    python_requires=">=3.9",
+    # fairseq itself is installed by scripts/install.sh with --no-deps (see README: its
+    # torchaudio requirement would pull a CUDA build that breaks the CPU torch); these are
+    # the fairseq runtime dependencies our code paths need.
+    install_requires=[
+        "torch>=2.1",
+        "numpy",
+        "hydra-core>=1.3.2",
+        "omegaconf>=2.1",
+        "bitarray",
+        "regex",
+        "cffi",
+        "scikit-learn",
+        "sacrebleu>=2.0",
+        "sentencepiece",
+        "tqdm",
+        "packaging",
+    ],
+    extras_require={
+        "hf": ["transformers>=4.40", "rouge-score", "accelerate"],
+        "plot": ["matplotlib"],
+        "test": ["pytest", "hypothesis", "transformers>=4.40", "rouge-score", "matplotlib", "accelerate"],
+    },
+    entry_points={
+        "console_scripts": [
+            "neuroprune-finalize=neuroprune_fairseq.finalize:cli_main",
+        ]
+    },
+)
