@@ -132,17 +132,17 @@ class NeuroPruneCriterion(LabelSmoothedCrossEntropyCriterion):
     @classmethod
     def reduce_metrics(cls, logging_outputs) -> None:
         super().reduce_metrics(logging_outputs)
-        n = sum(log.get("np_n", 0) for log in logging_outputs)
+        n = float(sum(log.get("np_n", 0) for log in logging_outputs))  # tensors after a DDP sum
         if not n:
             return
-        sample_size = sum(log.get("sample_size", 0) for log in logging_outputs) or 1
+        sample_size = float(sum(log.get("sample_size", 0) for log in logging_outputs)) or 1.0
         metrics.log_scalar("r_attn", sum(log.get("np_r_attn", 0) for log in logging_outputs) / sample_size, sample_size, round=3)
         metrics.log_scalar("r_mlp", sum(log.get("np_r_mlp", 0) for log in logging_outputs) / sample_size, sample_size, round=3)
         metrics.log_scalar("penalty", sum(log.get("np_reg", 0) for log in logging_outputs) / sample_size, sample_size, round=4)
         metrics.log_scalar("heads", sum(log.get("np_heads", 0) for log in logging_outputs) / n, n, round=1)
         metrics.log_scalar("sparsity", sum(log.get("np_sparsity", 0) for log in logging_outputs) / n, n, round=2)
         keys = sorted({k for log in logging_outputs for k in log if k.startswith("np_h") and k != "np_heads"})
-        text = ".".join(str(round(sum(log.get(k, 0) for log in logging_outputs) / n)) for k in keys)
+        text = ".".join(str(round(float(sum(log.get(k, 0) for log in logging_outputs)) / n)) for k in keys)
         metrics.log_custom(TextMeter, "heads_per_module", text)
 
     @staticmethod

@@ -59,6 +59,23 @@ def check_setup(cfg: NeuroPruneTranslationConfig) -> None:
         )
 
 
+def check_same_on_all_workers(heads, device=None):
+    """Every data-parallel worker must have pruned the same heads (same synced weights,
+    deterministic plan); a divergence would corrupt training, so fail loudly."""
+    import torch
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return
+    mine = torch.tensor(heads, dtype=torch.long, device=device)  # nccl needs a GPU tensor
+    lo, hi = mine.clone(), mine.clone()
+    dist.all_reduce(lo, op=dist.ReduceOp.MIN)
+    dist.all_reduce(hi, op=dist.ReduceOp.MAX)
+    if not torch.equal(lo, hi):
+        raise RuntimeError(f"workers pruned different heads: min {lo.tolist()} max {hi.tolist()}")
+    logger.info(f"NeuroPrune: the {dist.get_world_size()} workers pruned identically ({'.'.join(map(str, heads))})")
+
+
 @register_task("neuroprune_translation", dataclass=NeuroPruneTranslationConfig)
 class NeuroPruneTranslationTask(TranslationTask):
     cfg: NeuroPruneTranslationConfig
@@ -129,6 +146,7 @@ class NeuroPruneTranslationTask(TranslationTask):
         opt = getattr(self._optimizer, "optimizer", None)
         plans = prune_redundant_heads_(model, self.cfg.np_theta, self.cfg.np_dominating, opt)
         self._last_pruned_epoch = epoch
+        check_same_on_all_workers(head_counts(model), next(model.parameters()).device)
         after = sum(head_counts(model))
         report = model_sparsity(model)
         logger.info(

@@ -1,0 +1,128 @@
+"""Finalise a DSP run: keep the hard top-K heads of the learned gate logits, remove the
+others physically, and save a normal ``neuroprune_transformer`` checkpoint without gates.
+
+    python -m neuroprune_fairseq.dsp_finalize --path ckpt/checkpoint_last.pt --output dsp_final.pt \
+        [--data data-bin] [--heads K] [--empty-modules zero|keep-best] [--report report.json]
+
+The output loads in stock ``fairseq-generate DATA --user-dir neuroprune_fairseq --path dsp_final.pt``.
+``--data`` overrides the data directory stored in the checkpoint (only its dictionaries are read).
+"""
+import argparse
+import json
+import logging
+import sys
+from typing import Dict, List, Optional
+
+import torch
+
+import fairseq  # noqa: F401  (before the plugin, so that it registers its components)
+from fairseq import checkpoint_utils
+from omegaconf import OmegaConf, open_dict
+
+from . import plugin  # noqa: F401
+from .dsp_fairseq import dsp_keep_heads, finalize_heads_
+from .fairseq_roles import attention_modules, model_sparsity
+
+logger = logging.getLogger("neuroprune_fairseq.dsp_finalize")
+
+
+def load(path: str, data: Optional[str] = None):
+    """``(model, task, state)`` of a fairseq checkpoint, model in eval mode on CPU."""
+    overrides = {"dsp_pretrained": None}
+    if data:
+        overrides["data"] = data
+    state = checkpoint_utils.load_checkpoint_to_cpu(path, arg_overrides=overrides)
+    models, _, task = checkpoint_utils.load_model_ensemble_and_task([path], arg_overrides=overrides, state=state)
+    model = models[0].eval()
+    return model, task, state
+
+
+def head_counts_of(model) -> List[int]:
+    return [m.num_heads for _, _, m in attention_modules(model)]
+
+
+def _as_neuroprune_model_cfg(cfg) -> None:
+    """A checkpoint of a stock ``transformer`` becomes one of ``neuroprune_transformer``
+    (same model; its load_state_dict accepts pruned shapes)."""
+    from fairseq.models import ARCH_MODEL_REGISTRY
+
+    m = cfg.model
+    name = m.get("_name", None) if hasattr(m, "get") else getattr(m, "_name", None)
+    arch = m.get("arch", None) if hasattr(m, "get") else getattr(m, "arch", None)
+    if arch and not str(arch).startswith("neuroprune_") and f"neuroprune_{arch}" in ARCH_MODEL_REGISTRY:
+        with open_dict(m):
+            m.arch = f"neuroprune_{arch}"
+            m._name = "neuroprune_transformer"
+    elif name == "transformer":
+        with open_dict(m):
+            m._name = "neuroprune_transformer"
+
+
+def save_finalized(model, state: Dict, output: str, info: Dict) -> None:
+    """Write ``model`` as a plain fairseq checkpoint: the criterion's gates, the optimizer
+    state (shapes no longer match) and the DSP criterion/task settings are dropped."""
+    new = {k: v for k, v in state.items() if k not in ("model", "criterion", "last_optimizer_state")}
+    new["model"] = model.state_dict()
+    cfg = new.get("cfg")
+    if cfg is not None:
+        cfg = OmegaConf.create(OmegaConf.to_container(cfg), flags={"allow_objects": True}) if not isinstance(cfg, dict) else cfg
+        _as_neuroprune_model_cfg(cfg)
+        with open_dict(cfg):
+            ls = float(cfg.criterion.get("label_smoothing", 0.0)) if cfg.get("criterion") is not None else 0.0
+            cfg.criterion = {"_name": "label_smoothed_cross_entropy", "label_smoothing": ls,
+                             "sentence_avg": False, "ignore_prefix_size": 0, "report_accuracy": False}
+            if cfg.task.get("_name") == "dsp_translation":
+                cfg.task._name = "translation"
+                cfg.task.pop("dsp_mode", None)
+                cfg.task.pop("dsp_pretrained", None)
+        new["cfg"] = cfg
+    new["neuroprune_finalize"] = info
+    checkpoint_utils.torch_persistent_save(new, output)
+
+
+def summary(model, report: Dict) -> Dict:
+    sp = model_sparsity(model)
+    return {
+        **report,
+        "sparsity": round(float(sp.sparsity), 4),
+        "params": int(sum(p.numel() for p in model.parameters())),
+    }
+
+
+def main(argv=None) -> Dict:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--path", required=True, help="checkpoint of a dsp_ce run (holds the gate logits)")
+    ap.add_argument("--output", required=True, help="where to write the finalised checkpoint")
+    ap.add_argument("--data", default=None, help="data-bin directory (overrides the one stored in the checkpoint)")
+    ap.add_argument("--heads", type=int, default=None, help="K (default: the run's --dsp-heads)")
+    ap.add_argument("--empty-modules", choices=["zero", "keep-best"], default="zero",
+                    help="module whose heads are all outside the top-K: 'zero' keeps one zeroed placeholder head "
+                         "(module outputs its out_proj bias, same as the masked model); 'keep-best' keeps its best head")
+    ap.add_argument("--report", default=None, help="write the finalisation report (JSON) here")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s | %(levelname)s | %(name)s | %(message)s")
+
+    model, _, state = load(args.path, args.data)
+    crit = state.get("criterion") or {}
+    if "dsp_logits" not in crit:
+        raise SystemExit(f"{args.path} holds no DSP gate logits (criterion state keys: {sorted(crit)}); was it trained with --criterion dsp_ce?")
+    logits = crit["dsp_logits"].float()
+    counts = head_counts_of(model)
+    if sum(counts) != logits.numel():
+        raise SystemExit(f"{logits.numel()} gate logits for a model with {sum(counts)} heads")
+    k = args.heads if args.heads is not None else int(state["cfg"].criterion.dsp_heads)
+    keep = dsp_keep_heads(logits, k, counts)
+    report = finalize_heads_(model, keep, scores=logits, empty=args.empty_modules)
+    info = summary(model, {"method": "dsp", "K": k, "kept_heads": keep, **report})
+    save_finalized(model, state, args.output, info)
+    logger.info(f"DSP finalised: K={k}, heads per module {'.'.join(map(str, report['heads_per_module']))}, "
+                f"sparsity {info['sparsity']:.2f}%, params {info['params']} -> {args.output}")
+    if args.report:
+        with open(args.report, "w") as f:
+            json.dump(info, f)
+    print(json.dumps({k_: v for k_, v in info.items() if k_ != "kept_heads"}))
+    return info
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,159 @@
+"""HF Trainer integration: penalties in ``compute_loss``, redundancy pruning at epoch end.
+
+Use :class:`NeuroPruneTrainer` (a ``transformers.Trainer``), or mix
+:class:`NeuroPruneTrainerMixin` into your own Trainer subclass (before it in the bases),
+or, for pruning only, add :class:`NeuroPruneCallback` to any Trainer. Not a forked loop.
+"""
+import logging
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Dict, List, Optional, Tuple
+
+import torch
+from transformers import Trainer, TrainerCallback
+
+from .pruning import (
+    PENALTIES,
+    heads_summary,
+    model_sparsity,
+    neuroprune_penalties,
+    prune_redundant_heads_,
+)
+from .roles import ATTN_KINDS, MLP_KINDS, attention_sites, check_kinds, mlp_sites
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class NeuroPruneArguments:
+    """The method's options, named as the fairseq criterion's ``--np-*`` options.
+
+    ``alpha`` weighs sum R_attn (Eq. 2), ``beta`` sum R_mlp (Eq. 1); ``penalty='l1'`` is the
+    paper's baseline (plain L1 on q,k,v with alpha and on fc1,fc2 with beta), ``'none'``
+    dense fine-tuning. ``theta`` is the l_inf head-similarity threshold of the per-epoch
+    pruning (``prune_heads=False`` turns it off), ``dominating`` 'heuristic' (the paper's
+    Algorithm 3) or 'exact' (a minimum dominating set).
+    """
+
+    alpha: float = 0.0
+    beta: float = 0.0
+    eps: float = 1e-4
+    theta: float = 0.15
+    dominating: str = "heuristic"
+    penalty: str = "neuroprune"
+    prune_heads: bool = True
+    attn_modules: str = "encoder,decoder,cross"
+    mlp_modules: str = "encoder,decoder"
+
+    def __post_init__(self):
+        for name in ("alpha", "beta", "eps", "theta"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+                raise ValueError(f"NeuroPrune {name} must be a finite number >= 0, got {v!r}")
+        if self.dominating not in ("heuristic", "exact"):
+            raise ValueError(f"dominating must be 'heuristic' or 'exact', got {self.dominating!r}")
+        if self.penalty not in PENALTIES:
+            raise ValueError(f"penalty must be one of {PENALTIES}, got {self.penalty!r}")
+        self.attn_kinds = check_kinds(self.attn_modules, ATTN_KINDS, "attn_modules")
+        self.mlp_kinds = check_kinds(self.mlp_modules, MLP_KINDS, "mlp_modules")
+
+
+class NeuroPruneCallback(TrainerCallback):
+    """After every epoch: ELIM_REDUNDANT on every attention module, with the merge rule,
+    physical removal and the optimizer's state sliced with the weights. Logs, per module,
+    heads before -> after, the smallest head distance next to theta, then the total heads
+    kept and the sparsity. ``history`` keeps one dict per epoch."""
+
+    def __init__(self, np_args: NeuroPruneArguments, trainer: Optional[Trainer] = None, verbose: bool = True):
+        self.np_args = np_args
+        self.trainer = trainer
+        self.verbose = verbose
+        self.history: List[Dict] = []
+
+    def on_epoch_end(self, args, state, control, model=None, optimizer=None, **kwargs):
+        if not self.np_args.prune_heads or model is None:
+            return control
+        results = prune_redundant_heads_(
+            model, self.np_args.theta, self.np_args.dominating, optimizer, self.np_args.attn_kinds
+        )
+        kept, dense = heads_summary(model)
+        sp = model_sparsity(model)
+        entry = {
+            "epoch": state.epoch,
+            "heads_kept": kept,
+            "heads_dense": dense,
+            "sparsity": sp.sparsity,
+            "removed_this_epoch": sum(len(r.plan.removed) for r in results),
+            "modules": {r.name: {"heads": len(r.plan.keep), "min_dist": r.plan.min_distance,
+                                 "theta": r.plan.theta, "kept": r.kept_original} for r in results},
+        }
+        self.history.append(entry)
+        lines = [f"NeuroPrune epoch {state.epoch:.2f}: heads kept {kept}/{dense}, sparsity {sp.sparsity:.2f}%, "
+                 f"removed this epoch {entry['removed_this_epoch']}"] + ["  " + r.line() for r in results]
+        if not entry["removed_this_epoch"]:
+            md = min((r.plan.min_distance for r in results), default=float("inf"))
+            lines.append(f"  nothing pruned: smallest head distance {md:.4f} > theta {self.np_args.theta:g}")
+        text = "\n".join(lines)
+        logger.info(text)
+        if self.verbose:
+            print(text, flush=True)
+        if self.trainer is not None:
+            self.trainer.log({"np_heads_kept": float(kept), "np_sparsity": sp.sparsity,
+                              "np_min_head_dist": min((r.plan.min_distance for r in results), default=float("inf"))})
+        return control
+
+
+class NeuroPruneTrainerMixin:
+    """Adds ``alpha * sum R_attn + beta * sum R_mlp`` to the Trainer's loss and registers a
+    :class:`NeuroPruneCallback`. Pass ``neuroprune=NeuroPruneArguments(...)``."""
+
+    def __init__(self, *args, neuroprune: Optional[NeuroPruneArguments] = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.np_args = neuroprune or NeuroPruneArguments(penalty="none", prune_heads=False)
+        self.np_callback = NeuroPruneCallback(self.np_args, trainer=self)
+        self.add_callback(self.np_callback)
+        self._np_sites: Optional[Tuple] = None
+        self._np_log_sums = [0.0, 0.0, 0]
+
+    def _np_penalty(self) -> Optional[torch.Tensor]:
+        a = self.np_args
+        if a.penalty == "none" or (a.alpha == 0 and a.beta == 0):
+            return None
+        if self._np_sites is None:
+            self._np_sites = (attention_sites(self.model, a.attn_kinds), mlp_sites(self.model, a.mlp_kinds))
+        r_attn, r_mlp = neuroprune_penalties(self.model, a.eps, a.penalty, sites=self._np_sites)
+        self._np_log_sums[0] += float(r_attn.detach())
+        self._np_log_sums[1] += float(r_mlp.detach())
+        self._np_log_sums[2] += 1
+        return a.alpha * r_attn + a.beta * r_mlp
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        result = super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
+        if not model.training:
+            return result
+        penalty = self._np_penalty()
+        if penalty is None:
+            return result
+        # The Trainer divides the loss by the accumulation steps unless the model already
+        # normalised it over the whole accumulated batch; the penalty must count once per step.
+        scaled = getattr(self, "loss_is_scaled_for_ga", None)
+        if scaled is None:
+            scaled = (getattr(self, "model_accepts_loss_kwargs", False) and num_items_in_batch is not None) \
+                or getattr(self, "compute_loss_func", None) is not None
+        if scaled:
+            penalty = penalty / max(int(getattr(self, "current_gradient_accumulation_steps", 1) or 1), 1)
+        if return_outputs:
+            loss, outputs = result
+            return loss + penalty.to(loss.dtype), outputs
+        return result + penalty.to(result.dtype)
+
+    def log(self, logs, *args, **kwargs):
+        n = self._np_log_sums[2]
+        if n and "loss" in logs:
+            logs = {**logs, "np_r_attn": self._np_log_sums[0] / n, "np_r_mlp": self._np_log_sums[1] / n}
+            self._np_log_sums = [0.0, 0.0, 0]
+        return super().log(logs, *args, **kwargs)
+
+
+class NeuroPruneTrainer(NeuroPruneTrainerMixin, Trainer):
+    """``transformers.Trainer`` with NeuroPrune: ``NeuroPruneTrainer(..., neuroprune=NeuroPruneArguments(...))``."""
