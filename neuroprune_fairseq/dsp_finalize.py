@@ -21,7 +21,7 @@ from omegaconf import OmegaConf, open_dict
 
 from . import plugin  # noqa: F401
 from .dsp_fairseq import dsp_keep_heads, finalize_heads_
-from .fairseq_roles import attention_modules, model_sparsity
+from .fairseq_roles import attention_modules
 
 logger = logging.getLogger("neuroprune_fairseq.dsp_finalize")
 
@@ -80,13 +80,17 @@ def save_finalized(model, state: Dict, output: str, info: Dict) -> None:
     checkpoint_utils.torch_persistent_save(new, output)
 
 
-def summary(model, report: Dict) -> Dict:
-    sp = model_sparsity(model)
-    return {
-        **report,
-        "sparsity": round(float(sp.sparsity), 4),
-        "params": int(sum(p.numel() for p in model.parameters())),
-    }
+def summary(model, task, cfg_model, report: Dict, seq_len: int = 20) -> Dict:
+    """NeuroPrune's finalisation report (:func:`neuroprune_fairseq.finalize.describe`: params,
+    sparsity, FLOPs against the dense model), with DSP's head counts: ``heads_per_module``
+    and ``heads_kept`` count active heads (a zeroed placeholder head counts 0),
+    ``physical_heads_per_module`` the heads present."""
+    from .finalize import describe
+
+    dense = task.build_model(cfg_model, from_checkpoint=True)
+    info = describe(model, dense, seq_len)
+    info.update(report)
+    return info
 
 
 def main(argv=None) -> Dict:
@@ -102,7 +106,7 @@ def main(argv=None) -> Dict:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s | %(levelname)s | %(name)s | %(message)s")
 
-    model, _, state = load(args.path, args.data)
+    model, task, state = load(args.path, args.data)
     crit = state.get("criterion") or {}
     if "dsp_logits" not in crit:
         raise SystemExit(f"{args.path} holds no DSP gate logits (criterion state keys: {sorted(crit)}); was it trained with --criterion dsp_ce?")
@@ -113,10 +117,10 @@ def main(argv=None) -> Dict:
     k = args.heads if args.heads is not None else int(state["cfg"].criterion.dsp_heads)
     keep = dsp_keep_heads(logits, k, counts)
     report = finalize_heads_(model, keep, scores=logits, empty=args.empty_modules)
-    info = summary(model, {"method": "dsp", "K": k, "kept_heads": keep, **report})
+    info = summary(model, task, state["cfg"].model, {"method": "dsp", "K": k, "kept_heads": keep, **report})
     save_finalized(model, state, args.output, info)
     logger.info(f"DSP finalised: K={k}, heads per module {'.'.join(map(str, report['heads_per_module']))}, "
-                f"sparsity {info['sparsity']:.2f}%, params {info['params']} -> {args.output}")
+                f"sparsity {info['sparsity']:.2f}%, FLOPs ratio {info['flops_ratio']:.3f}, params {info['params']} -> {args.output}")
     if args.report:
         with open(args.report, "w") as f:
             json.dump(info, f)

@@ -1,0 +1,107 @@
+"""Michel et al. (2019, "Are Sixteen Heads Really Better than One?") importance pruning of a
+trained fairseq model to a global budget of K heads, with DSP's finalisation.
+
+    python -m neuroprune_fairseq.head_importance --path checkpoint_best.pt --heads K \
+        --output michel_final.pt [--data data-bin] [--subset valid] [--max-tokens 4096] \
+        [--no-normalize-by-layer] [--empty-modules zero|keep-best] [--report report.json]
+
+Head importance ``I_h = sum over batches |d loss / d xi_h|`` at gates ``xi = 1`` (the gates
+are the same out_proj pre-hooks DSP uses; loss: the summed token NLL of the batch, model in
+eval mode). As in Michel et al.'s code, the scores of each attention module are divided by
+their l2 norm unless ``--no-normalize-by-layer``. The K most important heads over the whole
+model are kept; the others are removed physically (same surgery and checkpoint as DSP).
+"""
+import argparse
+import json
+import logging
+import sys
+from typing import Dict, List, Sequence
+
+import torch
+import torch.nn.functional as F
+
+import fairseq  # noqa: F401
+from fairseq import utils
+
+from . import plugin  # noqa: F401
+from .core.dsp import hard_topk_mask, keep_per_module
+from .dsp_fairseq import HeadGateHooks, finalize_heads_
+from .fairseq_roles import head_counts
+from .dsp_finalize import load, save_finalized, summary
+
+logger = logging.getLogger("neuroprune_fairseq.head_importance")
+
+
+def head_importance(model, batches, pad_idx: int, normalize_by_layer: bool = True) -> torch.Tensor:
+    """Flat (module-major) ``sum_batches |d NLL / d gate|`` at gates = 1."""
+    hooks = HeadGateHooks(model)
+    gates = torch.ones(hooks.total, requires_grad=True)
+    imp = torch.zeros(hooks.total)
+    hooks.mask = gates
+    try:
+        for sample in batches:
+            if not sample:
+                continue
+            net_output = model(**sample["net_input"])
+            lprobs = model.get_normalized_probs(net_output, log_probs=True)
+            loss = F.nll_loss(lprobs.view(-1, lprobs.size(-1)), sample["target"].view(-1),
+                              ignore_index=pad_idx, reduction="sum")
+            (g,) = torch.autograd.grad(loss, gates)
+            imp += g.detach().abs()
+    finally:
+        hooks.mask = None
+        hooks.remove()
+    if normalize_by_layer:
+        parts = torch.split(imp, hooks.counts)
+        imp = torch.cat([p / (p.norm(p=2) + 1e-20) for p in parts])
+    return imp
+
+
+def michel_keep_heads(importance: torch.Tensor, k: int, counts: Sequence[int]) -> List[List[int]]:
+    return keep_per_module(hard_topk_mask(importance, k), counts)
+
+
+def main(argv=None) -> Dict:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--path", required=True, help="trained (dense) fairseq checkpoint")
+    ap.add_argument("--output", required=True, help="where to write the pruned checkpoint")
+    ap.add_argument("--heads", type=int, required=True, help="K: heads kept in the whole model")
+    ap.add_argument("--data", default=None, help="data-bin directory (overrides the one stored in the checkpoint)")
+    ap.add_argument("--subset", default="valid", help="data subset for the importance pass (default: valid)")
+    ap.add_argument("--max-tokens", type=int, default=4096)
+    ap.add_argument("--max-batches", type=int, default=0, help="stop after this many batches (0: the whole subset)")
+    ap.add_argument("--no-normalize-by-layer", action="store_true", help="do not divide each module's scores by their l2 norm")
+    ap.add_argument("--empty-modules", choices=["zero", "keep-best"], default="zero",
+                    help="module with no head in the top-K: 'zero' placeholder head or 'keep-best' (see dsp_finalize)")
+    ap.add_argument("--report", default=None, help="write the report (JSON) here")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s | %(levelname)s | %(name)s | %(message)s")
+
+    model, task, state = load(args.path, args.data)
+    counts = head_counts(model)
+    if not 1 <= args.heads <= sum(counts):
+        raise SystemExit(f"--heads must be in [1, {sum(counts)}]")
+    task.load_dataset(args.subset)
+    itr = task.get_batch_iterator(
+        dataset=task.dataset(args.subset), max_tokens=args.max_tokens,
+        max_positions=utils.resolve_max_positions(task.max_positions(), model.max_positions()),
+        ignore_invalid_inputs=True, required_batch_size_multiple=1, seed=1,
+    ).next_epoch_itr(shuffle=False)
+    batches = (b for i, b in enumerate(itr) if not args.max_batches or i < args.max_batches)
+    imp = head_importance(model, batches, task.target_dictionary.pad(), not args.no_normalize_by_layer)
+    keep = michel_keep_heads(imp, args.heads, counts)
+    report = finalize_heads_(model, keep, scores=imp, empty=args.empty_modules)
+    info = summary(model, task, state["cfg"].model,
+                   {"method": "michel", "K": args.heads, "kept_heads": keep, "importance": imp.tolist(), **report})
+    save_finalized(model, state, args.output, info)
+    logger.info(f"Michel importance pruning: K={args.heads}, heads per module "
+                f"{'.'.join(map(str, report['heads_per_module']))} -> {args.output}")
+    if args.report:
+        with open(args.report, "w") as f:
+            json.dump(info, f)
+    print(json.dumps({k: v for k, v in info.items() if k not in ("kept_heads", "importance")}))
+    return info
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
