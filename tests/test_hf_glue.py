@@ -1,0 +1,69 @@
+import json
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+
+from neuroprune_fairseq.hf.glue import (
+    accuracy, compute_metrics, f1_binary, get_task, matthews_corrcoef, pearson, read_tsv, spearman)
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_metrics_hand_computed():
+    preds = [1, 1, 0, 0, 1, 0, 1, 1]
+    labels = [1, 0, 0, 1, 1, 0, 1, 0]
+    # tp=3 (0,4,6), fp=2 (1,7), tn=2 (2,5), fn=1 (3)
+    assert accuracy(preds, labels) == pytest.approx(5 / 8)
+    assert f1_binary(preds, labels) == pytest.approx(2 * 3 / (2 * 3 + 2 + 1))
+    assert matthews_corrcoef(preds, labels) == pytest.approx((3 * 2 - 2 * 1) / math.sqrt(5 * 4 * 4 * 3))
+    assert matthews_corrcoef([1, 1, 1], [0, 1, 1]) == 0.0  # empty marginal
+    assert f1_binary([0, 0], [0, 0]) == 0.0
+    assert pearson([1, 2, 3], [2, 4, 6.5]) == pytest.approx(0.99846, abs=1e-5)
+    assert spearman([1, 2, 3, 4], [10, 30, 20, 40]) == pytest.approx(0.8)
+    assert spearman([1, 1, 2], [1, 2, 3]) == pytest.approx(0.8660254, abs=1e-6)  # ties: average ranks
+    m = compute_metrics(get_task("cola"), preds, labels)
+    assert set(m) == {"mcc", "accuracy"}
+    assert set(compute_metrics(get_task("MRPC"), preds, labels)) == {"accuracy", "f1"}
+
+
+def test_task_names_and_unknown():
+    assert get_task("sst2").name == "SST-2" and get_task("sts-b").name == "STS-B"
+    with pytest.raises(ValueError, match="unknown GLUE task"):
+        get_task("foo")
+
+
+def test_readers_bom_and_headerless(tmp_path):
+    mrpc = tmp_path / "MRPC"
+    mrpc.mkdir()
+    (mrpc / "train.tsv").write_text("\ufeffQuality\t#1 ID\t#2 ID\t#1 String\t#2 String\n"
+                                    "1\t1\t2\tHe said \" so\tHe said so\n0\t3\t4\tA b\tC d\n", encoding="utf-8")
+    ex = read_tsv(get_task("MRPC"), str(mrpc / "train.tsv"))
+    assert ex == [(('He said " so', "He said so"), 1), (("A b", "C d"), 0)]
+    cola = tmp_path / "CoLA"
+    cola.mkdir()
+    (cola / "dev.tsv").write_text("gj04\t1\t\tGood one.\ngj04\t0\t*\tBad one one.\n", encoding="utf-8")
+    assert read_tsv(get_task("CoLA"), str(cola / "dev.tsv")) == [(("Good one.",), 1), (("Bad one one.",), 0)]
+    rte = tmp_path / "RTE"
+    rte.mkdir()
+    (rte / "dev.tsv").write_text("index\tsentence1\tsentence2\tlabel\n0\ta\tb\tnot_entailment\n1\tc\td\tentailment\n")
+    assert [y for _, y in read_tsv(get_task("RTE"), str(rte / "dev.tsv"))] == [1, 0]
+
+
+def _run_glue(*args):
+    return subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "run_glue.py"), *args],
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_run_glue_rejects_bad_input_before_training(tmp_path):
+    r = _run_glue("--task", "FOO", "--data-dir", str(tmp_path))
+    assert r.returncode != 0 and "unknown GLUE task" in r.stderr
+    r = _run_glue("--task", "RTE", "--data-dir", str(tmp_path), "--method", "neuroprune", "--np-alpha", "-1")
+    assert r.returncode != 0 and "--np-alpha must be a finite number >= 0" in r.stderr
+    r = _run_glue("--task", "RTE", "--data-dir", str(tmp_path / "missing"))
+    assert r.returncode != 0 and "no folder RTE/" in r.stderr
+    (tmp_path / "RTE").mkdir()
+    r = _run_glue("--task", "RTE", "--data-dir", str(tmp_path), "--model", str(tmp_path / "nomodel"))
+    assert r.returncode != 0 and "no such folder" in r.stderr

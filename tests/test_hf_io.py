@@ -1,0 +1,70 @@
+import json
+import os
+
+import pytest
+import torch
+
+pytest.importorskip("transformers")
+
+from hf_helpers import duplicate_heads_, tiny_bert, tiny_opt, tiny_t5  # noqa: E402
+from neuroprune_fairseq.hf import (  # noqa: E402
+    attention_sites, head_counts, load_pruned, model_sparsity, prune_heads, prune_redundant_heads_, save_pruned)
+
+
+def _prune_some(model):
+    sites = attention_sites(model)
+    duplicate_heads_(sites[0], [(0, 1), (0, 2)])
+    duplicate_heads_(sites[-1], [(3, 1)])
+    prune_redundant_heads_(model, theta=1e-6)
+
+
+@pytest.mark.parametrize("make,inputs", [
+    (tiny_bert, lambda: dict(input_ids=torch.tensor([[5, 7, 9, 11, 2]]), attention_mask=torch.ones(1, 5, dtype=torch.long))),
+    (tiny_t5, lambda: dict(input_ids=torch.tensor([[5, 7, 9, 1]]), decoder_input_ids=torch.tensor([[0, 4, 6]]))),
+    (tiny_opt, lambda: dict(input_ids=torch.tensor([[2, 5, 7, 9, 11]]))),
+])
+def test_save_load_roundtrip_exact(tmp_path, make, inputs):
+    model = make()
+    _prune_some(model)
+    # also a further, unmerged removal in the middle module -> head counts all differ
+    sites = attention_sites(model)
+    if len(sites) > 2:
+        prune_heads(model, {sites[1].name: [0, 2, 3]})
+    x = inputs()
+    with torch.no_grad():
+        ref = model(**x).logits
+    counts = head_counts(model)
+    assert len(set(counts.values())) > 1
+    save_pruned(model, str(tmp_path))
+    loaded = load_pruned(str(tmp_path))
+    assert type(loaded).__name__ == type(model).__name__ or type(loaded) is type(model)
+    assert head_counts(loaded) == counts
+    assert [s.kept_heads for s in attention_sites(loaded)] == [s.kept_heads for s in attention_sites(model)]
+    with torch.no_grad():
+        out = loaded(**x).logits
+    assert torch.equal(out, ref)
+    assert model_sparsity(loaded).sparsity == pytest.approx(model_sparsity(model).sparsity)
+    assert model_sparsity(loaded).sparsity > 0
+
+
+def test_from_pretrained_fails_naming_load_pruned(tmp_path):
+    from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification, BertForSequenceClassification
+
+    model = tiny_bert()
+    _prune_some(model)
+    save_pruned(model, str(tmp_path))
+    for auto in (AutoModel, AutoModelForSequenceClassification, AutoConfig):
+        with pytest.raises(ValueError, match="load_pruned"):
+            auto.from_pretrained(str(tmp_path))
+    with pytest.raises(OSError):  # no model.safetensors: never a silent dense model
+        BertForSequenceClassification.from_pretrained(str(tmp_path))
+    record = json.load(open(os.path.join(tmp_path, "neuroprune_pruned.json")))
+    assert record["attention"]["bert.encoder.layer.0.attention"]["kept_heads"] == [2, 3]
+    assert record["model_class"] == "BertForSequenceClassification"
+    assert set(os.listdir(tmp_path)) >= {"config.json", "neuroprune_config.json", "neuroprune_model.safetensors"}
+
+
+def test_load_pruned_rejects_plain_folder(tmp_path):
+    tiny_bert().save_pretrained(str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="save_pruned"):
+        load_pruned(str(tmp_path))
