@@ -19,14 +19,20 @@ from neuroprune_fairseq.core.dsp import (
 # ----------------------------------------------------------------------------- core math
 
 
-def test_soft_topk_sums_to_k_and_lies_in_unit_interval():
+def test_soft_topk_sums_to_k():
     g = torch.Generator().manual_seed(0)
     logits = torch.randn(108, generator=g)
     for k in (1, 10, 50, 100, 108):
         for t in (1.0, 0.1, 1e-3):
             m = gumbel_soft_topk(logits, k, t, noise=True, generator=g)
-            assert abs(float(m.sum()) - k) < 1e-3 * max(k, 1), (k, t, float(m.sum()))
-            assert float(m.min()) >= -1e-6 and float(m.max()) <= 1 + 1e-4
+            assert abs(float(m.sum()) - k) < 1e-4 * k, (k, t, float(m.sum()))
+            assert float(m.min()) >= 0
+    # As in DSP's (and Xie & Ermon's) construction, an entry may exceed 1 when a step
+    # selects it only partly (it is picked again later); with well-separated scores
+    # (gap / t large) every entry stays in [0, 1].
+    sep = torch.arange(108.0) * 0.5
+    m = gumbel_soft_topk(sep, 50, 0.01, noise=False)
+    assert float(m.max()) <= 1 + 1e-6 and abs(float(m.sum()) - 50) < 1e-4
 
 
 def test_soft_topk_tends_to_hard_topk_as_t_goes_to_zero():
@@ -170,6 +176,8 @@ def test_finalised_model_equals_hard_masked_model(empty):
     with torch.no_grad():
         crit.dsp_logits.copy_(torch.randn(36))
         crit.dsp_logits[6:12] = -10.0  # module 1 (encoder layer 1 self-attention) loses every head
+        for i in (0, 2, 3, 4, 5):  # every other module keeps at least one
+            crit.dsp_logits[i * 6 + i] = 5.0 + i
     model.eval()
     s = tiny_sample(d)
     with torch.no_grad():
