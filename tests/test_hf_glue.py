@@ -1,8 +1,6 @@
 import json
 import math
 import os
-import subprocess
-import sys
 
 import pytest
 
@@ -21,7 +19,8 @@ def test_metrics_hand_computed():
     assert matthews_corrcoef(preds, labels) == pytest.approx((3 * 2 - 2 * 1) / math.sqrt(5 * 4 * 4 * 3))
     assert matthews_corrcoef([1, 1, 1], [0, 1, 1]) == 0.0  # empty marginal
     assert f1_binary([0, 0], [0, 0]) == 0.0
-    assert pearson([1, 2, 3], [2, 4, 6.5]) == pytest.approx(0.99846, abs=1e-5)
+    # dx = (-1, 0, 1), dy = (-13/6, -1/6, 14/6): sxy = 4.5, sxx = 2, syy = 61/6
+    assert pearson([1, 2, 3], [2, 4, 6.5]) == pytest.approx(4.5 / math.sqrt(2 * 61 / 6))
     assert spearman([1, 2, 3, 4], [10, 30, 20, 40]) == pytest.approx(0.8)
     assert spearman([1, 1, 2], [1, 2, 3]) == pytest.approx(0.8660254, abs=1e-6)  # ties: average ranks
     m = compute_metrics(get_task("cola"), preds, labels)
@@ -53,17 +52,20 @@ def test_readers_bom_and_headerless(tmp_path):
 
 
 def _run_glue(*args):
-    return subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "run_glue.py"), *args],
-                          capture_output=True, text=True, timeout=120)
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("run_glue", os.path.join(ROOT, "scripts", "run_glue.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    with pytest.raises(SystemExit) as e:
+        mod.main(list(args))
+    return str(e.value)
 
 
 def test_run_glue_rejects_bad_input_before_training(tmp_path):
-    r = _run_glue("--task", "FOO", "--data-dir", str(tmp_path))
-    assert r.returncode != 0 and "unknown GLUE task" in r.stderr
-    r = _run_glue("--task", "RTE", "--data-dir", str(tmp_path), "--method", "neuroprune", "--np-alpha", "-1")
-    assert r.returncode != 0 and "--np-alpha must be a finite number >= 0" in r.stderr
-    r = _run_glue("--task", "RTE", "--data-dir", str(tmp_path / "missing"))
-    assert r.returncode != 0 and "no folder RTE/" in r.stderr
+    assert "unknown GLUE task" in _run_glue("--task", "FOO", "--data-dir", str(tmp_path))
+    msg = _run_glue("--task", "RTE", "--data-dir", str(tmp_path), "--method", "neuroprune", "--np-alpha", "-1")
+    assert "--np-alpha must be a finite number >= 0" in msg
+    assert "no folder RTE/" in _run_glue("--task", "RTE", "--data-dir", str(tmp_path / "missing"))
     (tmp_path / "RTE").mkdir()
-    r = _run_glue("--task", "RTE", "--data-dir", str(tmp_path), "--model", str(tmp_path / "nomodel"))
-    assert r.returncode != 0 and "no such folder" in r.stderr
+    assert "no such folder" in _run_glue("--task", "RTE", "--data-dir", str(tmp_path), "--model", str(tmp_path / "nomodel"))
