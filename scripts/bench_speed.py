@@ -1,0 +1,172 @@
+#!/usr/bin/env python
+"""Side-by-side speed measurements on one machine, in one run.
+
+(a) time per update of ``neuroprune_ce`` vs ``label_smoothed_cross_entropy``: two fairseq
+    Trainers built in-process on the same data, model shape and weights; the same batches
+    are fed to both, alternating batch by batch (so load from other processes hits both
+    alike); the ratio of median update times is printed (target <= 1.05).
+(b) generation throughput (fairseq-generate, beam 5, same batch size, sentences/s) of the
+    dense model, the finalised pruned model, and the same pruned model "masked": padded
+    back to the dense shape with zero rows/columns for the removed heads and MLP neurons
+    (it computes the same function at the dense cost); next to it the FLOP ratio from
+    the finalize JSON.
+
+    python scripts/bench_speed.py --prep-dir WORK/prep --dense CKPT --pruned CKPT [--updates 20] [--out results/bench.json]
+
+``--prep-dir`` is the Multi30k folder written by the recipes (``bin/``, ``raw/``).
+"""
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import nplib  # noqa: E402
+
+
+def build_trainer(bin_dir, crit_args, model_args, ckpt):
+    import torch
+    from fairseq import options, tasks, utils
+    from fairseq.dataclass.utils import convert_namespace_to_omegaconf
+    from fairseq.trainer import Trainer
+
+    parser = options.get_training_parser()
+    args = options.parse_args_and_arch(parser, [str(bin_dir), "--user-dir", nplib.USER_DIR, *nplib.COMMON_TRAIN,
+                                                *model_args, *crit_args, "--np-no-head-pruning", "--cpu"])
+    cfg = convert_namespace_to_omegaconf(args)
+    utils.import_user_module(cfg.common)
+    torch.manual_seed(1)
+    task = tasks.setup_task(cfg.task)
+    task.load_dataset("train")
+    model = task.build_model(cfg.model)
+    if ckpt:
+        state = torch.load(ckpt, map_location="cpu", weights_only=False)
+        model.load_state_dict(state["model"], strict=True, model_cfg=cfg.model)
+    criterion = task.build_criterion(cfg.criterion)
+    return task, Trainer(cfg, task, model, criterion)
+
+
+def bench_updates(bin_dir, ckpt, n_updates, alpha, beta, warmup=2):
+    model_args = nplib.MULTI30K_MODEL
+    task_a, tr_a = build_trainer(bin_dir, ["--criterion", "label_smoothed_cross_entropy"], model_args, ckpt)
+    _, tr_b = build_trainer(bin_dir, ["--criterion", "neuroprune_ce", "--np-alpha", str(alpha), "--np-beta", str(beta)],
+                            model_args, ckpt)
+    itr = task_a.get_batch_iterator(dataset=task_a.dataset("train"), max_tokens=4096, seed=1,
+                                    ignore_invalid_inputs=True).next_epoch_itr(shuffle=True)
+    batches = [next(itr) for _ in range(n_updates + warmup)]
+    times = {"label_smoothed_cross_entropy": [], "neuroprune_ce": []}
+    for i, b in enumerate(batches):
+        order = [("label_smoothed_cross_entropy", tr_a), ("neuroprune_ce", tr_b)]
+        if i % 2:
+            order.reverse()
+        for name, tr in order:
+            t0 = time.perf_counter()
+            tr.train_step([b])
+            dt = time.perf_counter() - t0
+            if i >= warmup:
+                times[name].append(dt)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    tot = {k: sum(v) for k, v in times.items()}
+    return {"updates": n_updates, "median_s_per_update": med, "total_s": tot,
+            "ratio_median": med["neuroprune_ce"] / med["label_smoothed_cross_entropy"],
+            "ratio_total": tot["neuroprune_ce"] / tot["label_smoothed_cross_entropy"]}
+
+
+def pad_to_dense(final_ckpt, out):
+    """The finalised pruned checkpoint padded back to the dense shape with zeros: removed
+    heads get zero q/k/v rows (and biases) and zero out_proj columns, removed MLP neurons
+    zero fc1 rows/bias and fc2 columns. Same function, dense cost ("masked" pruning)."""
+    import torch
+
+    state = torch.load(final_ckpt, map_location="cpu", weights_only=False)
+    mcfg = state["cfg"]["model"]
+    sd = state["model"]
+    n_masked = 0
+    for k in list(sd):
+        w = sd[k]
+        side = "encoder" if k.startswith("encoder.") else "decoder"
+        d = getattr(mcfg, f"{side}_embed_dim")
+        ffn = getattr(mcfg, f"{side}_ffn_embed_dim")
+        if any(k.endswith(f"{p}_proj.{t}") for p in "qkv" for t in ("weight", "bias")) and w.shape[0] < d:
+            pad = torch.zeros((d - w.shape[0],) + tuple(w.shape[1:]), dtype=w.dtype)
+            sd[k] = torch.cat([w, pad], 0)
+            n_masked += 1
+        elif k.endswith("out_proj.weight") and w.shape[1] < d:
+            sd[k] = torch.cat([w, torch.zeros(w.shape[0], d - w.shape[1], dtype=w.dtype)], 1)
+        elif (k.endswith("fc1.weight") or k.endswith("fc1.bias")) and w.shape[0] < ffn:
+            sd[k] = torch.cat([w, torch.zeros((ffn - w.shape[0],) + tuple(w.shape[1:]), dtype=w.dtype)], 0)
+        elif k.endswith("fc2.weight") and w.shape[1] < ffn:
+            sd[k] = torch.cat([w, torch.zeros(w.shape[0], ffn - w.shape[1], dtype=w.dtype)], 1)
+    torch.save(state, out)
+    return n_masked
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--prep-dir", required=True)
+    p.add_argument("--dense", required=True, help="dense checkpoint (e.g. WORK/dense_e3/checkpoint_last.pt)")
+    p.add_argument("--pruned", required=True, help="NeuroPrune checkpoint (checkpoint_last.pt of a fine-tuning run)")
+    p.add_argument("--updates", type=int, default=20)
+    p.add_argument("--alpha", type=float, default=0.05)
+    p.add_argument("--beta", type=float, default=0.1)
+    p.add_argument("--threshold", type=float, default=1e-3)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--subset", default="test")
+    p.add_argument("--reps", type=int, default=1, help="generation repeats per model (best taken), interleaved")
+    p.add_argument("--skip-updates", action="store_true")
+    p.add_argument("--work-dir", default="/tmp/neuroprune_bench")
+    p.add_argument("--out", help="write the numbers as JSON here")
+    a = p.parse_args(argv)
+    prep, work = Path(a.prep_dir), Path(a.work_dir)
+    work.mkdir(parents=True, exist_ok=True)
+    res = {"omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "cpu_count": os.cpu_count()}
+    if not a.skip_updates:
+        res["update"] = bench_updates(prep / "bin", a.dense, a.updates, a.alpha, a.beta)
+        u = res["update"]
+        print(f"(a) time/update over {u['updates']} updates (same batches, alternating): "
+              f"label_smoothed_cross_entropy {u['median_s_per_update']['label_smoothed_cross_entropy']:.3f}s, "
+              f"neuroprune_ce {u['median_s_per_update']['neuroprune_ce']:.3f}s (median); "
+              f"ratio {u['ratio_median']:.3f}x (median), {u['ratio_total']:.3f}x (total)", flush=True)
+    fin_d = nplib.finalize(Path(a.dense), work / "dense_final.pt", a.threshold, logfile=work / "finalize.log")
+    fin_p = nplib.finalize(Path(a.pruned), work / "pruned_final.pt", a.threshold, logfile=work / "finalize.log")
+    n_masked = pad_to_dense(work / "pruned_final.pt", work / "pruned_masked.pt")
+    models = {"dense": work / "dense_final.pt", "pruned_finalized": work / "pruned_final.pt",
+              "pruned_masked": work / "pruned_masked.pt"}
+    gen = {k: [] for k in models}
+    for _ in range(a.reps):
+        for name, ck in models.items():
+            gen[name].append(nplib.generate(prep / "bin", ck, subset=a.subset, beam=5, batch_size=a.batch_size,
+                                            logfile=work / f"gen_{name}.log"))
+    refs = nplib.read_lines(prep / "raw" / f"{a.subset}.en")
+    res["generate"] = {}
+    for name, runs in gen.items():
+        best = max(runs, key=lambda g: g.get("sentences_per_s", 0))
+        bleu, _ = nplib.sacrebleu_score(best["hyps"], refs)
+        res["generate"][name] = {"sentences_per_s": best.get("sentences_per_s"), "gen_s": best.get("gen_s"),
+                                 "all_sentences_per_s": [g.get("sentences_per_s") for g in runs],
+                                 "n_hyps": len(best["hyps"]), "bleu": round(bleu, 2)}
+    g = res["generate"]
+    res["flops"] = {"dense_flops_per_token": fin_d["flops_per_token"], "pruned_flops_per_token": fin_p["flops_per_token"],
+                    "pruned_flops_ratio_vs_dense": fin_p["flops_per_token"] / fin_d["flops_per_token"],
+                    "finalize_flops_ratio": fin_p["flops_ratio"], "pruned_heads_kept": fin_p["heads_kept"],
+                    "pruned_sparsity": fin_p["sparsity"], "masked_modules_padded": n_masked}
+    sd = g["dense"]["sentences_per_s"]
+    print(f"(b) generation, beam 5, batch {a.batch_size}, {a.subset} ({g['dense']['n_hyps']} sentences), "
+          f"OMP_NUM_THREADS={res['omp_num_threads']}:")
+    for name in models:
+        s = g[name]["sentences_per_s"]
+        print(f"    {name:<17} {s:8.1f} sentences/s  speed-up vs dense {s / sd:5.2f}x  BLEU {g[name]['bleu']:.2f}")
+    print(f"    FLOPs/token: pruned/dense = {res['flops']['pruned_flops_ratio_vs_dense']:.3f} "
+          f"(finalize's flops_ratio {fin_p['flops_ratio']:.3f}); heads kept {fin_p['heads_kept']}/{fin_p['heads_dense']}, "
+          f"sparsity {fin_p['sparsity']:.2f}%")
+    if a.out:
+        Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(a.out).write_text(json.dumps(res, indent=1))
+    return res
+
+
+if __name__ == "__main__":
+    main()
