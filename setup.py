@@ -26,6 +26,7 @@ setup(
     extras_require={
         "hf": ["transformers>=4.40", "rouge-score", "accelerate"],
         "plot": ["matplotlib"],
+        "recipes": ["sacremoses", "subword-nmt", "matplotlib", "pyyaml"],
         "test": ["pytest", "hypothesis", "transformers>=4.40", "rouge-score", "matplotlib", "accelerate"],
     },
     entry_points={

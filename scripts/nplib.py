@@ -237,8 +237,11 @@ def generate(bin_dir: Path, ckpt: Path, subset: str = "test", beam: int = 5, bat
 
 def _src_path(bin_dir: Path, subset: str) -> Optional[Path]:
     """The text file fairseq binarized (for the sentence count), if it is where we put it."""
-    p = Path(bin_dir).parent / "spm" / f"{subset}.de"
-    return p if p.exists() else None
+    for sub in ("spm", "bpe"):
+        p = Path(bin_dir).parent / sub / f"{subset}.de"
+        if p.exists():
+            return p
+    return None
 
 
 def sacrebleu_score(hyps: Sequence[str], refs: Sequence[str], tokenize: Optional[str] = None,
@@ -266,3 +269,34 @@ def evaluate_multi30k(prep_dir: Path, ckpt: Path, subset: str = "test", beam: in
     return {"bleu": round(bleu, 2), "sacrebleu_signature": sig, "n_hyps": len(gen["hyps"]), "n_refs": len(refs),
             "n_hyps_eq_n_refs": len(gen["hyps"]) == len(refs), "gen_sentences_per_s": gen.get("sentences_per_s"),
             "gen_wall_s": round(gen["wall_s"], 2)}
+
+
+# ----------------------------------------------------------------------------- IWSLT14
+
+def evaluate_iwslt(prep_dir: Path, ckpt: Path, subset: str = "test", beam: int = 5, batch_size: int = 128,
+                   logfile: Optional[Path] = None) -> Dict:
+    """IWSLT14 de-en (prepared by examples/iwslt14_de_en/prepare.py): beam search with BPE
+    removed, then two BLEUs:
+
+    * ``bleu``: sacrebleu (13a, lowercase) on Moses-detokenized hypotheses against the
+      untokenized references ``raw/test.en`` (``tok/test.en`` detokenized where raw is absent),
+      with its signature;
+    * ``bleu_tok``: tokenized BLEU as fairseq and the DSP paper report it (lowercased,
+      Moses-tokenized hypotheses vs ``tok/test.en``, no further tokenisation), labelled as such.
+    """
+    from sacremoses import MosesDetokenizer
+
+    prep_dir = Path(prep_dir)
+    gen = generate(prep_dir / "bin", ckpt, subset=subset, beam=beam, batch_size=batch_size,
+                   post_process="subword_nmt", logfile=logfile)
+    tok_refs = read_lines(prep_dir / "tok" / f"{subset}.en")
+    md = MosesDetokenizer(lang="en")
+    detok = [md.detokenize(h.split(), unescape=True) for h in gen["hyps"]]
+    raw = prep_dir / "raw" / f"{subset}.en"
+    refs = read_lines(raw) if raw.exists() else [md.detokenize(r.split(), unescape=True) for r in tok_refs]
+    bleu, sig = sacrebleu_score(detok, refs, lowercase=True)
+    bleu_tok, sig_tok = sacrebleu_score(gen["hyps"], tok_refs, tokenize="none")
+    return {"bleu": round(bleu, 2), "sacrebleu_signature": sig, "bleu_tok": round(bleu_tok, 2),
+            "bleu_tok_note": "tokenized BLEU (Moses tok, lowercased; sacrebleu tokenize=none), as fairseq/DSP report",
+            "n_hyps": len(gen["hyps"]), "n_refs": len(tok_refs), "n_hyps_eq_n_refs": len(gen["hyps"]) == len(tok_refs),
+            "gen_sentences_per_s": gen.get("sentences_per_s"), "gen_wall_s": round(gen["wall_s"], 2)}
