@@ -13,7 +13,6 @@ import logging
 import sys
 from typing import Dict, List, Optional
 
-import torch
 
 import fairseq  # noqa: F401  (before the plugin, so that it registers its components)
 from fairseq import checkpoint_utils
