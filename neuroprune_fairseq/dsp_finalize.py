@@ -11,8 +11,7 @@ import argparse
 import json
 import logging
 import sys
-from typing import Dict, List, Optional
-
+from typing import Dict, Optional
 
 import fairseq  # noqa: F401  (before the plugin, so that it registers its components)
 from fairseq import checkpoint_utils
@@ -20,7 +19,7 @@ from omegaconf import OmegaConf, open_dict
 
 from . import plugin  # noqa: F401
 from .dsp_fairseq import dsp_keep_heads, finalize_heads_
-from .fairseq_roles import attention_modules
+from .fairseq_roles import head_counts
 
 logger = logging.getLogger("neuroprune_fairseq.dsp_finalize")
 
@@ -34,10 +33,6 @@ def load(path: str, data: Optional[str] = None):
     models, _, task = checkpoint_utils.load_model_ensemble_and_task([path], arg_overrides=overrides, state=state)
     model = models[0].eval()
     return model, task, state
-
-
-def head_counts_of(model) -> List[int]:
-    return [m.num_heads for _, _, m in attention_modules(model)]
 
 
 def _as_neuroprune_model_cfg(cfg) -> None:
@@ -110,7 +105,7 @@ def main(argv=None) -> Dict:
     if "dsp_logits" not in crit:
         raise SystemExit(f"{args.path} holds no DSP gate logits (criterion state keys: {sorted(crit)}); was it trained with --criterion dsp_ce?")
     logits = crit["dsp_logits"].float()
-    counts = head_counts_of(model)
+    counts = head_counts(model)
     if sum(counts) != logits.numel():
         raise SystemExit(f"{logits.numel()} gate logits for a model with {sum(counts)} heads")
     k = args.heads if args.heads is not None else int(state["cfg"].criterion.dsp_heads)
