@@ -76,7 +76,7 @@ def hard_topk_mask(scores: Tensor, k: int) -> Tensor:
 
 def straight_through(soft: Tensor, hard: Tensor) -> Tensor:
     """``hard`` in the forward pass, the gradient of ``soft`` in the backward pass."""
-    return hard + soft - soft.detach()
+    return hard + (soft - soft.detach())  # exactly `hard` in value
 
 
 def dsp_mask(
