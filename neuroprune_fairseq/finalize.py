@@ -119,6 +119,11 @@ def load(path: str, data: str = None):
         raise FileNotFoundError(f"--path {path}: no such checkpoint file")
     state = checkpoint_utils.load_checkpoint_to_cpu(path, {"data": data} if data else None)
     cfg = state["cfg"]
+    if not os.path.isdir(str(cfg.task.data).split(os.pathsep)[0]):
+        raise FileNotFoundError(
+            f"the checkpoint's data directory {cfg.task.data!r} does not exist from here "
+            "(its dictionaries are needed); pass --data DATA_BIN_DIR"
+        )
     task = tasks.setup_task(cfg.task)
     model = task.build_model(cfg.model)
     model.load_state_dict(state["model"], strict=True, model_cfg=cfg.model)

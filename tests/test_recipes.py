@@ -190,3 +190,37 @@ def test_pad_to_dense_keeps_shapes(tmp_path):
     assert out["encoder.layers.0.self_attn.out_proj.weight"].shape == (120, 120)
     assert out["decoder.layers.0.fc1.weight"].shape == (480, 120) and out["decoder.layers.0.fc1.bias"][100:].sum() == 0
     assert out["decoder.layers.0.fc2.weight"].shape == (120, 480)
+
+
+def test_iwslt_prepare_end_to_end_on_a_synthetic_raw_folder(tmp_path):
+    """The whole prepare.py on a tiny raw folder laid out like de-en.tgz, built from real
+    lines (detokenized): metadata lines dropped, cleaning, every-23rd valid split, test =
+    the five xml parts in order, BPE learned and applied, binarized."""
+    from sacremoses import MosesDetokenizer
+
+    d = _data("iwslt14")
+    raw = tmp_path / "de-en"
+    raw.mkdir()
+    n = 92
+    for lang in ("de", "en"):
+        md = MosesDetokenizer(lang=lang)
+        lines = [_cap(md.detokenize(x.split(), unescape=True)) for x in iwslt.read(d / "tok" / f"valid.{lang}")[:n]]
+        head = ["<url>http://www.ted.com/talks/x</url>", "<keywords>talks</keywords>", "<talkid>1</talkid>"]
+        (raw / f"train.tags.de-en.{lang}").write_text("\n".join(head + lines) + "\n", encoding="utf-8")
+        for k, part in enumerate(iwslt.TEST_PARTS):
+            segs = iwslt.read(d / "test_parts" / f"{part}.de-en.{lang}")[:3 + k]
+            body = "".join(f'<seg id="{i + 1}"> {_cap(md.detokenize(s.split(), unescape=True))} </seg>\n'
+                           for i, s in enumerate(segs))
+            (raw / f"{part}.de-en.{lang}.xml").write_text(f"<mteval>\n<doc docid=\"1\">\n{body}</doc>\n</mteval>\n",
+                                                          encoding="utf-8")
+    out = tmp_path / "out"
+    iwslt.main(["--out", str(out), "--raw-dir", str(raw), "--skip-binarize"])  # binarizing: tested above
+    kept = len(iwslt.clean_pairs(*[[x for x in iwslt.read(out / "tok" / f"train.{lang}")] for lang in ("de", "en")]))
+    sizes = {s: len(iwslt.read(out / "tok" / f"{s}.de")) for s in ("train", "valid", "test")}
+    total = sizes["train"] + sizes["valid"]
+    assert n - 10 <= total <= n and sizes["valid"] == total // 23 and kept == sizes["train"]
+    assert sizes["test"] == sum(3 + k for k in range(5)) == len(iwslt.read(out / "raw" / "test.en"))
+    # the tokenized test lines are the standard ones (first 3 of dev2010 open the test set)
+    assert iwslt.read(out / "tok" / "test.en")[:3] == iwslt.read(d / "test_parts" / "IWSLT14.TED.dev2010.de-en.en")[:3]
+    assert (out / "code").read_text().startswith("#version")
+    assert any("@@ " in x for x in iwslt.read(out / "bpe" / "train.de"))

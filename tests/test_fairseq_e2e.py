@@ -1,0 +1,245 @@
+"""End to end, as a user runs it: fairseq-train with pruning, resume, fairseq-generate /
+fairseq-interactive on pruned checkpoints, finalize, 2-worker data parallel, bad input."""
+import math
+import os
+import re
+import socket
+
+import pytest
+import torch
+from fairseq import checkpoint_utils, options, tasks
+from fairseq.dataclass.configs import GenerationConfig
+from fairseq.dataclass.utils import convert_namespace_to_omegaconf
+
+from neuroprune_fairseq.fairseq_roles import attention_modules, head_counts, prune_redundant_heads_
+from neuroprune_fairseq.finalize import cli_main as finalize_main
+
+from conftest import TINY_ARCH, USER_DIR, run_cli
+
+TRAIN = TINY_ARCH + [
+    "--user-dir", USER_DIR, "--task", "neuroprune_translation", "--criterion", "neuroprune_ce",
+    "--label-smoothing", "0.1", "--np-alpha", "0.05", "--np-beta", "0.1", "--np-theta", "0.3",
+    "--optimizer", "adam", "--lr", "0.005", "--max-tokens", "500", "--log-interval", "5",
+    "--no-progress-bar", "--seed", "1", "--num-workers", "0", "--cpu",
+]
+GEN = ["--user-dir", USER_DIR, "--beam", "5", "--batch-size", "16", "--cpu"]
+
+
+def heads_in_checkpoint(path):
+    state = torch.load(path, map_location="cpu")  # weights_only: allowed by the plugin
+    hd = 4  # 24 / 6
+    return [v.shape[0] // hd for k, v in state["model"].items() if k.endswith("q_proj.weight")], state
+
+
+def hypotheses(stdout):
+    return {int(m.group(1)): (float(m.group(2)), m.group(3)) for m in re.finditer(r"^H-(\d+)\t(\S+)\t(.*)$", stdout, re.M)}
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_data):
+    p = run_cli("fairseq_cli.train", ["bin", *TRAIN, "--max-epoch", "3", "--save-dir", "ck"], cwd=tiny_data)
+    return tiny_data, p.stdout + p.stderr
+
+
+def test_training_prunes_heads_and_logs_everything(trained):
+    d, log = trained
+    after = [int(n) for n in re.findall(r"NeuroPrune epoch 00\d: heads \d+ -> (\d+)", log)]
+    assert len(after) == 3 and after[-1] < 36 and after == sorted(after, reverse=True), log[-3000:]
+    final = after[-1]
+    heads, state = heads_in_checkpoint(d / "ck" / "checkpoint3.pt")
+    assert sum(heads) == final and len(heads) == 6  # 2 enc self + 2 dec self + 2 cross
+    assert min(heads) >= 1
+    # fairseq's own log lines carry the penalties, heads (total and per module) and sparsity
+    line = [l for l in log.splitlines() if "| train | epoch 003" in l][0]
+    for key in ("r_attn", "r_mlp", "penalty", "heads", "sparsity", "heads_per_module"):
+        assert f"| {key} " in line, line
+    assert re.search(r"min_dist=\d\.\d+ theta=0.3", log)
+    h2, _ = heads_in_checkpoint(d / "ck" / "checkpoint2.pt")
+    assert len(set(h2)) > 1, h2  # modules with different head counts, used below
+
+
+def test_saved_adam_state_is_sliced_with_the_weights(trained):
+    d, _ = trained
+    _, s2 = heads_in_checkpoint(d / "ck" / "checkpoint2.pt")
+    shapes = [tuple(v["exp_avg"].shape) for v in s2["last_optimizer_state"]["state"].values()]
+    for k, v in s2["model"].items():
+        if k.endswith(("q_proj.weight", "out_proj.weight")):
+            assert tuple(v.shape) in shapes
+
+
+def test_resume_continues_with_same_heads_and_step(trained, tmp_path):
+    d, _ = trained
+    import shutil
+
+    save = tmp_path / "resume"
+    shutil.copytree(d / "ck", save)
+    heads3, state3 = heads_in_checkpoint(save / "checkpoint3.pt")
+    updates3 = state3["optimizer_history"][-1]["num_updates"]
+    shutil.copy(save / "checkpoint3.pt", save / "checkpoint_last.pt")
+    p = run_cli("fairseq_cli.train", ["bin", *TRAIN, "--max-epoch", "4", "--save-dir", str(save)], cwd=d)
+    log = p.stdout + p.stderr
+    # fairseq names the epoch to run next: the end-of-epoch-3 checkpoint resumes at epoch 4
+    assert f"(epoch 4 @ {updates3} updates)" in log
+    line = [l for l in log.splitlines() if "| train | epoch 004" in l][0]
+    assert f"heads_per_module {'.'.join(map(str, heads3))} " in line  # trained epoch 4 with the same heads
+    assert "begin training epoch 4" in log
+    heads4, state4 = heads_in_checkpoint(save / "checkpoint4.pt")
+    assert state4["optimizer_history"][-1]["num_updates"] > updates3
+    # weights kept through pruning are still trained
+    same = [k for k, v in state3["model"].items() if k.endswith("q_proj.weight") and state4["model"][k].shape == v.shape]
+    assert same
+    for k in same:
+        assert not torch.equal(state3["model"][k], state4["model"][k])
+
+
+def _in_memory_generation(task, model, split="test"):
+    gen = task.build_generator([model], GenerationConfig(beam=5))
+    itr = task.get_batch_iterator(dataset=task.dataset(split), max_sentences=16).next_epoch_itr(shuffle=False)
+    out = {}
+    for sample in itr:
+        hyps = task.inference_step(gen, [model], sample)
+        for i, sid in enumerate(sample["id"].tolist()):
+            h = hyps[i][0]
+            out[sid] = (h["score"].item() / math.log(2), task.target_dictionary.string(h["tokens"].int().cpu()))
+    return out
+
+
+def test_generate_and_interactive_on_pruned_checkpoint_match_in_memory_model(trained, tmp_path):
+    d, _ = trained
+    state = checkpoint_utils.load_checkpoint_to_cpu(str(d / "ck" / "checkpoint2.pt"), {"data": str(d / "bin")})
+    task = tasks.setup_task(state["cfg"].task)
+    model = task.build_model(state["cfg"].model)
+    model.load_state_dict(state["model"], strict=True, model_cfg=state["cfg"].model)
+    model.eval()
+    task.load_dataset("test")
+    # make the widest attention module hold two exact twins, then prune in memory
+    mha = max((m for _, _, m in attention_modules(model)), key=lambda m: m.num_heads)
+    assert mha.num_heads >= 2, head_counts(model)
+    hd = mha.head_dim
+    with torch.no_grad():
+        for lin in (mha.q_proj, mha.k_proj, mha.v_proj):
+            lin.weight[hd:2 * hd] = lin.weight[:hd]
+            lin.bias[hd:2 * hd] = lin.bias[:hd]
+    before = _in_memory_generation(task, model)
+    heads_before = head_counts(model)
+    prune_redundant_heads_(model, theta=0.0)
+    assert sum(head_counts(model)) == sum(heads_before) - 1
+    mem = _in_memory_generation(task, model)
+    assert [mem[i][1] for i in sorted(mem)] == [before[i][1] for i in sorted(before)]  # exact merge
+    state["model"] = model.state_dict()
+    path = tmp_path / "pruned.pt"
+    torch.save(state, path)
+
+    p = run_cli("fairseq_cli.generate", ["bin", *GEN, "--path", str(path)], cwd=d)
+    hyps = hypotheses(p.stdout)
+    assert len(hyps) == 40 == len(mem)
+    for sid, (score, text) in mem.items():
+        assert hyps[sid][1] == text
+        assert abs(hyps[sid][0] - score) < 1e-3
+
+    src = re.search(r"^S-0\t(.*)$", p.stdout, re.M).group(1)
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "fairseq_cli.interactive", "bin", *GEN, "--path", str(path),
+                        "--source-lang", "src", "--target-lang", "tgt", "--buffer-size", "16"], cwd=d, input=src + "\n",
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert re.search(r"^H-0\t\S+\t(.*)$", r.stdout, re.M).group(1) == hyps[0][1]
+
+
+def test_finalize_writes_smaller_checkpoint_with_identical_outputs(trained, tmp_path, capsys):
+    d, _ = trained
+    src = d / "ck" / "checkpoint2.pt"
+    out, js = tmp_path / "final.pt", tmp_path / "final.json"
+    assert finalize_main(["--path", str(src), "--output", str(out), "--json", str(js)]) == 2  # data dir is relative
+    assert "pass --data" in capsys.readouterr().err
+    data = ["--data", str(d / "bin")]
+    assert finalize_main(["--path", str(src), "--output", str(out), "--json", str(js), *data]) == 0
+    printed = capsys.readouterr().out
+    assert "heads kept" in printed and "sparsity" in printed and "FLOPs per token" in printed
+    import json
+
+    info = json.loads(js.read_text())
+    heads, _ = heads_in_checkpoint(src)
+    assert info["heads_kept"] == sum(heads) and info["heads_dense"] == 36
+    assert info["params"] < info["params_dense"] and 0 < info["sparsity"] < 100
+    assert 0 < info["flops_ratio"] < 1
+    g1 = hypotheses(run_cli("fairseq_cli.generate", ["bin", *GEN, "--path", str(src)], cwd=d).stdout)
+    g2 = hypotheses(run_cli("fairseq_cli.generate", ["bin", *GEN, "--path", str(out)], cwd=d).stdout)
+    assert len(g1) == 40 and {k: v[1] for k, v in g1.items()} == {k: v[1] for k, v in g2.items()}
+    # a threshold zeroes weights and counts them
+    out2 = tmp_path / "final2.pt"
+    assert finalize_main(["--path", str(src), "--output", str(out2), "--threshold", "0.05", "--json", str(js), *data]) == 0
+    info2 = json.loads(js.read_text())
+    assert info2["zeroed_below_threshold"] > 0 and info2["sparsity"] > info["sparsity"]
+    assert finalize_main(["--path", str(tmp_path / "missing.pt"), "--output", str(out2)]) == 2
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_worker_data_parallel_prunes_identically(tiny_data, tmp_path):
+    import subprocess, sys
+
+    port = _free_port()
+    args = ["bin", *TRAIN, "--max-epoch", "3", "--save-dir", str(tmp_path / "ddp"), "--distributed-world-size", "2",
+            "--ddp-backend", "legacy_ddp", "--distributed-backend", "gloo", "--distributed-no-spawn",
+            "--distributed-init-method", f"tcp://127.0.0.1:{port}"]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    procs = [subprocess.Popen([sys.executable, "-m", "fairseq_cli.train", *args, "--distributed-rank", str(r)],
+                              cwd=tiny_data, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+             for r in (0, 1)]
+    outs = [p.communicate(timeout=300)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs[0][-3000:] + outs[1][-3000:]
+    log = outs[0]
+    assert "the 2 workers pruned identically" in log
+    after = [int(n) for n in re.findall(r"NeuroPrune epoch 00\d: heads \d+ -> (\d+)", log)]
+    assert after and after[-1] < 36, log[-3000:]
+    assert "| train | epoch 003" in log  # training went on after pruning
+
+
+def _cfg(extra):
+    parser = options.get_training_parser()
+    args = options.parse_args_and_arch(parser, input_args=["bin", *TRAIN, *extra])
+    return convert_namespace_to_omegaconf(args)
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--np-alpha", "-1"], "--np-alpha must be a finite number >= 0"),
+    (["--np-beta", "nan"], "--np-beta must be a finite number >= 0"),
+    (["--np-eps", "inf"], "--np-eps must be a finite number >= 0"),
+    (["--np-attn-modules", "encoder,foo"], "--np-attn-modules got ['foo']"),
+])
+def test_bad_criterion_options_fail_clearly(tiny_data, extra, message):
+    cfg = _cfg(extra)
+    cfg.task.data = str(tiny_data / "bin")
+    task = tasks.setup_task(cfg.task)
+    with pytest.raises(ValueError) as e:
+        task.build_criterion(cfg.criterion)
+    assert message in str(e.value)
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--np-theta", "-0.1"], "--np-theta must be a finite number >= 0"),
+    (["--fp16"], "use --memory-efficient-fp16"),
+    (["--distributed-world-size", "2", "--ddp-backend", "pytorch_ddp"], "needs --ddp-backend legacy_ddp"),
+])
+def test_bad_task_options_fail_before_training(tiny_data, extra, message):
+    cfg = _cfg(extra)
+    cfg.task.data = str(tiny_data / "bin")
+    with pytest.raises(ValueError) as e:
+        tasks.setup_task(cfg.task)
+    assert message in str(e.value)
+
+
+def test_stock_arch_is_refused_with_the_fix(tiny_data):
+    p = run_cli("fairseq_cli.train", ["bin", *TRAIN, "--arch", "transformer_iwslt_de_en", "--max-epoch", "1",
+                                      "--save-dir", "never"], cwd=tiny_data, check=False)
+    assert p.returncode != 0
+    assert "use --arch neuroprune_transformer_iwslt_de_en" in p.stderr
+    assert "begin training epoch" not in p.stdout + p.stderr
+    assert not list((tiny_data / "never").glob("*.pt"))  # fairseq only made the empty directory
