@@ -37,19 +37,24 @@ def load(path: str, data: Optional[str] = None):
 
 def _as_neuroprune_model_cfg(cfg) -> None:
     """A checkpoint of a stock ``transformer`` becomes one of ``neuroprune_transformer``
-    (same model; its load_state_dict accepts pruned shapes)."""
+    (same model; its load_state_dict accepts pruned shapes). ``cfg.model`` is an
+    ``argparse.Namespace`` for fairseq's legacy (argparse) models, else a DictConfig."""
     from fairseq.models import ARCH_MODEL_REGISTRY
 
     m = cfg.model
-    name = m.get("_name", None) if hasattr(m, "get") else getattr(m, "_name", None)
-    arch = m.get("arch", None) if hasattr(m, "get") else getattr(m, "arch", None)
+    arch = getattr(m, "arch", None)
+    updates = {}
     if arch and not str(arch).startswith("neuroprune_") and f"neuroprune_{arch}" in ARCH_MODEL_REGISTRY:
+        updates = {"arch": f"neuroprune_{arch}", "_name": "neuroprune_transformer"}
+    elif getattr(m, "_name", None) == "transformer":
+        updates = {"_name": "neuroprune_transformer"}
+    if isinstance(m, argparse.Namespace):
+        for k, v in updates.items():
+            setattr(m, k, v)
+    elif updates:
         with open_dict(m):
-            m.arch = f"neuroprune_{arch}"
-            m._name = "neuroprune_transformer"
-    elif name == "transformer":
-        with open_dict(m):
-            m._name = "neuroprune_transformer"
+            for k, v in updates.items():
+                m[k] = v
 
 
 def save_finalized(model, state: Dict, output: str, info: Dict) -> None:
