@@ -170,3 +170,16 @@ def test_optimizer_state_sliced():
     prune_redundant_heads_(model, theta=1e-6, optimizer=opt)
     assert id(s.q.weight) == q_id and s.q.weight.shape == (12, 16)
     torch.testing.assert_close(opt.state[s.q.weight]["exp_avg"], exp_avg[4:])
+
+
+def test_imports_are_lazy():
+    import subprocess
+    import sys
+
+    code = ("import sys, neuroprune_fairseq; assert 'neuroprune_fairseq.hf' not in sys.modules; "
+            "from neuroprune_fairseq.hf import attention_sites, neuroprune_penalties; "
+            "assert 'transformers' not in sys.modules, 'roles/pruning must not import transformers'; print('ok')")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                       cwd=__import__("os").path.dirname(__import__("os").path.dirname(__file__)))
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "ok"
