@@ -70,6 +70,17 @@ class NeuroPruneCallback(TrainerCallback):
         self.verbose = verbose
         self.history: List[Dict] = []
 
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        # fail now, not after the first epoch
+        if self.np_args.prune_heads and self.np_args.dominating == "exact" and model is not None:
+            from ..core.redundancy import EXACT_MAX_HEADS
+
+            big = [s.name for s in attention_sites(model, self.np_args.attn_kinds) if s.num_heads > EXACT_MAX_HEADS]
+            if big:
+                raise ValueError(f"dominating='exact' handles at most {EXACT_MAX_HEADS} heads per module; "
+                                 f"{big[0]} has more: use 'heuristic'")
+        return control
+
     def on_epoch_end(self, args, state, control, model=None, optimizer=None, **kwargs):
         if not self.np_args.prune_heads or model is None:
             return control
