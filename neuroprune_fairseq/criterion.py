@@ -92,11 +92,25 @@ class NeuroPruneCriterion(LabelSmoothedCrossEntropyCriterion):
         self.alpha, self.beta, self.eps, self.penalty = np_alpha, np_beta, np_eps, np_penalty
         self.attn_kinds = _kinds(np_attn_modules, ATTN_KINDS, "np-attn-modules")
         self.mlp_kinds = _kinds(np_mlp_modules, MLP_KINDS, "np-mlp-modules")
-        self._dense_count = None
+
+    def _np_modules(self, model: nn.Module):
+        """Attention and MLP modules, found once per model (pruning keeps module objects)."""
+        # a plain dict: modules stored as criterion attributes would become its submodules
+        cache = self.__dict__.setdefault("_np_cache", {})
+        if cache.get("model_id") != id(model):
+            cache.update(
+                model_id=id(model),
+                attn_all=[m for _, _, m in attention_modules(model)],
+                attn=[m for _, _, m in attention_modules(model, self.attn_kinds)],
+                mlp=[layer for _, _, layer in mlp_modules(model, self.mlp_kinds)],
+                dense_count=dense_matrix_count(model),
+            )
+        return cache["attn_all"], cache["attn"], cache["mlp"]
 
     def penalties(self, model: nn.Module) -> Tuple[Tensor, Tensor]:
-        attn = [(m.q_proj.weight, m.k_proj.weight, m.v_proj.weight) for _, _, m in attention_modules(model, self.attn_kinds)]
-        mlp = [(layer.fc1.weight, layer.fc2.weight) for _, _, layer in mlp_modules(model, self.mlp_kinds)]
+        _, attn_mods, mlp_mods = self._np_modules(model)
+        attn = [(m.q_proj.weight, m.k_proj.weight, m.v_proj.weight) for m in attn_mods]
+        mlp = [(layer.fc1.weight, layer.fc2.weight) for layer in mlp_mods]
         if not attn and not mlp:
             p = next(model.parameters())
             return p.new_zeros(()), p.new_zeros(())
@@ -112,19 +126,21 @@ class NeuroPruneCriterion(LabelSmoothedCrossEntropyCriterion):
         if model.training:
             loss = loss + sample_size * reg
         with torch.no_grad():
-            heads = [m.num_heads for _, _, m in attention_modules(inner)]
+            attn_all = self._np_modules(inner)[0]
+            dense_count = self._np_cache["dense_count"]
+            heads = [m.num_heads for m in attn_all]
             ws = matrices(inner)
-            if self._dense_count is None:
-                self._dense_count = dense_matrix_count(inner)
             present = sum(w.numel() for w in ws)
-            zero = sum(int((w == 0).sum()) for w in ws)
+            zero = torch.stack([(w == 0).sum() for w in ws]).sum().to(reg.dtype)
+            # one device->host transfer for all logged tensors
+            r_a, r_m, rg, nz = torch.stack([r_attn.detach(), r_mlp.detach(), reg.detach(), zero]).tolist()
         logging_output.update({
-            "np_r_attn": float(r_attn) * sample_size,
-            "np_r_mlp": float(r_mlp) * sample_size,
-            "np_reg": float(reg) * sample_size,
+            "np_r_attn": r_a * sample_size,
+            "np_r_mlp": r_m * sample_size,
+            "np_reg": rg * sample_size,
             "np_n": 1,
             "np_heads": sum(heads),
-            "np_sparsity": 100.0 * (self._dense_count - present + zero) / max(self._dense_count, 1),
+            "np_sparsity": 100.0 * (dense_count - present + nz) / max(dense_count, 1),
             **{f"np_h{i:03d}": h for i, h in enumerate(heads)},
         })
         return loss, sample_size, logging_output

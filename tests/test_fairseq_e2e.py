@@ -11,7 +11,7 @@ from fairseq import checkpoint_utils, options, tasks
 from fairseq.dataclass.configs import GenerationConfig
 from fairseq.dataclass.utils import convert_namespace_to_omegaconf
 
-from neuroprune_fairseq.fairseq_roles import attention_modules, head_counts, prune_redundant_heads_
+from neuroprune_fairseq.fairseq_roles import attention_modules, head_counts, mlp_modules, prune_redundant_heads_
 from neuroprune_fairseq.finalize import cli_main as finalize_main
 
 from conftest import TINY_ARCH, USER_DIR, run_cli
@@ -243,3 +243,39 @@ def test_stock_arch_is_refused_with_the_fix(tiny_data):
     assert "use --arch neuroprune_transformer_iwslt_de_en" in p.stderr
     assert "begin training epoch" not in p.stdout + p.stderr
     assert not list((tiny_data / "never").glob("*.pt"))  # fairseq only made the empty directory
+
+
+@pytest.mark.parametrize("criterion, penalty", [("neuroprune_ce", "neuroprune"), ("l1_ce", "l1")])
+def test_criterion_loss_is_task_loss_plus_scaled_penalties(tiny_data, criterion, penalty):
+    from neuroprune_fairseq.core import attention_group_penalty, l1_penalty, mlp_preferential_attachment_penalty
+
+    cfg = _cfg(["--criterion", criterion, "--np-alpha", "0.3", "--np-beta", "0.7", "--np-attn-modules", "encoder,cross"])
+    cfg.task.data = str(tiny_data / "bin")
+    task = tasks.setup_task(cfg.task)
+    task.load_dataset("valid")
+    model = task.build_model(cfg.model)
+    with torch.no_grad():  # make Eq. 1's row weights non-zero
+        for _, _, layer in mlp_modules(model):
+            layer.fc1.weight[:3, :5] = 0
+    crit = task.build_criterion(cfg.criterion)
+    sample = next(iter(task.get_batch_iterator(dataset=task.dataset("valid"), max_sentences=8).next_epoch_itr(shuffle=False)))
+    model.eval()  # no dropout; in eval mode the penalty is not added
+    task_loss, sample_size, _ = crit(model, sample)
+    model.train()
+    model.apply(lambda m: setattr(m, "p", 0.0) if isinstance(getattr(m, "p", None), float) else None)  # dropout off
+    total, _, log = crit(model, sample)
+    mods = attention_modules(model)
+    attn = [m for name, kind, m in mods if kind in ("encoder", "cross")]
+    assert len(attn) == 4  # 2 encoder self + 2 cross, not the decoder self-attention
+    mlp = [layer for _, _, layer in mlp_modules(model)]
+    if penalty == "neuroprune":
+        r_attn = sum(attention_group_penalty(m.q_proj.weight, m.k_proj.weight, m.v_proj.weight) for m in attn)
+        r_mlp = sum(mlp_preferential_attachment_penalty(l.fc1.weight, l.fc2.weight, 1e-4) for l in mlp)
+        assert r_mlp.item() > 0
+    else:
+        r_attn = l1_penalty(w for m in attn for w in (m.q_proj.weight, m.k_proj.weight, m.v_proj.weight))
+        r_mlp = l1_penalty(w for l in mlp for w in (l.fc1.weight, l.fc2.weight))
+    expected = task_loss + sample_size * (0.3 * r_attn + 0.7 * r_mlp)
+    assert torch.allclose(total, expected, rtol=1e-5)
+    assert abs(log["np_r_attn"] / sample_size - r_attn.item()) < 1e-3 * max(1.0, r_attn.item())
+    assert log["np_heads"] == 36 and log["np_sparsity"] > 0
