@@ -84,6 +84,20 @@ def resize_to_state_dict_(model: nn.Module, state_dict: Dict[str, torch.Tensor])
             raise ValueError(f"{name}: q_proj has {rows} rows, not a multiple of head_dim {mha.head_dim}")
         if rows // mha.head_dim != mha.num_heads:
             set_num_heads_(mha, rows // mha.head_dim)
+    disable_fused_paths_(model)
+
+
+def disable_fused_paths_(model: nn.Module) -> None:
+    """fairseq versions with the BetterTransformer encoder path
+    (``torch._transformer_encoder_layer_fwd``, flag ``BT_version``) take it in eval mode and it
+    assumes the layer's original shapes; layers whose attention or MLP was resized must not."""
+    for m in model.modules():
+        if getattr(m, "BT_version", False):
+            attn, fc1 = getattr(m, "self_attn", None), getattr(m, "fc1", None)
+            pruned = attn is not None and attn.num_heads != dense_head_count(attn)
+            shrunk = fc1 is not None and fc1.weight.shape[0] != dense_ffn_dim(m)
+            if pruned or shrunk:
+                m.BT_version = False
 
 
 def head_counts(model: nn.Module) -> List[int]:
@@ -109,6 +123,7 @@ def prune_redundant_heads_(
         if plan.removed:
             set_num_heads_(mha, len(plan.keep))
         plans.append((name, plan))
+    disable_fused_paths_(model)
     return plans
 
 

@@ -41,10 +41,11 @@ def zero_small_weights_(model: nn.Module, threshold: float) -> int:
 
 def remove_dead_mlp_neurons_(model: nn.Module) -> None:
     from .core import remove_dead_neurons_
-    from .fairseq_roles import mlp_modules
+    from .fairseq_roles import disable_fused_paths_, mlp_modules
 
     for _, _, layer in mlp_modules(model):
         remove_dead_neurons_(layer.fc1, layer.fc2, layer.activation_fn)
+    disable_fused_paths_(model)
 
 
 def flops_per_token(model: nn.Module, seq_len: int = 20) -> Dict[str, float]:

@@ -115,3 +115,26 @@ def test_remove_dead_neurons_is_exact():
     assert kept == [0, 1, 3, 4, 6, 7]
     assert fc1.weight.shape == (6, 5) and fc2.weight.shape == (5, 6)
     assert torch.allclose(fc2(torch.relu(fc1(x))), ref, atol=1e-6)
+
+
+def test_fused_encoder_path_is_disabled_only_for_resized_layers():
+    from neuroprune_fairseq.fairseq_roles import disable_fused_paths_
+
+    class Layer(nn.Module):  # the attributes fairseq's BetterTransformer layers carry
+        def __init__(self):
+            super().__init__()
+            self.self_attn = MultiheadAttention(D, H, self_attention=True)
+            self.fc1, self.fc2 = nn.Linear(D, 48), nn.Linear(48, D)
+            self.BT_version = True
+
+    class Model(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = Layer(), Layer()
+
+    m = Model()
+    duplicate_heads_(m.a.self_attn, [(0, 1)])
+    prune_redundant_heads_(m, theta=0.0)
+    disable_fused_paths_(m)
+    assert head_counts(m) == [5, 6]
+    assert m.a.BT_version is False and m.b.BT_version is True
