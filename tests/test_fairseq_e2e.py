@@ -279,3 +279,18 @@ def test_criterion_loss_is_task_loss_plus_scaled_penalties(tiny_data, criterion,
     assert torch.allclose(total, expected, rtol=1e-5)
     assert abs(log["np_r_attn"] / sample_size - r_attn.item()) < 1e-3 * max(1.0, r_attn.item())
     assert log["np_heads"] == 36 and log["np_sparsity"] > 0
+
+
+@pytest.mark.parametrize("arch, width, ffn", [("neuroprune_iwslt_de_en", 528, 1024), ("neuroprune_multi30k_cpu", 120, 480)])
+def test_paper_architectures_have_18_modules_of_6_heads(tiny_data, arch, width, ffn):
+    args = [a for a in TRAIN if a not in TINY_ARCH] + ["--arch", arch]
+    parser = options.get_training_parser()
+    cfg = convert_namespace_to_omegaconf(options.parse_args_and_arch(parser, input_args=["bin", *args]))
+    cfg.task.data = str(tiny_data / "bin")
+    task = tasks.setup_task(cfg.task)
+    model = task.build_model(cfg.model)
+    mods = attention_modules(model)
+    assert [k for _, k, _ in mods].count("encoder") == 6 and [k for _, k, _ in mods].count("cross") == 6
+    assert len(mods) == 18 and head_counts(model) == [6] * 18
+    assert {m.head_dim for _, _, m in mods} == {width // 6}
+    assert {layer.fc1.weight.shape for _, _, layer in mlp_modules(model)} == {(ffn, width)}
