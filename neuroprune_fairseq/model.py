@@ -27,6 +27,15 @@ def neuroprune_base_architecture(args):
     base_architecture(args)
 
 
+def _six_head_encoder_decoder(args, width: int, ffn: int) -> None:
+    """6+6 layers with 6 heads in every attention module (18 modules, 108 heads), on top of
+    fairseq's IWSLT defaults; command-line values win."""
+    for side in ("encoder", "decoder"):
+        for key, value in (("embed_dim", width), ("ffn_embed_dim", ffn), ("attention_heads", 6), ("layers", 6)):
+            setattr(args, f"{side}_{key}", getattr(args, f"{side}_{key}", value))
+    transformer_iwslt_de_en(args)
+
+
 @register_model_architecture("neuroprune_transformer", "neuroprune_iwslt_de_en")
 def neuroprune_iwslt_de_en(args):
     """The paper's MT model: 6+6 layers, 6 heads in all 18 attention modules (108 heads).
@@ -35,23 +44,13 @@ def neuroprune_iwslt_de_en(args):
     512 is not divisible by 6; 528 = 6 x 88 is the nearest width above it whose head dim
     is a multiple of 8 (tensor-core friendly in fp16/bf16).
     """
-    for side in ("encoder", "decoder"):
-        setattr(args, f"{side}_embed_dim", getattr(args, f"{side}_embed_dim", 528))
-        setattr(args, f"{side}_ffn_embed_dim", getattr(args, f"{side}_ffn_embed_dim", 1024))
-        setattr(args, f"{side}_attention_heads", getattr(args, f"{side}_attention_heads", 6))
-        setattr(args, f"{side}_layers", getattr(args, f"{side}_layers", 6))
-    transformer_iwslt_de_en(args)
+    _six_head_encoder_decoder(args, 528, 1024)
 
 
 @register_model_architecture("neuroprune_transformer", "neuroprune_multi30k_cpu")
 def neuroprune_multi30k_cpu(args):
     """Same topology (6+6 layers, 6 heads, 108 heads), narrow for 2-core CPUs: d=120, FFN 480."""
-    for side in ("encoder", "decoder"):
-        setattr(args, f"{side}_embed_dim", getattr(args, f"{side}_embed_dim", 120))
-        setattr(args, f"{side}_ffn_embed_dim", getattr(args, f"{side}_ffn_embed_dim", 480))
-        setattr(args, f"{side}_attention_heads", getattr(args, f"{side}_attention_heads", 6))
-        setattr(args, f"{side}_layers", getattr(args, f"{side}_layers", 6))
-    transformer_iwslt_de_en(args)
+    _six_head_encoder_decoder(args, 120, 480)
 
 
 def _mirror_stock_architectures():
