@@ -1,15 +1,18 @@
 #!/usr/bin/env bash
-# The CPU GLUE sweep of docs/huggingface.md: dense vs NeuroPrune (two strengths) vs l1 on
-# the installed all-MiniLM-L6-v2. Usage: GLUE_DIR=/path/to/glue_data scripts/hf_glue_sweep.sh [tasks...]
+# The CPU GLUE sweep of docs/huggingface.md: dense vs NeuroPrune vs l1 on the installed
+# all-MiniLM-L6-v2. Usage: GLUE_DIR=/path/to/glue_data scripts/hf_glue_sweep.sh [tasks...]
 # Env: RESULTS (default results/hf_glue.jsonl), LOGDIR (default /tmp/hf_runs), N (train samples, 1000),
-#      EPOCHS (2), METHODS (default "dense np1 np2 l1").
+#      EPOCHS (2), METHODS (default "dense np1 np3 l1w"), RUN (a label added to tags and log names).
+# Presets: np1 alpha=beta=1e-4 theta 0.45 | np2 alpha=beta=1e-3 theta 0.5 | np3 alpha=beta=1e-4 theta 0.5
+#          l1 alpha=beta=1e-5 | l1w alpha=beta=1e-6
 set -u
 : "${GLUE_DIR:?set GLUE_DIR to a glue_data folder}"
 RESULTS=${RESULTS:-results/hf_glue.jsonl}
 LOGDIR=${LOGDIR:-/tmp/hf_runs}
 N=${N:-1000}
 EPOCHS=${EPOCHS:-2}
-METHODS=${METHODS:-"dense np1 np2 l1"}
+METHODS=${METHODS:-"dense np1 np3 l1w"}
+RUN=${RUN:-}
 TASKS=${*:-"RTE MRPC CoLA SST-2"}
 mkdir -p "$LOGDIR"
 common=(--data-dir "$GLUE_DIR" --max-train-samples "$N" --epochs "$EPOCHS" --lr 1e-4 --batch-size 16
@@ -18,13 +21,16 @@ for task in $TASKS; do
   for m in $METHODS; do
     case $m in
       dense) args=(--method dense) ;;
-      np1)   args=(--method neuroprune --np-alpha 1e-4 --np-beta 1e-4 --np-theta 0.45 --tag np1) ;;
-      np2)   args=(--method neuroprune --np-alpha 1e-3 --np-beta 1e-3 --np-theta 0.5 --tag np2) ;;
-      l1)    args=(--method l1 --np-alpha 1e-5 --np-beta 1e-5 --tag l1) ;;
+      np1)   args=(--method neuroprune --np-alpha 1e-4 --np-beta 1e-4 --np-theta 0.45) ;;
+      np2)   args=(--method neuroprune --np-alpha 1e-3 --np-beta 1e-3 --np-theta 0.5) ;;
+      np3)   args=(--method neuroprune --np-alpha 1e-4 --np-beta 1e-4 --np-theta 0.5) ;;
+      l1)    args=(--method l1 --np-alpha 1e-5 --np-beta 1e-5) ;;
+      l1w)   args=(--method l1 --np-alpha 1e-6 --np-beta 1e-6) ;;
       *) echo "unknown method $m" >&2; exit 2 ;;
     esac
-    echo "=== $task $m $(date -u +%T)"
-    python scripts/run_glue.py --task "$task" "${common[@]}" "${args[@]}" > "$LOGDIR/${task}_${m}.log" 2>&1
-    tail -n 1 "$LOGDIR/${task}_${m}.log"
+    tag="$m${RUN:+-$RUN}"
+    echo "=== $task $tag $(date -u +%T)"
+    python scripts/run_glue.py --task "$task" "${common[@]}" "${args[@]}" --tag "$tag" > "$LOGDIR/${task}_${tag}.log" 2>&1
+    tail -n 1 "$LOGDIR/${task}_${tag}.log"
   done
 done
