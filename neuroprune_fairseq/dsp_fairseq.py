@@ -99,6 +99,7 @@ class DSPCriterionConfig(LabelSmoothedCrossEntropyCriterionConfig):
     dsp_anneal_steps: int = field(default=-1, metadata={"help": "T: updates over which t goes from t0 to tf, t = exp(log t0 - (step/T)(log t0 - log tf)); -1: DSP's 15000 (joint) or 250 (pipelined)"})
     dsp_straight_through: bool = field(default=False, metadata={"help": "straight-through estimator: hard top-K of the soft mask in the forward pass, soft gradient"})
     dsp_init_std: float = field(default=0.0, metadata={"help": "gate logits start as N(0, std^2) (0: all zero, the top-K is then decided by the Gumbel noise)"})
+    dsp_lr: float = field(default=-1.0, metadata={"help": "constant learning rate of the gate logits, as DSP's --pruning-lr (0.2 for IWSLT); -1: the gates follow the model's scheduled --lr"})
 
 
 @register_criterion("dsp_ce", dataclass=DSPCriterionConfig)
@@ -107,7 +108,7 @@ class DSPCriterion(LabelSmoothedCrossEntropyCriterion):
 
     def __init__(self, task, sentence_avg, label_smoothing, ignore_prefix_size=0, report_accuracy=False,
                  dsp_heads=-1, dsp_t0=0.1, dsp_tf=1e-8, dsp_anneal_steps=-1, dsp_straight_through=False,
-                 dsp_init_std=0.0):
+                 dsp_init_std=0.0, dsp_lr=-1.0):
         super().__init__(task, sentence_avg, label_smoothing, ignore_prefix_size, report_accuracy)
         counts = getattr(task, "dsp_head_counts", None)
         if counts is None:
@@ -122,12 +123,33 @@ class DSPCriterion(LabelSmoothedCrossEntropyCriterion):
         self.t0, self.tf = float(dsp_t0), float(dsp_tf)
         self.anneal_steps = int(dsp_anneal_steps) if dsp_anneal_steps >= 0 else DEFAULT_ANNEAL_STEPS[mode]
         self.straight_through = bool(dsp_straight_through)
+        self.gate_lr = float(dsp_lr) if dsp_lr and dsp_lr > 0 else None
+        self._gate_opt: Optional[torch.optim.Optimizer] = None
+        self._gate_opt_state = None
         self.head_counts = list(counts)
         self.dsp_logits = nn.Parameter(torch.randn(total) * dsp_init_std if dsp_init_std > 0 else torch.zeros(total))
         self.num_updates = 0
         self._hooks: Dict[int, HeadGateHooks] = {}
         logger.info(f"DSP: K={self.k} of {total} heads ({'.'.join(map(str, counts))}), mode={mode}, t0={self.t0:g}, "
-                    f"tf={self.tf:g}, T={self.anneal_steps}, straight_through={self.straight_through}")
+                    f"tf={self.tf:g}, T={self.anneal_steps}, straight_through={self.straight_through}, "
+                    f"gate lr={'scheduled --lr' if self.gate_lr is None else self.gate_lr}")
+
+    def gate_optimizer(self, like=None) -> torch.optim.Optimizer:
+        """The gates' own optimizer (``--dsp-lr``), built on first use; its state is saved
+        with the criterion (``get_extra_state``) so a resumed run continues it."""
+        if self._gate_opt is None:
+            self._gate_opt = build_gate_optimizer(self.dsp_logits, self.gate_lr, like)
+            if self._gate_opt_state:
+                self._gate_opt.load_state_dict(self._gate_opt_state)
+        return self._gate_opt
+
+    def get_extra_state(self):
+        return {"gate_opt": self._gate_opt.state_dict() if self._gate_opt is not None else None}
+
+    def set_extra_state(self, state):
+        self._gate_opt_state = (state or {}).get("gate_opt")
+        if self._gate_opt is not None and self._gate_opt_state:
+            self._gate_opt.load_state_dict(self._gate_opt_state)
 
     def temperature(self) -> float:
         return dsp_temperature(self.num_updates, self.t0, self.tf, self.anneal_steps)
@@ -198,6 +220,7 @@ class DSPTranslationTask(TranslationTask):
     def __init__(self, cfg, src_dict, tgt_dict):
         super().__init__(cfg, src_dict, tgt_dict)
         self.dsp_head_counts: Optional[List[int]] = None
+        self._dsp_criterion: Optional[DSPCriterion] = None  # set by train_step, for optimizer_step
 
     def build_model(self, cfg, from_checkpoint=False):
         model = super().build_model(cfg, from_checkpoint)
@@ -223,9 +246,44 @@ class DSPTranslationTask(TranslationTask):
         return model
 
     def train_step(self, sample, model, criterion, optimizer, update_num, ignore_grad=False):
-        if hasattr(criterion, "num_updates"):
+        if isinstance(criterion, DSPCriterion):
             criterion.num_updates = update_num
+            self._dsp_criterion = criterion
         return super().train_step(sample, model, criterion, optimizer, update_num, ignore_grad)
+
+    def optimizer_step(self, optimizer, model, update_num):
+        crit = self._dsp_criterion
+        if crit is None or crit.gate_lr is None:
+            return super().optimizer_step(optimizer, model, update_num)
+        step_with_gate_lr(optimizer, crit.dsp_logits, crit.gate_optimizer(getattr(optimizer, "optimizer", None)))
+
+
+def step_with_gate_lr(optimizer, gates: Tensor, gate_opt: torch.optim.Optimizer) -> None:
+    """``optimizer.step()`` for every parameter but ``gates``, which ``gate_opt`` steps.
+
+    DSP's code gives the gate logits their own parameter group with a constant learning
+    rate (``--pruning-lr``). fairseq sets one scheduled lr on every group, so the gates keep
+    their place in fairseq's optimizer (gradient normalisation and clipping included) but
+    are hidden from its step (``grad = None``, which Adam skips) and stepped by ``gate_opt``.
+    """
+    if hasattr(optimizer, "fp32_optimizer") or hasattr(optimizer, "fp32_params"):
+        raise ValueError("--dsp-lr needs fp32 training or --memory-efficient-fp16/bf16 (fp16 master copies hide the gates)")
+    grad = gates.grad
+    gates.grad = None
+    try:
+        optimizer.step()
+    finally:
+        gates.grad = grad
+    if grad is not None:
+        gate_opt.step()
+
+
+def build_gate_optimizer(gates: Tensor, gate_lr: float, like=None) -> torch.optim.Optimizer:
+    """AdamW at ``gate_lr`` with the betas / eps / weight decay of ``like`` (a torch
+    optimizer, e.g. fairseq's Adam, which decouples weight decay too)."""
+    group = like.param_groups[0] if like is not None and like.param_groups else {}
+    kw = {k: group[k] for k in ("betas", "eps", "weight_decay") if k in group}
+    return torch.optim.AdamW([gates], lr=gate_lr, **kw)
 
 
 # --------------------------------------------------------------------------- finalisation

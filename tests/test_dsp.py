@@ -85,7 +85,14 @@ fairseq = pytest.importorskip("fairseq")
 from fairseq.data import Dictionary  # noqa: E402
 
 import neuroprune_fairseq.plugin  # noqa: E402,F401
-from neuroprune_fairseq.dsp_fairseq import DSPCriterion, HeadGateHooks, dsp_keep_heads, finalize_heads_  # noqa: E402
+from neuroprune_fairseq.dsp_fairseq import (  # noqa: E402
+    DSPCriterion,
+    HeadGateHooks,
+    dsp_keep_heads,
+    finalize_heads_,
+    build_gate_optimizer,
+    step_with_gate_lr,
+)
 from neuroprune_fairseq.fairseq_roles import attention_modules, head_counts  # noqa: E402
 from neuroprune_fairseq.head_importance import head_importance  # noqa: E402
 from neuroprune_fairseq.model import NeuroPruneTransformerModel, neuroprune_base_architecture  # noqa: E402
@@ -225,3 +232,34 @@ def test_michel_importance_is_zero_for_a_dead_head():
         assert float(part.norm()) == pytest.approx(1.0, rel=1e-5)
     # the hooks are removed again: a second pass still sees 36 heads, and no mask remains
     assert all(len(m.out_proj._forward_pre_hooks) == 0 for _, _, m in attention_modules(model))
+
+
+def test_gate_lr_step_equals_adam_at_the_gate_lr():
+    """--dsp-lr: the gates move as under Adam at the constant gate lr, the other weights at
+    the optimizer's (scheduled) lr."""
+
+    class Wrapper:  # what step_with_gate_lr uses of a FairseqOptimizer
+        def __init__(self, opt):
+            self.optimizer = opt
+
+        def step(self):
+            self.optimizer.step()
+
+    g = torch.Generator().manual_seed(5)
+    gates, other = torch.nn.Parameter(torch.randn(8, generator=g)), torch.nn.Parameter(torch.randn(3, generator=g))
+    ref_gates, ref_other = torch.nn.Parameter(gates.detach().clone()), torch.nn.Parameter(other.detach().clone())
+    start = gates.detach().clone()
+    opt = Wrapper(torch.optim.AdamW([gates, other], lr=1e-3, betas=(0.9, 0.98), weight_decay=1e-4))
+    gate_opt = build_gate_optimizer(gates, 0.2, opt.optimizer)
+    ref_g = torch.optim.AdamW([ref_gates], lr=0.2, betas=(0.9, 0.98), weight_decay=1e-4)
+    ref_o = torch.optim.AdamW([ref_other], lr=1e-3, betas=(0.9, 0.98), weight_decay=1e-4)
+    for step in range(5):
+        grad_g, grad_o = torch.randn(8, generator=g), torch.randn(3, generator=g)
+        gates.grad, other.grad = grad_g.clone(), grad_o.clone()
+        ref_gates.grad, ref_other.grad = grad_g.clone(), grad_o.clone()
+        step_with_gate_lr(opt, gates, gate_opt)
+        ref_g.step()
+        ref_o.step()
+    assert torch.equal(gates, ref_gates) and torch.equal(other, ref_other)
+    assert float((gates.detach() - start).abs().max()) > 0.5  # 5 steps at 0.2, not at 1e-3
+    assert opt.optimizer.state[gates] == {}  # fairseq's optimizer never stepped the gates
