@@ -54,7 +54,7 @@ def model_args(arch: str, extra: str):
 
 def point_key(row):
     return (row["method"], row.get("mode"), int(row["K"]), row.get("epochs"), row.get("init"), row.get("arch"),
-            row.get("model_args"), row.get("anneal_steps"), row.get("straight_through"), row.get("data_bin"))
+            row.get("model_args"), row.get("anneal_steps"), row.get("straight_through"), row.get("gate_lr"), row.get("data_bin"))
 
 
 def done_keys(results: Path):
@@ -74,6 +74,8 @@ def train_point(a, k: int, run_dir: Path, logfile: Path) -> float:
         cmd += ["--dsp-anneal-steps", str(a.anneal_steps)]
     if a.straight_through:
         cmd += ["--dsp-straight-through"]
+    if a.gate_lr is not None:
+        cmd += ["--dsp-lr", str(a.gate_lr)]
     if a.pretrained:
         cmd += ["--dsp-pretrained", str(Path(a.pretrained).resolve())]
     wall = nplib.run(cmd, logfile=logfile)
@@ -131,6 +133,7 @@ def main(argv=None):
     p.add_argument("--anneal-steps", type=int, default=None,
                    help="--dsp-anneal-steps T (default: DSP's 15000 joint / 250 pipelined; for short CPU runs use ~1/3 of the updates)")
     p.add_argument("--straight-through", action="store_true", help="--dsp-straight-through")
+    p.add_argument("--gate-lr", type=float, default=None, help="--dsp-lr: constant lr of the gates (DSP's --pruning-lr, 0.2 in its IWSLT recipes; default: the model's scheduled lr)")
     p.add_argument("--arch", default="neuroprune_multi30k_cpu")
     p.add_argument("--model-args", default="", help="extra fairseq-train arguments (quoted string), e.g. '--max-tokens 2048'")
     p.add_argument("--empty-modules", choices=["zero", "keep-best"], default="zero")
@@ -154,7 +157,7 @@ def main(argv=None):
     if a.epochs is None:
         a.epochs = 1 if a.mode == "pipelined" else 15
     if a.method == "michel":
-        a.mode, a.epochs, a.anneal_steps = None, None, None
+        a.mode, a.epochs, a.anneal_steps, a.gate_lr = None, None, None, None
     a.data_bin = str(Path(a.data_bin).resolve())
     init = str(Path(a.pretrained).resolve()) if a.pretrained else None
     ks = [int(x) for x in a.heads.split(",") if x.strip()]
@@ -163,6 +166,7 @@ def main(argv=None):
     have = done_keys(results)
     base = {"method": a.method, "mode": a.mode, "epochs": a.epochs, "init": init, "arch": a.arch,
             "model_args": a.model_args, "anneal_steps": a.anneal_steps, "straight_through": a.straight_through,
+            "gate_lr": a.gate_lr,
             "data_bin": a.data_bin}
     pending = [k for k in ks if point_key({**base, "K": k}) not in have]
     nplib.log(f"{len(ks)} points, {len(ks) - len(pending)} already in {results}, {len(pending)} to run: K={pending}")
@@ -174,7 +178,7 @@ def main(argv=None):
         t0 = time.time()
         if a.method == "dsp":
             tag = f"dsp_{a.mode}_K{k}_e{a.epochs}" + (f"_T{a.anneal_steps}" if a.anneal_steps is not None else "") \
-                + ("_st" if a.straight_through else "")
+                + ("_st" if a.straight_through else "") + (f"_lr{a.gate_lr:g}" if a.gate_lr is not None else "")
             run_dir = work / "runs" / f"{tag}_{cfg_hash}"
             wall = train_point(a, k, run_dir, work / "logs" / f"{tag}.train.log")
             src = run_dir / "checkpoint_last.pt"
