@@ -294,3 +294,12 @@ def test_paper_architectures_have_18_modules_of_6_heads(tiny_data, arch, width, 
     assert len(mods) == 18 and head_counts(model) == [6] * 18
     assert {m.head_dim for _, _, m in mods} == {width // 6}
     assert {layer.fc1.weight.shape for _, _, layer in mlp_modules(model)} == {(ffn, width)}
+
+
+def test_model_without_fairseq_attention_is_refused(tiny_data):
+    args = [a for a in TRAIN if a not in TINY_ARCH] + ["--arch", "lstm", "--encoder-layers", "1", "--decoder-layers", "1"]
+    cfg = convert_namespace_to_omegaconf(options.parse_args_and_arch(options.get_training_parser(), input_args=["bin", *args]))
+    cfg.task.data = str(tiny_data / "bin")
+    task = tasks.setup_task(cfg.task)
+    with pytest.raises(ValueError, match="has no fairseq MultiheadAttention"):
+        task.build_model(cfg.model)
