@@ -176,7 +176,7 @@ class DSPCriterion(LabelSmoothedCrossEntropyCriterion):
             hooks.mask = None
         with torch.no_grad():
             hard = hard_topk_mask(self.dsp_logits, self.k)
-            per_module = [int(sum(ks)) for ks in torch.split(hard, self.head_counts)]
+            per_module = [int(part.sum()) for part in torch.split(hard, self.head_counts)]
         logging_output.update({
             "dsp_n": 1,
             "dsp_t": t,
