@@ -227,7 +227,12 @@ def main(argv=None):
     eval_time = time.time() - t0
     logits = pred.predictions[0] if isinstance(pred.predictions, tuple) else pred.predictions
     preds = logits[:, 0].tolist() if task.labels is None else np.argmax(logits, axis=-1).tolist()
-    labels = [ex[1] for ex in dev]
+    # Trainer.predict returns predictions in its eval sampler's order, which is *not* the dataset
+    # order when batches are length-grouped (transformers 5.x uses a LengthGroupedSampler for eval
+    # too): take the labels that came back with the predictions, never the dataset's own list.
+    labels = pred.label_ids.reshape(-1).tolist()
+    if len(labels) != len(preds) or (task.labels is not None and sorted(labels) != sorted(ex[1] for ex in dev)):
+        raise RuntimeError("predictions and labels do not line up")
     metrics = compute_metrics(task, preds, labels)
     kept, dense = heads_summary(model)
     sp = model_sparsity(model)
