@@ -137,6 +137,25 @@ def subsample(examples, n, seed):
     return rng.sample(examples, n)
 
 
+def predict(trainer, dataset, task):
+    """``(predictions, labels)`` for ``dataset``, paired as they came back from the Trainer.
+
+    ``Trainer.predict`` returns predictions in its eval sampler's order, which is *not* the
+    dataset order when batches are length-grouped (transformers 5.x uses a LengthGroupedSampler
+    for eval too): take the labels that came back with the predictions, never the dataset's list.
+    """
+    import numpy as np
+
+    pred = trainer.predict(dataset)
+    logits = pred.predictions[0] if isinstance(pred.predictions, tuple) else pred.predictions
+    preds = logits[:, 0].tolist() if task.labels is None else np.argmax(logits, axis=-1).tolist()
+    labels = np.asarray(pred.label_ids).reshape(-1).tolist()
+    if len(labels) != len(preds) or (task.labels is not None and
+                                     sorted(labels) != sorted(int(dataset[i]["labels"]) for i in range(len(dataset)))):
+        raise RuntimeError("predictions and labels do not line up")
+    return preds, labels
+
+
 class _ListDataset:
     def __init__(self, items):
         self.items = items
@@ -223,16 +242,8 @@ def main(argv=None):
     model = trainer.model.eval()
 
     t0 = time.time()
-    pred = trainer.predict(dev_ds)
+    preds, labels = predict(trainer, dev_ds, task)
     eval_time = time.time() - t0
-    logits = pred.predictions[0] if isinstance(pred.predictions, tuple) else pred.predictions
-    preds = logits[:, 0].tolist() if task.labels is None else np.argmax(logits, axis=-1).tolist()
-    # Trainer.predict returns predictions in its eval sampler's order, which is *not* the dataset
-    # order when batches are length-grouped (transformers 5.x uses a LengthGroupedSampler for eval
-    # too): take the labels that came back with the predictions, never the dataset's own list.
-    labels = pred.label_ids.reshape(-1).tolist()
-    if len(labels) != len(preds) or (task.labels is not None and sorted(labels) != sorted(ex[1] for ex in dev)):
-        raise RuntimeError("predictions and labels do not line up")
     metrics = compute_metrics(task, preds, labels)
     kept, dense = heads_summary(model)
     sp = model_sparsity(model)

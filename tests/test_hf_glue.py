@@ -116,3 +116,44 @@ def test_rouge_helpers():
     # unigram P = 3/3, R = 3/6 -> F = 2/3; bigram P = 2/2, R = 2/5 -> F = 4/7
     assert r["rouge1"] == pytest.approx(100 * 2 / 3) and r["rouge2"] == pytest.approx(100 * 4 / 7)
     assert r["rougeL"] == pytest.approx(100 * 2 / 3)
+
+
+def test_predict_pairs_predictions_with_their_labels_under_length_grouping(tmp_path):
+    """transformers 5.x evaluates length-grouped batches in a shuffled order: run_glue.predict
+    must pair each prediction with its own label (a misaligned pairing changes accuracy)."""
+    import importlib.util
+
+    import torch
+    from transformers import TrainingArguments
+
+    from hf_helpers import tiny_bert
+    from neuroprune_fairseq.hf import NeuroPruneTrainer
+
+    spec = importlib.util.spec_from_file_location("run_glue", os.path.join(ROOT, "scripts", "run_glue.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    g = torch.Generator().manual_seed(0)
+    items = []
+    for i in range(48):
+        n = 3 + (i * 7) % 20
+        items.append({"input_ids": torch.randint(3, 60, (n,), generator=g).tolist(), "attention_mask": [1] * n,
+                      "labels": int(torch.randint(0, 2, (1,), generator=g))})
+    model = tiny_bert()
+    direct = []
+    with torch.no_grad():
+        for it in items:
+            logits = model(input_ids=torch.tensor([it["input_ids"]])).logits
+            direct.append((int(logits.argmax(-1)), it["labels"]))
+    def collate(batch):
+        n = max(len(b["input_ids"]) for b in batch)
+        pad = lambda xs: [x + [0] * (n - len(x)) for x in xs]  # noqa: E731
+        return {"input_ids": torch.tensor(pad([b["input_ids"] for b in batch])),
+                "attention_mask": torch.tensor(pad([b["attention_mask"] for b in batch])),
+                "labels": torch.tensor([b["labels"] for b in batch])}
+
+    args = TrainingArguments(output_dir=str(tmp_path), per_device_eval_batch_size=4, report_to=[], use_cpu=True,
+                             disable_tqdm=True, **mod.length_grouping_kwargs(True))
+    trainer = NeuroPruneTrainer(model=model, args=args, data_collator=collate)
+    preds, labels = mod.predict(trainer, mod._ListDataset(items), get_task("SST-2"))
+    assert labels != [it["labels"] for it in items]  # the eval order really is not the dataset order
+    assert sorted(zip(preds, labels)) == sorted(direct)
