@@ -139,7 +139,7 @@ def main(argv=None):
     for _ in range(a.reps):
         for name, ck in models.items():
             gen[name].append(nplib.generate(prep / "bin", ck, subset=a.subset, beam=5, batch_size=a.batch_size,
-                                            logfile=work / f"gen_{name}.log"))
+                                            extra=nplib.MULTI30K_GEN_CAP, logfile=work / f"gen_{name}.log"))
     refs = nplib.read_lines(prep / "raw" / f"{a.subset}.en")
     res["generate"] = {}
     for name, runs in gen.items():

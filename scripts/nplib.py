@@ -259,11 +259,18 @@ def sacrebleu_score(hyps: Sequence[str], refs: Sequence[str], tokenize: Optional
     return res.score, str(metric.get_signature())
 
 
+MULTI30K_GEN_CAP = ["--max-len-a", "1.5", "--max-len-b", "12"]
+
+
 def evaluate_multi30k(prep_dir: Path, ckpt: Path, subset: str = "test", beam: int = 5, batch_size: int = 64,
                       logfile: Optional[Path] = None) -> Dict:
     """Detokenized cased sacrebleu on the raw references (test = test_2016_flickr, 1000 lines)."""
     prep_dir = Path(prep_dir)
-    gen = generate(prep_dir / "bin", ckpt, subset=subset, beam=beam, batch_size=batch_size, logfile=logfile)
+    # Multi30k captions: no English side of the 29,000 training pairs is longer than
+    # 1.5 x German + 12 sentencepiece tokens (measured; max 1.5x+11.5); the cap only stops
+    # degenerate (heavily pruned) models from looping to 200 tokens per sentence.
+    gen = generate(prep_dir / "bin", ckpt, subset=subset, beam=beam, batch_size=batch_size, logfile=logfile,
+                   extra=MULTI30K_GEN_CAP)
     refs = read_lines(prep_dir / "raw" / f"{subset}.en")
     bleu, sig = sacrebleu_score(gen["hyps"], refs)
     return {"bleu": round(bleu, 2), "sacrebleu_signature": sig, "n_hyps": len(gen["hyps"]), "n_refs": len(refs),
