@@ -146,9 +146,13 @@ def main(argv=None):
         best = max(runs, key=lambda g: g.get("sentences_per_s", 0))
         bleu, _ = nplib.sacrebleu_score(best["hyps"], refs)
         res["generate"][name] = {"sentences_per_s": best.get("sentences_per_s"), "gen_s": best.get("gen_s"),
+                                 "tokens_per_s": best.get("tokens_per_s"),
+                                 "output_tokens": sum(len(h.split()) for h in best["hyps"]),
                                  "all_sentences_per_s": [g.get("sentences_per_s") for g in runs],
                                  "n_hyps": len(best["hyps"]), "bleu": round(bleu, 2)}
     g = res["generate"]
+    hf, hm = gen["pruned_finalized"][0]["hyps"], gen["pruned_masked"][0]["hyps"]
+    res["masked_equals_finalized"] = sum(x == y for x, y in zip(hf, hm)) / max(len(hf), 1)
     res["flops"] = {"dense_flops_per_token": fin_d["flops_per_token"], "pruned_flops_per_token": fin_p["flops_per_token"],
                     "pruned_flops_ratio_vs_dense": fin_p["flops_per_token"] / fin_d["flops_per_token"],
                     "finalize_flops_ratio": fin_p["flops_ratio"], "pruned_heads_kept": fin_p["heads_kept"],
@@ -158,7 +162,11 @@ def main(argv=None):
           f"OMP_NUM_THREADS={res['omp_num_threads']}:")
     for name in models:
         s = g[name]["sentences_per_s"]
-        print(f"    {name:<17} {s:8.1f} sentences/s  speed-up vs dense {s / sd:5.2f}x  BLEU {g[name]['bleu']:.2f}")
+        print(f"    {name:<17} {s:8.1f} sentences/s  speed-up vs dense {s / sd:5.2f}x  {g[name]['tokens_per_s']:8.1f} "
+              f"tokens/s  BLEU {g[name]['bleu']:.2f}  (output words {g[name]['output_tokens']})")
+    print(f"    masked and finalised outputs identical for {100 * res['masked_equals_finalized']:.1f}% of sentences")
+    print("    (sentences/s compares like with like only when the outputs have similar lengths; the masked model "
+          "computes the finalised model's function, so those two outputs match)")
     print(f"    FLOPs/token: pruned/dense = {res['flops']['pruned_flops_ratio_vs_dense']:.3f} "
           f"(finalize's flops_ratio {fin_p['flops_ratio']:.3f}); heads kept {fin_p['heads_kept']}/{fin_p['heads_dense']}, "
           f"sparsity {fin_p['sparsity']:.2f}%")
