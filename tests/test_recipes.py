@@ -224,3 +224,20 @@ def test_iwslt_prepare_end_to_end_on_a_synthetic_raw_folder(tmp_path):
     assert iwslt.read(out / "tok" / "test.en")[:3] == iwslt.read(d / "test_parts" / "IWSLT14.TED.dev2010.de-en.en")[:3]
     assert (out / "code").read_text().startswith("#version")
     assert any("@@ " in x for x in iwslt.read(out / "bpe" / "train.de"))
+
+
+def test_iwslt_scoring_on_the_standard_references(monkeypatch, tmp_path):
+    """evaluate_iwslt's two BLEUs with the references as hypotheses: 100 both, and a
+    dropped sentence is refused."""
+    d = _data("iwslt14")
+    prep = tmp_path / "prep"
+    (prep / "tok").mkdir(parents=True)
+    refs = iwslt.read(d / "tok" / "test.en")[:200]
+    iwslt.write(prep / "tok" / "test.en", refs)
+    monkeypatch.setattr(nplib, "generate", lambda *a, **k: {"hyps": list(refs), "wall_s": 1.0, "sentences_per_s": 9.0})
+    r = nplib.evaluate_iwslt(prep, tmp_path / "x.pt")
+    assert r["bleu"] == pytest.approx(100.0) and r["bleu_tok"] == pytest.approx(100.0)
+    assert "case:lc" in r["sacrebleu_signature"] and r["n_hyps_eq_n_refs"]
+    monkeypatch.setattr(nplib, "generate", lambda *a, **k: {"hyps": list(refs[:-1]), "wall_s": 1.0})
+    with pytest.raises(ValueError, match="199 hypotheses for 200 references"):
+        nplib.evaluate_iwslt(prep, tmp_path / "x.pt")
