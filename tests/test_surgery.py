@@ -138,3 +138,14 @@ def test_fused_encoder_path_is_disabled_only_for_resized_layers():
     disable_fused_paths_(m)
     assert head_counts(m) == [5, 6]
     assert m.a.BT_version is False and m.b.BT_version is True
+
+
+def test_remove_dead_neurons_when_every_neuron_is_dead():
+    fc1, fc2 = nn.Linear(3, 2), nn.Linear(2, 3)
+    with torch.no_grad():
+        fc1.weight.zero_()
+        fc1.bias.copy_(torch.tensor([1.0, 2.0]))
+    x = torch.randn(4, 3)
+    ref = fc2(torch.relu(fc1(x)))
+    assert remove_dead_neurons_(fc1, fc2, torch.relu) == [0]
+    assert torch.allclose(fc2(torch.relu(fc1(x))), ref, atol=1e-6)

@@ -147,8 +147,10 @@ def remove_dead_neurons_(
             elif bool((const != 0).any()):
                 dead_in &= False  # cannot fold: keep them
     keep = (~(dead_out | dead_in)).nonzero().flatten()
-    if keep.numel() == 0:  # keep one neuron so shapes stay valid
+    if keep.numel() == 0:  # keep one silent neuron so shapes stay valid
         keep = torch.zeros(1, dtype=torch.long, device=fc1.weight.device)
+        with torch.no_grad():
+            fc2.weight.data[:, 0] = 0  # its constant, if any, is already in fc2's bias
     if keep.numel() < fc1.weight.shape[0]:
         prune_linear_(fc1, 0, keep, optimizer)
         prune_linear_(fc2, 1, keep, optimizer)
