@@ -193,13 +193,12 @@ def main(argv=None):
 
     import tempfile
 
-    import numpy as np
     import torch
     from transformers import (AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding,
                               TrainingArguments, set_seed)
     from transformers.utils import logging as hf_logging
 
-    from neuroprune_fairseq.hf import NeuroPruneTrainer, heads_summary, head_distances, model_sparsity, save_pruned
+    from neuroprune_fairseq.hf import NeuroPruneTrainer, heads_summary, head_distances, model_sparsity
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -256,15 +255,22 @@ def main(argv=None):
         "model": os.path.basename(os.path.normpath(model_path)) if os.path.isdir(model_path) else model_path,
         "threads": torch.get_num_threads(),
     }
+    return finish_run(result, args, np_args, trainer, model, tok)
+
+
+def finish_run(result, args, np_args, trainer, model, tok):
+    """Add the NeuroPrune settings and per-module heads to ``result``, save the model if
+    asked, print the JSON line and append it to ``--results-file``."""
+    from neuroprune_fairseq.hf import save_pruned
+
     if args.method != "dense":
         result.update({"np_alpha": args.np_alpha, "np_beta": args.np_beta, "np_eps": args.np_eps})
     if np_args.prune_heads:
+        hist = trainer.np_callback.history
+        modules = hist[-1]["modules"].values() if hist else None
         result.update({"np_theta": args.np_theta, "np_dominating": args.np_dominating,
-                       "heads_per_module": [e["heads"] for e in trainer.np_callback.history[-1]["modules"].values()]
-                       if trainer.np_callback.history else None,
-                       "min_head_dist_last_epoch": [round(e["min_dist"], 4) for e in
-                                                    trainer.np_callback.history[-1]["modules"].values()]
-                       if trainer.np_callback.history else None})
+                       "heads_per_module": [e["heads"] for e in modules] if modules else None,
+                       "min_head_dist_last_epoch": [round(e["min_dist"], 4) for e in modules] if modules else None})
     if args.tag:
         result["tag"] = args.tag
     if args.save_dir:

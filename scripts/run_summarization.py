@@ -24,8 +24,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from run_glue import (  # noqa: E402
-    _ListDataset, add_common_args, add_neuroprune_args, default_model, neuroprune_arguments, validate_common,
-    warmup_kwargs)
+    _ListDataset, add_common_args, add_neuroprune_args, default_model, finish_run, neuroprune_arguments,
+    validate_common, warmup_kwargs)
 
 TINY = dict(d_model=64, d_kv=16, d_ff=128, num_layers=2, num_decoder_layers=2, num_heads=4,
             relative_attention_num_buckets=32, dropout_rate=0.1, feed_forward_proj="relu")
@@ -152,7 +152,7 @@ def main(argv=None):
                               Seq2SeqTrainingArguments, set_seed)
     from transformers.utils import logging as hf_logging
 
-    from neuroprune_fairseq.hf import NeuroPruneTrainerMixin, heads_summary, model_sparsity, save_pruned
+    from neuroprune_fairseq.hf import NeuroPruneTrainerMixin, heads_summary, model_sparsity
 
     class NeuroPruneSeq2SeqTrainer(NeuroPruneTrainerMixin, Seq2SeqTrainer):
         pass
@@ -217,25 +217,7 @@ def main(argv=None):
         "model": os.path.basename(os.path.normpath(model_name)) if os.path.isdir(str(model_name)) else model_name,
         "threads": torch.get_num_threads(), "example_prediction": preds[0][:200] if preds else "",
     }
-    if args.method != "dense":
-        result.update({"np_alpha": args.np_alpha, "np_beta": args.np_beta, "np_eps": args.np_eps})
-    if np_args.prune_heads:
-        hist = trainer.np_callback.history
-        result.update({"np_theta": args.np_theta, "np_dominating": args.np_dominating,
-                       "heads_per_module": [e["heads"] for e in hist[-1]["modules"].values()] if hist else None})
-    if args.tag:
-        result["tag"] = args.tag
-    if args.save_dir:
-        save_pruned(model, args.save_dir)
-        tok.save_pretrained(args.save_dir)
-        result["saved_to"] = args.save_dir
-    line = json.dumps(result)
-    print(line, flush=True)
-    if args.results_file:
-        os.makedirs(os.path.dirname(os.path.abspath(args.results_file)), exist_ok=True)
-        with open(args.results_file, "a") as f:
-            f.write(line + "\n")
-    return result
+    return finish_run(result, args, np_args, trainer, model, tok)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,6 @@ import json
 import os
 from typing import Optional
 
-import torch
 from torch import nn
 
 from ..core import resize_linear_

@@ -11,10 +11,9 @@ Kinds: ``encoder`` (encoder self-attention / FFN), ``decoder`` (decoder self-att
 FFN), ``cross`` (encoder-decoder attention), the same names as the fairseq side.
 """
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
-import torch
 from torch import nn
 
 ATTN_KINDS = ("encoder", "decoder", "cross")

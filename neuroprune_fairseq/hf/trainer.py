@@ -6,7 +6,7 @@ or, for pruning only, add :class:`NeuroPruneCallback` to any Trainer. Not a fork
 """
 import logging
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
 import torch
