@@ -89,7 +89,7 @@ class NeuroPruneCriterion(LabelSmoothedCrossEntropyCriterion):
         check_nonnegative_finite(np_alpha=np_alpha, np_beta=np_beta, np_eps=np_eps)
         if np_penalty not in ("neuroprune", "l1"):
             raise ValueError(f"--np-penalty must be 'neuroprune' or 'l1', got {np_penalty!r}")
-        self.alpha, self.beta, self.eps, self.penalty = np_alpha, np_beta, np_eps, np_penalty
+        self.alpha, self.beta, self.np_eps, self.penalty = np_alpha, np_beta, np_eps, np_penalty  # self.eps is label smoothing
         self.attn_kinds = _kinds(np_attn_modules, ATTN_KINDS, "np-attn-modules")
         self.mlp_kinds = _kinds(np_mlp_modules, MLP_KINDS, "np-mlp-modules")
 
@@ -114,7 +114,7 @@ class NeuroPruneCriterion(LabelSmoothedCrossEntropyCriterion):
         if not attn and not mlp:
             p = next(model.parameters())
             return p.new_zeros(()), p.new_zeros(())
-        return neuroprune_regularizer(attn, mlp, self.eps, self.penalty)
+        return neuroprune_regularizer(attn, mlp, self.np_eps, self.penalty)
 
     def forward(self, model, sample, reduce=True):
         loss, sample_size, logging_output = super().forward(model, sample, reduce=reduce)

@@ -303,3 +303,20 @@ def test_model_without_fairseq_attention_is_refused(tiny_data):
     task = tasks.setup_task(cfg.task)
     with pytest.raises(ValueError, match="has no fairseq MultiheadAttention"):
         task.build_model(cfg.model)
+
+
+@pytest.mark.parametrize("criterion", ["neuroprune_ce", "l1_ce"])
+def test_task_loss_is_exactly_label_smoothed_cross_entropy(tiny_data, criterion):
+    """Regression: the criterion once shadowed label smoothing's eps with --np-eps."""
+    from fairseq.criterions.label_smoothed_cross_entropy import LabelSmoothedCrossEntropyCriterion
+
+    cfg = _cfg(["--criterion", criterion, "--np-alpha", "0", "--np-beta", "0", "--label-smoothing", "0.1"])
+    cfg.task.data = str(tiny_data / "bin")
+    task = tasks.setup_task(cfg.task)
+    task.load_dataset("valid")
+    model = task.build_model(cfg.model).eval()
+    sample = next(iter(task.get_batch_iterator(dataset=task.dataset("valid"), max_sentences=8).next_epoch_itr(shuffle=False)))
+    ours, _, log = task.build_criterion(cfg.criterion)(model, sample)
+    ref, _, ref_log = LabelSmoothedCrossEntropyCriterion(task, sentence_avg=False, label_smoothing=0.1)(model, sample)
+    assert torch.equal(ours, ref) and torch.equal(log["nll_loss"], ref_log["nll_loss"])
+    assert ours.item() > log["nll_loss"].item()  # smoothing 0.1 is really applied
