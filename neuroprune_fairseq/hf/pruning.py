@@ -122,6 +122,34 @@ def _t5_bias_class(base: type) -> type:
 _T5_CLASSES: Dict[type, type] = {}
 
 
+def _t5_4x_class(base: type) -> type:
+    """transformers 4.x ``T5Attention`` slices the dense position bias with ``pruned_heads``,
+    but a module without its own relative bias that receives none (the first cross-attention
+    of a stack) builds zeros of its *pruned* head count and then slices those by the dense
+    indices (IndexError). This subclass builds that bias without the slicing and hands the
+    next layers a dense-head bias (every head's bias is the same zeros + mask there)."""
+    cached = _T5_CLASSES.get(("4.x", base))
+    if cached is not None:
+        return cached
+
+    class NeuroPruneT5Attention4x(base):
+        def forward(self, hidden_states, mask=None, key_value_states=None, position_bias=None, *args, **kwargs):
+            if position_bias is not None or self.has_relative_attention_bias or not self.pruned_heads:
+                return super().forward(hidden_states, mask, key_value_states, position_bias, *args, **kwargs)
+            pruned, self.pruned_heads = self.pruned_heads, set()
+            try:
+                out = super().forward(hidden_states, mask, key_value_states, None, *args, **kwargs)
+            finally:
+                self.pruned_heads = pruned
+            pb = out[1]
+            full = pb[:, :1].expand(pb.shape[0], self._np_dense_heads, *pb.shape[2:])
+            return (out[0], full, *out[2:])
+
+    NeuroPruneT5Attention4x.__name__ = NeuroPruneT5Attention4x.__qualname__ = f"NeuroPrune{base.__name__}"
+    _T5_CLASSES[("4.x", base)] = NeuroPruneT5Attention4x
+    return NeuroPruneT5Attention4x
+
+
 def mark_dense_(site: AttentionSite) -> None:
     """Remember the module's dense head count and head indices (before any surgery)."""
     m = site.module
@@ -155,6 +183,8 @@ def set_head_count_(site: AttentionSite, kept_original: Sequence[int]) -> None:
         if hasattr(m, "pruned_heads"):
             # transformers 4.x T5Attention slices the dense position bias by ``pruned_heads``
             m.pruned_heads = set(removed)
+            if n != dense and not type(m).__name__.startswith("NeuroPrune"):
+                m.__class__ = _t5_4x_class(type(m))
         elif n != dense and not type(m).__name__.startswith("NeuroPrune"):
             m.__class__ = _t5_bias_class(type(m))
 
