@@ -80,6 +80,16 @@ STAT_KEYS = ("heads_kept", "heads_dense", "heads_per_module", "mlp_neurons_kept"
              "params", "params_dense", "flops_per_token", "flops_per_token_dense", "flops_ratio")
 
 
+def epochs_trained(checkpoint) -> int:
+    """Complete epochs a fairseq checkpoint has trained (its iterator names the epoch to run next)."""
+    import torch
+
+    import neuroprune_fairseq.checkpoint_compat  # noqa: F401  (safe loading of fairseq checkpoints)
+
+    it = torch.load(checkpoint, map_location="cpu")["extra_state"]["train_iterator"]
+    return it["epoch"] - 1
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", help="JSON or YAML sweep config")
@@ -125,6 +135,7 @@ def main(argv=None):
 
     if a.dense_dir:
         dense_dir = Path(a.dense_dir)
+        cfg["dense_epochs"] = epochs_trained(dense_dir / "checkpoint_last.pt")  # what was really trained
         dense_wall = json.loads((dense_dir / ".done").read_text())["train_wall_s"] if (dense_dir / ".done").exists() else None
     else:
         dense_dir = work / f"dense_e{cfg['dense_epochs']}"
