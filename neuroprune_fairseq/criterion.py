@@ -16,7 +16,7 @@ from fairseq.logging.meters import Meter
 from torch import Tensor, nn
 
 from .core import attention_group_penalty, l1_penalty, mlp_preferential_attachment_penalty
-from .fairseq_roles import ATTN_KINDS, MLP_KINDS, attention_modules, matrices, mlp_modules, dense_matrix_count
+from .fairseq_roles import ATTN_KINDS, MLP_KINDS, attention_modules, attn_linears, dense_matrix_count, mlp_modules
 
 
 def _kinds(value: str, allowed: Sequence[str], option: str) -> Tuple[str, ...]:
@@ -103,6 +103,9 @@ class NeuroPruneCriterion(LabelSmoothedCrossEntropyCriterion):
                 attn_all=[m for _, _, m in attention_modules(model)],
                 attn=[m for _, _, m in attention_modules(model, self.attn_kinds)],
                 mlp=[layer for _, _, layer in mlp_modules(model, self.mlp_kinds)],
+                # Linear modules (not their weights: loading may replace a Parameter)
+                linears=[lin for _, _, m in attention_modules(model) for lin in attn_linears(m)]
+                + [lin for _, _, layer in mlp_modules(model) for lin in (layer.fc1, layer.fc2)],
                 dense_count=dense_matrix_count(model),
             )
         return cache["attn_all"], cache["attn"], cache["mlp"]
@@ -129,7 +132,7 @@ class NeuroPruneCriterion(LabelSmoothedCrossEntropyCriterion):
             attn_all = self._np_modules(inner)[0]
             dense_count = self._np_cache["dense_count"]
             heads = [m.num_heads for m in attn_all]
-            ws = matrices(inner)
+            ws = [lin.weight for lin in self._np_cache["linears"]]
             present = sum(w.numel() for w in ws)
             zero = torch.stack([(w == 0).sum() for w in ws]).sum().to(reg.dtype)
             # one device->host transfer for all logged tensors
