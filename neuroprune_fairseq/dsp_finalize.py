@@ -92,6 +92,20 @@ def summary(model, task, cfg_model, report: Dict, seq_len: int = 20) -> Dict:
     return info
 
 
+def finalize_and_report(model, task, state: Dict, keep, scores, empty: str, output: str, extra: Dict,
+                        report_path: Optional[str] = None, hidden=("kept_heads",)) -> Dict:
+    """Shared tail of the DSP and Michel commands: keep ``keep`` heads physically, write the
+    checkpoint and the JSON report, print the report (without the ``hidden`` keys)."""
+    report = finalize_heads_(model, keep, scores=scores, empty=empty)
+    info = summary(model, task, state["cfg"].model, {**extra, "kept_heads": keep, **report})
+    save_finalized(model, state, output, info)
+    if report_path:
+        with open(report_path, "w") as f:
+            json.dump(info, f)
+    print(json.dumps({k: v for k, v in info.items() if k not in hidden}))
+    return info
+
+
 def main(argv=None) -> Dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--path", required=True, help="checkpoint of a dsp_ce run (holds the gate logits)")
@@ -115,15 +129,10 @@ def main(argv=None) -> Dict:
         raise SystemExit(f"{logits.numel()} gate logits for a model with {sum(counts)} heads")
     k = args.heads if args.heads is not None else int(state["cfg"].criterion.dsp_heads)
     keep = dsp_keep_heads(logits, k, counts)
-    report = finalize_heads_(model, keep, scores=logits, empty=args.empty_modules)
-    info = summary(model, task, state["cfg"].model, {"method": "dsp", "K": k, "kept_heads": keep, **report})
-    save_finalized(model, state, args.output, info)
-    logger.info(f"DSP finalised: K={k}, heads per module {'.'.join(map(str, report['heads_per_module']))}, "
+    info = finalize_and_report(model, task, state, keep, logits, args.empty_modules, args.output,
+                               {"method": "dsp", "K": k}, args.report)
+    logger.info(f"DSP finalised: K={k}, heads per module {'.'.join(map(str, info['heads_per_module']))}, "
                 f"sparsity {info['sparsity']:.2f}%, FLOPs ratio {info['flops_ratio']:.3f}, params {info['params']} -> {args.output}")
-    if args.report:
-        with open(args.report, "w") as f:
-            json.dump(info, f)
-    print(json.dumps({k_: v for k_, v in info.items() if k_ != "kept_heads"}))
     return info
 
 

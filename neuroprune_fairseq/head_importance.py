@@ -12,7 +12,6 @@ their l2 norm unless ``--no-normalize-by-layer``. The K most important heads ove
 model are kept; the others are removed physically (same surgery and checkpoint as DSP).
 """
 import argparse
-import json
 import logging
 import sys
 from typing import Dict, List, Sequence
@@ -25,9 +24,9 @@ from fairseq import utils
 
 from . import plugin  # noqa: F401
 from .core.dsp import hard_topk_mask, keep_per_module
-from .dsp_fairseq import HeadGateHooks, finalize_heads_
+from .dsp_fairseq import HeadGateHooks
 from .fairseq_roles import head_counts
-from .dsp_finalize import load, save_finalized, summary
+from .dsp_finalize import finalize_and_report, load
 
 logger = logging.getLogger("neuroprune_fairseq.head_importance")
 
@@ -90,16 +89,11 @@ def main(argv=None) -> Dict:
     batches = (b for i, b in enumerate(itr) if not args.max_batches or i < args.max_batches)
     imp = head_importance(model, batches, task.target_dictionary.pad(), not args.no_normalize_by_layer)
     keep = michel_keep_heads(imp, args.heads, counts)
-    report = finalize_heads_(model, keep, scores=imp, empty=args.empty_modules)
-    info = summary(model, task, state["cfg"].model,
-                   {"method": "michel", "K": args.heads, "kept_heads": keep, "importance": imp.tolist(), **report})
-    save_finalized(model, state, args.output, info)
+    info = finalize_and_report(model, task, state, keep, imp, args.empty_modules, args.output,
+                               {"method": "michel", "K": args.heads, "importance": imp.tolist()}, args.report,
+                               hidden=("kept_heads", "importance"))
     logger.info(f"Michel importance pruning: K={args.heads}, heads per module "
-                f"{'.'.join(map(str, report['heads_per_module']))} -> {args.output}")
-    if args.report:
-        with open(args.report, "w") as f:
-            json.dump(info, f)
-    print(json.dumps({k: v for k, v in info.items() if k not in ("kept_heads", "importance")}))
+                f"{'.'.join(map(str, info['heads_per_module']))} -> {args.output}")
     return info
 
 
