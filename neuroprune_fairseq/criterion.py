@@ -2,6 +2,7 @@
 
 ``l1_ce`` is the paper's baseline: the same, with plain L1 on the same matrices.
 """
+import math
 from dataclasses import dataclass, field
 from typing import List, Sequence, Tuple
 
@@ -39,6 +40,7 @@ class NeuroPruneCriterionConfig(LabelSmoothedCrossEntropyCriterionConfig):
     np_beta: float = field(default=0.1, metadata={"help": "weight of the MLP preferential-attachment penalty (Eq. 1), summed over MLP blocks"})
     np_eps: float = field(default=1e-4, metadata={"help": "|w| < eps counts as unconnected in Eq. 1's row weights (paper: 1e-4)"})
     np_penalty: str = field(default="neuroprune", metadata={"help": "'neuroprune' (Eq. 1 + Eq. 2) or 'l1' (the paper's baseline: plain L1 on q,k,v with alpha, fc1,fc2 with beta)"})
+    np_penalty_scale: str = field(default="batch", metadata={"help": "'batch' (default, the paper's literal task_loss + alpha*R_attn + beta*R_mlp with fairseq's summed task loss): the penalty is added once to every batch's summed loss, so its weight per target token is alpha/tokens-per-batch; this is the scale on which the paper's MT grid (alpha 0.005..0.5) is meaningful. 'token': the penalty is added per target token (sample_size * (alpha*R_attn + beta*R_mlp)), so the objective is mean token loss + alpha*R_attn + beta*R_mlp independent of --max-tokens (then alpha must be ~1e3x smaller)"})
     np_attn_modules: str = field(default="encoder,decoder,cross", metadata={"help": "attention modules penalised: comma-separated subset of encoder,decoder,cross, or none"})
     np_mlp_modules: str = field(default="encoder,decoder", metadata={"help": "MLP blocks penalised: comma-separated subset of encoder,decoder, or none"})
 
@@ -83,12 +85,15 @@ class TextMeter(Meter):
 @register_criterion("neuroprune_ce", dataclass=NeuroPruneCriterionConfig)
 class NeuroPruneCriterion(LabelSmoothedCrossEntropyCriterion):
     def __init__(self, task, sentence_avg, label_smoothing, ignore_prefix_size=0, report_accuracy=False,
-                 np_alpha=0.05, np_beta=0.1, np_eps=1e-4, np_penalty="neuroprune",
+                 np_alpha=0.05, np_beta=0.1, np_eps=1e-4, np_penalty="neuroprune", np_penalty_scale="batch",
                  np_attn_modules="encoder,decoder,cross", np_mlp_modules="encoder,decoder"):
         super().__init__(task, sentence_avg, label_smoothing, ignore_prefix_size, report_accuracy)
         check_nonnegative_finite(np_alpha=np_alpha, np_beta=np_beta, np_eps=np_eps)
         if np_penalty not in ("neuroprune", "l1"):
             raise ValueError(f"--np-penalty must be 'neuroprune' or 'l1', got {np_penalty!r}")
+        if np_penalty_scale not in ("batch", "token"):
+            raise ValueError(f"--np-penalty-scale must be 'batch' or 'token', got {np_penalty_scale!r}")
+        self.scale = np_penalty_scale
         self.alpha, self.beta, self.np_eps, self.penalty = np_alpha, np_beta, np_eps, np_penalty  # self.eps is label smoothing
         self.attn_kinds = _kinds(np_attn_modules, ATTN_KINDS, "np-attn-modules")
         self.mlp_kinds = _kinds(np_mlp_modules, MLP_KINDS, "np-mlp-modules")
@@ -123,11 +128,13 @@ class NeuroPruneCriterion(LabelSmoothedCrossEntropyCriterion):
         loss, sample_size, logging_output = super().forward(model, sample, reduce=reduce)
         inner = getattr(model, "module", model)  # a data-parallel wrapper holds the model
         r_attn, r_mlp = self.penalties(inner)
-        # fairseq divides the summed loss's gradient by the total sample size (over
-        # accumulation steps and workers), so the penalty is scaled by sample_size.
+        # fairseq sums the task loss over target tokens and divides the summed gradient by the
+        # total sample size (over accumulation steps and workers). 'batch' adds the penalty once
+        # per batch (the paper's literal task_loss + alpha R), 'token' once per target token.
         reg = self.alpha * r_attn + self.beta * r_mlp
+        added = reg if self.scale == "batch" else sample_size * reg
         if model.training:
-            loss = loss + sample_size * reg
+            loss = loss + added
         with torch.no_grad():
             attn_all = self._np_modules(inner)[0]
             dense_count = self._np_cache["dense_count"]
@@ -136,11 +143,11 @@ class NeuroPruneCriterion(LabelSmoothedCrossEntropyCriterion):
             present = sum(w.numel() for w in ws)
             zero = torch.stack([(w == 0).sum() for w in ws]).sum().to(reg.dtype)
             # one device->host transfer for all logged tensors
-            r_a, r_m, rg, nz = torch.stack([r_attn.detach(), r_mlp.detach(), reg.detach(), zero]).tolist()
+            r_a, r_m, pen, nz = torch.stack([r_attn.detach(), r_mlp.detach(), torch.as_tensor(added).detach(), zero]).tolist()
         logging_output.update({
-            "np_r_attn": r_a * sample_size,
-            "np_r_mlp": r_m * sample_size,
-            "np_reg": rg * sample_size,
+            "np_r_attn": r_a,
+            "np_r_mlp": r_m,
+            "np_pen": pen,
             "np_n": 1,
             "np_heads": sum(heads),
             "np_sparsity": 100.0 * (dense_count - present + nz) / max(dense_count, 1),
@@ -155,9 +162,11 @@ class NeuroPruneCriterion(LabelSmoothedCrossEntropyCriterion):
         if not n:
             return
         sample_size = float(sum(log.get("sample_size", 0) for log in logging_outputs)) or 1.0
-        metrics.log_scalar("r_attn", sum(log.get("np_r_attn", 0) for log in logging_outputs) / sample_size, sample_size, round=3)
-        metrics.log_scalar("r_mlp", sum(log.get("np_r_mlp", 0) for log in logging_outputs) / sample_size, sample_size, round=3)
-        metrics.log_scalar("penalty", sum(log.get("np_reg", 0) for log in logging_outputs) / sample_size, sample_size, round=4)
+        metrics.log_scalar("r_attn", sum(log.get("np_r_attn", 0) for log in logging_outputs) / n, n, round=3)
+        metrics.log_scalar("r_mlp", sum(log.get("np_r_mlp", 0) for log in logging_outputs) / n, n, round=3)
+        # in the units of fairseq's `loss` column (per target token, base 2), so the two compare
+        metrics.log_scalar("penalty", sum(log.get("np_pen", 0) for log in logging_outputs) / sample_size / math.log(2),
+                           sample_size, round=4)
         metrics.log_scalar("heads", sum(log.get("np_heads", 0) for log in logging_outputs) / n, n, round=1)
         metrics.log_scalar("sparsity", sum(log.get("np_sparsity", 0) for log in logging_outputs) / n, n, round=2)
         keys = sorted({k for log in logging_outputs for k in log if k.startswith("np_h") and k != "np_heads"})
@@ -174,7 +183,7 @@ class L1Criterion(NeuroPruneCriterion):
     """The paper's l1 baseline: ``--criterion l1_ce`` == ``neuroprune_ce --np-penalty l1``."""
 
     def __init__(self, task, sentence_avg, label_smoothing, ignore_prefix_size=0, report_accuracy=False,
-                 np_alpha=0.05, np_beta=0.1, np_eps=1e-4, np_penalty="l1",
+                 np_alpha=0.05, np_beta=0.1, np_eps=1e-4, np_penalty="l1", np_penalty_scale="batch",
                  np_attn_modules="encoder,decoder,cross", np_mlp_modules="encoder,decoder"):
         super().__init__(task, sentence_avg, label_smoothing, ignore_prefix_size, report_accuracy,
-                         np_alpha, np_beta, np_eps, "l1", np_attn_modules, np_mlp_modules)
+                         np_alpha, np_beta, np_eps, "l1", np_penalty_scale, np_attn_modules, np_mlp_modules)

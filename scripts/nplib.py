@@ -169,13 +169,14 @@ def dense_args(max_epoch: int) -> List[str]:
 
 
 def finetune_args(method: str, init: Path, max_epoch: int, alpha: float, beta: float, theta: float,
-                  model_args: Sequence[str] = MULTI30K_MODEL) -> List[str]:
+                  model_args: Sequence[str] = MULTI30K_MODEL, penalty_scale: str = "batch") -> List[str]:
     """NeuroPrune (penalties + epoch-end head pruning) or the paper's l1 baseline.
 
     The l1 baseline is the same fine-tuning with plain L1 penalties (``--np-penalty l1``)
     and the same redundancy pruning: the paper's "L1 + pruning" comparison.
     """
-    crit = ["--criterion", "neuroprune_ce", "--np-alpha", str(alpha), "--np-beta", str(beta)]
+    crit = ["--criterion", "neuroprune_ce", "--np-alpha", str(alpha), "--np-beta", str(beta),
+            "--np-penalty-scale", penalty_scale]
     if method == "l1":
         crit += ["--np-penalty", "l1"]
     elif method != "neuroprune":

@@ -32,6 +32,7 @@ DEFAULTS = {
     "dense_epochs": 15,
     "finetune_epochs": 3,
     "threshold": 1e-3,
+    "penalty_scale": "batch",  # --np-penalty-scale of every neuroprune/l1 point
     "include_dense": True,
     "model_args": None,  # None: nplib.MULTI30K_MODEL
     "grid": [],
@@ -60,8 +61,10 @@ def expand(grid):
 
 
 def key(row):
+    # rows written before --np-penalty-scale existed were trained with the per-token scale
+    scale = row.get("penalty_scale", "token") if row["method"] in ("neuroprune", "l1") else None
     return (row["method"], row.get("alpha"), row.get("beta"), row.get("theta"), row.get("finetune_epochs"),
-            row.get("dense_init"))
+            row.get("dense_init"), scale)
 
 
 def done_keys(results):
@@ -100,6 +103,7 @@ def main(argv=None):
     p.add_argument("--dense-epochs", type=int)
     p.add_argument("--finetune-epochs", type=int)
     p.add_argument("--threshold", type=float)
+    p.add_argument("--penalty-scale", choices=["batch", "token"], help="--np-penalty-scale of the fine-tuning runs (default: batch)")
     p.add_argument("--method", choices=["neuroprune", "l1"], help="with --alpha/--beta/--theta: add this grid")
     p.add_argument("--alpha", type=float, nargs="+")
     p.add_argument("--beta", type=float, nargs="+")
@@ -111,7 +115,7 @@ def main(argv=None):
 
     cfg = dict(DEFAULTS)
     cfg.update(load_config(a.config))
-    for k in ("dense_epochs", "finetune_epochs", "threshold"):
+    for k in ("dense_epochs", "finetune_epochs", "threshold", "penalty_scale"):
         if getattr(a, k) is not None:
             cfg[k] = getattr(a, k)
     if a.no_dense:
@@ -145,7 +149,8 @@ def main(argv=None):
     todo = ([{"method": "dense", "alpha": None, "beta": None, "theta": None}] if cfg["include_dense"] else []) + points
     have = done_keys(results)
     pending = [pt for pt in todo
-               if key({**pt, "finetune_epochs": None if pt["method"] == "dense" else fe, "dense_init": dense_init}) not in have]
+               if key({**pt, "finetune_epochs": None if pt["method"] == "dense" else fe, "dense_init": dense_init,
+                       "penalty_scale": cfg["penalty_scale"]}) not in have]
     nplib.log(f"{len(todo)} points, {len(todo) - len(pending)} already in {results}, {len(pending)} to run")
     if a.dry_run:
         for pt in pending:
@@ -163,15 +168,17 @@ def main(argv=None):
             run_dir, wall = dense_dir, dense_wall
         else:
             tag = f"{pt['method']}_a{pt['alpha']:g}_b{pt['beta']:g}_t{pt['theta']:g}_e{fe}"
+            tag += "_token" if cfg["penalty_scale"] == "token" else ""
             run_dir = work / "runs" / dense_dir.name / tag
             wall = nplib.train(bin_dir, run_dir,
                                nplib.finetune_args(pt["method"], Path(dense_init), fe, pt["alpha"], pt["beta"], pt["theta"],
-                                                   model_args), work / "logs" / f"{dense_dir.name}.{tag}.log")
+                                                   model_args, cfg["penalty_scale"]), work / "logs" / f"{dense_dir.name}.{tag}.log")
         fin_path = run_dir / f"final_t{cfg['threshold']:g}.pt"
         fin = nplib.finalize(run_dir / "checkpoint_last.pt", fin_path, cfg["threshold"],
                              logfile=work / "logs" / f"{run_dir.name}.finalize.log")
         ev = evaluate(cfg, prep, fin_path, work / "logs" / f"{run_dir.name}.generate.log")
         row = {**pt, "finetune_epochs": None if pt["method"] == "dense" else fe, "dense_epochs": cfg.get("dense_epochs"),
+               "penalty_scale": None if pt["method"] == "dense" else cfg["penalty_scale"],
                "dense_init": dense_init, "dataset": cfg["dataset"], "threshold": cfg["threshold"],
                "bleu": ev["bleu"], "sacrebleu_signature": ev["sacrebleu_signature"],
                **{k: fin.get(k) for k in STAT_KEYS},

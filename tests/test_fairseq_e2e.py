@@ -213,6 +213,7 @@ def _cfg(extra):
     (["--np-beta", "nan"], "--np-beta must be a finite number >= 0"),
     (["--np-eps", "inf"], "--np-eps must be a finite number >= 0"),
     (["--np-attn-modules", "encoder,foo"], "--np-attn-modules got ['foo']"),
+    (["--np-penalty-scale", "sentence"], "--np-penalty-scale must be 'batch' or 'token'"),
 ])
 def test_bad_criterion_options_fail_clearly(tiny_data, extra, message):
     cfg = _cfg(extra)
@@ -245,11 +246,13 @@ def test_stock_arch_is_refused_with_the_fix(tiny_data):
     assert not list((tiny_data / "never").glob("*.pt"))  # fairseq only made the empty directory
 
 
-@pytest.mark.parametrize("criterion, penalty", [("neuroprune_ce", "neuroprune"), ("l1_ce", "l1")])
-def test_criterion_loss_is_task_loss_plus_scaled_penalties(tiny_data, criterion, penalty):
+@pytest.mark.parametrize("criterion, penalty, scale", [("neuroprune_ce", "neuroprune", "batch"), ("l1_ce", "l1", "batch"),
+                                                      ("neuroprune_ce", "neuroprune", "token"), ("l1_ce", "l1", "token")])
+def test_criterion_loss_is_task_loss_plus_scaled_penalties(tiny_data, criterion, penalty, scale):
     from neuroprune_fairseq.core import attention_group_penalty, l1_penalty, mlp_preferential_attachment_penalty
 
-    cfg = _cfg(["--criterion", criterion, "--np-alpha", "0.3", "--np-beta", "0.7", "--np-attn-modules", "encoder,cross"])
+    cfg = _cfg(["--criterion", criterion, "--np-alpha", "0.3", "--np-beta", "0.7", "--np-attn-modules", "encoder,cross",
+                "--np-penalty-scale", scale])
     cfg.task.data = str(tiny_data / "bin")
     task = tasks.setup_task(cfg.task)
     task.load_dataset("valid")
@@ -275,9 +278,13 @@ def test_criterion_loss_is_task_loss_plus_scaled_penalties(tiny_data, criterion,
     else:
         r_attn = l1_penalty(w for m in attn for w in (m.q_proj.weight, m.k_proj.weight, m.v_proj.weight))
         r_mlp = l1_penalty(w for l in mlp for w in (l.fc1.weight, l.fc2.weight))
-    expected = task_loss + sample_size * (0.3 * r_attn + 0.7 * r_mlp)
+    assert sample_size > 1
+    reg = 0.3 * r_attn + 0.7 * r_mlp
+    expected = task_loss + (reg if scale == "batch" else sample_size * reg)  # batch: the paper's literal sum
     assert torch.allclose(total, expected, rtol=1e-5)
-    assert abs(log["np_r_attn"] / sample_size - r_attn.item()) < 1e-3 * max(1.0, r_attn.item())
+    assert abs(log["np_r_attn"] - r_attn.item()) < 1e-3 * max(1.0, r_attn.item())
+    assert abs(log["np_r_mlp"] - r_mlp.item()) < 1e-3 * max(1.0, r_mlp.item())
+    assert abs(log["np_pen"] - (total - task_loss).item()) < 1e-3 * max(1.0, log["np_pen"])
     assert log["np_heads"] == 36 and log["np_sparsity"] > 0
 
 
@@ -314,9 +321,12 @@ def test_task_loss_is_exactly_label_smoothed_cross_entropy(tiny_data, criterion)
     cfg.task.data = str(tiny_data / "bin")
     task = tasks.setup_task(cfg.task)
     task.load_dataset("valid")
+    torch.manual_seed(0)
     model = task.build_model(cfg.model).eval()
     sample = next(iter(task.get_batch_iterator(dataset=task.dataset("valid"), max_sentences=8).next_epoch_itr(shuffle=False)))
     ours, _, log = task.build_criterion(cfg.criterion)(model, sample)
     ref, _, ref_log = LabelSmoothedCrossEntropyCriterion(task, sentence_avg=False, label_smoothing=0.1)(model, sample)
     assert torch.equal(ours, ref) and torch.equal(log["nll_loss"], ref_log["nll_loss"])
-    assert ours.item() > log["nll_loss"].item()  # smoothing 0.1 is really applied
+    # smoothing 0.1 is really applied: not the 1e-4 (--np-eps) the bug used
+    shadowed, _, _ = LabelSmoothedCrossEntropyCriterion(task, sentence_avg=False, label_smoothing=1e-4)(model, sample)
+    assert abs(ours.item() - shadowed.item()) > 1e-4 * abs(ours.item())

@@ -147,6 +147,8 @@ def test_sweep_grid_and_resume(tmp_path):
     res.write_text(json.dumps({**pts[0], "finetune_epochs": 3, "dense_init": "d"}) + "\n")
     assert sweep.key({**pts[0], "finetune_epochs": 3, "dense_init": "d"}) in sweep.done_keys(res)
     assert sweep.key({**pts[1], "finetune_epochs": 3, "dense_init": "d"}) not in sweep.done_keys(res)
+    # a row without penalty_scale was trained per token: a batch-scale point is not "done"
+    assert sweep.key({**pts[0], "finetune_epochs": 3, "dense_init": "d", "penalty_scale": "batch"}) not in sweep.done_keys(res)
     # the shipped preset config parses and has >= 5 NeuroPrune points and the l1 baseline
     preset = sweep.expand(sweep.load_config(REPO / "examples" / "multi30k_cpu" / "sweep.json")["grid"])
     assert sum(p["method"] == "neuroprune" for p in preset) >= 5 and any(p["method"] == "l1" for p in preset)
