@@ -52,7 +52,7 @@ def upper_frontier(pts):
 
 
 def table(rows):
-    cols = ["method", "alpha", "beta", "theta", "bleu", "heads_kept", "sparsity", "flops_ratio", "params",
+    cols = ["method", "alpha", "beta", "theta", "K", "bleu", "heads_kept", "sparsity", "flops_ratio", "params",
             "train_wall_s", "gen_sentences_per_s", "n_hyps", "n_refs"]
     out = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in sorted(rows, key=lambda r: (r["method"] != "dense", r["method"], -(r.get("bleu") or 0))):
@@ -63,6 +63,30 @@ def table(rows):
                 v = f"{v:.4g}" if c in ("alpha", "beta", "theta") else f"{v:.3f}" if c == "flops_ratio" else f"{v:.2f}"
             cells.append("" if v is None else str(v))
         out.append("| " + " | ".join(cells) + " |")
+    return "\n".join(out)
+
+
+def matched_table(rows, a="neuroprune", b="dsp"):
+    """Method ``a``'s points next to method ``b``'s point with the nearest head count."""
+    ra = sorted((r for r in rows if r["method"] == a), key=lambda r: -r["heads_kept"])
+    rb = [r for r in rows if r["method"] == b]
+    if not ra or not rb:
+        return ""
+    fields = [("heads", "heads_kept"), ("BLEU", "bleu"), ("sparsity %", "sparsity"), ("train s", "train_wall_s"),
+              ("gen sent/s", "gen_sentences_per_s")]
+    head = [f"{a} {f}" for f, _ in fields[:1]] + [f"{m} {f}" for f, _ in fields[1:2] for m in (a, b)] + [f"{b} heads"]
+    head += [f"{m} {f}" for f, _ in fields[2:] for m in (a, b)]
+    out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+
+    def fmt(v):
+        return "" if v is None else f"{v:.2f}" if isinstance(v, float) else str(v)
+
+    for r in ra:
+        m = min(rb, key=lambda x: (abs(x["heads_kept"] - r["heads_kept"]), -x["bleu"]))
+        cells = [r["heads_kept"], r["bleu"], m["bleu"], m["heads_kept"]]
+        for _, k in fields[2:]:
+            cells += [r.get(k), m.get(k)]
+        out.append("| " + " | ".join(fmt(c) for c in cells) + " |")
     return "\n".join(out)
 
 
@@ -122,6 +146,9 @@ def main(argv=None):
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(a.out, dpi=120)
     md = table(rows)
+    matched = matched_table(rows)
+    if matched:
+        md += "\n\nMatched head counts (each NeuroPrune point next to the DSP point with the nearest head count):\n\n" + matched
     print(md)
     if a.table:
         Path(a.table).write_text(md + "\n")

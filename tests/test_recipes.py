@@ -169,6 +169,8 @@ def test_plot_draws_every_method(tmp_path):
     assert out.stat().st_size > 10_000
     md = (tmp_path / "t.md").read_text()
     assert all(f"| {m} |" in md for m in ("dense", "neuroprune", "l1", "dsp"))
+    # matched head counts: both NeuroPrune points sit next to the only DSP point (36 heads)
+    assert "| 60 | 34.60 | 34.80 | 36 |" in md and "| 40 | 33.00 | 34.80 | 36 |" in md
     assert plot_frontier.upper_frontier([(40, 33.0), (60, 34.6), (70, 34.0), (108, 35.0)]) == [(40, 33.0), (60, 34.6), (108, 35.0)]
 
 
