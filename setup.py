@@ -34,6 +34,7 @@ setup(
     entry_points={
         "console_scripts": [
             "neuroprune-finalize=neuroprune_fairseq.finalize:cli_main",
+            "neuroprune-theta-scan=neuroprune_fairseq.theta_scan:cli_main",
         ]
     },
 )

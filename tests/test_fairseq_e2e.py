@@ -19,6 +19,7 @@ from conftest import TINY_ARCH, USER_DIR, run_cli
 TRAIN = TINY_ARCH + [
     "--user-dir", USER_DIR, "--task", "neuroprune_translation", "--criterion", "neuroprune_ce",
     "--label-smoothing", "0.1", "--np-alpha", "0.05", "--np-beta", "0.1", "--np-theta", "0.3",
+    "--np-penalty-scale", "token",  # per-token penalty: the tiny runs below prune within 3 epochs
     "--optimizer", "adam", "--lr", "0.005", "--max-tokens", "500", "--log-interval", "5",
     "--no-progress-bar", "--seed", "1", "--num-workers", "0", "--cpu",
 ]
@@ -330,3 +331,23 @@ def test_task_loss_is_exactly_label_smoothed_cross_entropy(tiny_data, criterion)
     # smoothing 0.1 is really applied: not the 1e-4 (--np-eps) the bug used
     shadowed, _, _ = LabelSmoothedCrossEntropyCriterion(task, sentence_avg=False, label_smoothing=1e-4)(model, sample)
     assert abs(ours.item() - shadowed.item()) > 1e-4 * abs(ours.item())
+
+
+def test_theta_scan_predicts_what_pruning_keeps(trained, capsys):
+    from neuroprune_fairseq.finalize import load
+    from neuroprune_fairseq.theta_scan import cli_main as scan_main
+
+    d, _ = trained
+    src, data = d / "ck" / "checkpoint2.pt", str(d / "bin")
+    heads, _ = heads_in_checkpoint(src)
+    rows = scan_main(["--path", str(src), "--data", data, "--theta", "0", "0.3", "1000"])
+    printed = capsys.readouterr().out
+    assert [r["heads"] for r in rows] == heads and "total" in printed
+    assert [r["kept"]["0"] for r in rows] == heads  # nothing is within distance 0
+    assert [r["kept"]["1000"] for r in rows] == [1] * len(heads)  # everything is similar: one head each
+    assert all(r["min_dist"] is None or r["min_dist"] <= r["median_dist"] for r in rows)
+    _, model, _, _ = load(str(src), data)
+    prune_redundant_heads_(model, 0.3)
+    assert head_counts(model) == [r["kept"]["0.3"] for r in rows]
+    with pytest.raises(SystemExit):
+        scan_main(["--path", str(src), "--data", data, "--theta", "-1"])
