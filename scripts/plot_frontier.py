@@ -12,7 +12,6 @@ Also prints the results as a markdown table (``--table`` writes it to a file).
 """
 import argparse
 import json
-import math
 from pathlib import Path
 
 import matplotlib

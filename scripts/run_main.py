@@ -24,9 +24,11 @@ def main(argv=None):
     p.add_argument("--work-dir", default=os.environ.get("NEUROPRUNE_WORK", "/tmp/neuroprune_main"))
     p.add_argument("--dense-epochs", type=int, default=3)
     p.add_argument("--np-epochs", type=int, default=1)
-    p.add_argument("--alpha", type=float, default=0.05)
+    p.add_argument("--alpha", type=float, default=0.5, help="--np-alpha (batch scale; the top of the paper's MT grid)")
     p.add_argument("--beta", type=float, default=0.1)
-    p.add_argument("--theta", type=float, default=0.3)
+    p.add_argument("--theta", type=float, default=0.25,
+                   help="--np-theta. The default suits the short 3-epoch dense model, whose heads are 0.24-0.27 apart "
+                        "(the theta scan printed before fine-tuning shows where theta bites on yours)")
     p.add_argument("--threshold", type=float, default=1e-3, help="finalize: zero |w| below this")
     p.add_argument("--workers", type=int, default=1)
     a = p.parse_args(argv)
@@ -38,6 +40,13 @@ def main(argv=None):
 
     dense_dir = work / f"dense_e{a.dense_epochs}"
     dense_wall = nplib.train(bin_dir, dense_dir, nplib.dense_args(a.dense_epochs), work / "logs" / f"{dense_dir.name}.log")
+    # where theta bites on this dense model (nothing is changed): heads Algorithm 3 would keep
+    scan_log = work / "logs" / f"{dense_dir.name}.theta_scan.log"
+    thetas = sorted({a.theta, 0.2, 0.25, 0.3, 0.35, 0.4})
+    nplib.run([sys.executable, "-m", "neuroprune_fairseq.theta_scan", "--path", dense_dir / "checkpoint_last.pt",
+               "--theta", *[f"{t:g}" for t in thetas]], logfile=scan_log, env={"PYTHONPATH": str(nplib.REPO)})
+    scan = [line for line in scan_log.read_text().splitlines() if line.startswith(("module ", "total "))][-2:]
+    nplib.log("theta scan of the dense model (heads kept before fine-tuning):\n  " + "\n  ".join(scan))
     tag = f"neuroprune_a{a.alpha:g}_b{a.beta:g}_t{a.theta:g}_e{a.np_epochs}_from_{dense_dir.name}"
     np_dir = work / tag
     np_wall = nplib.train(bin_dir, np_dir, nplib.finetune_args("neuroprune", dense_dir / "checkpoint_last.pt", a.np_epochs,
