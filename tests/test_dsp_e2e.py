@@ -28,7 +28,7 @@ TINY = [
 def run(module, *args, cwd):
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.path.dirname(USER_DIR))
     p = subprocess.run([sys.executable, "-m", module, *map(str, args)], cwd=cwd, env=env,
-                       capture_output=True, text=True, timeout=300)
+                       capture_output=True, text=True, timeout=1800)
     assert p.returncode == 0, f"{module} failed:\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}"
     return p.stdout + p.stderr
 

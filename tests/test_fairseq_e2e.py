@@ -194,7 +194,7 @@ def test_two_worker_data_parallel_prunes_identically(tiny_data, tmp_path):
     procs = [subprocess.Popen([sys.executable, "-m", "fairseq_cli.train", *args, "--distributed-rank", str(r)],
                               cwd=tiny_data, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
              for r in (0, 1)]
-    outs = [p.communicate(timeout=300)[0] for p in procs]
+    outs = [p.communicate(timeout=1800)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outs[0][-3000:] + outs[1][-3000:]
     log = outs[0]
     assert "the 2 workers pruned identically" in log
