@@ -35,5 +35,5 @@ if [ "$DSP_HEADS" != none ]; then
     --work-dir "$WORK/dsp" --results "$RESULTS"
 fi
 [ -s "$RESULTS" ] || exit 0
-"$PY" scripts/plot_frontier.py "$RESULTS" --out "${RESULTS%.jsonl}.png" --table "${RESULTS%.jsonl}.md" \
+"$PY" scripts/plot_frontier.py "$RESULTS" --out "${RESULTS%.jsonl}.png" --table "${RESULTS%.jsonl}.md" --bleu-tolerance 5 \
   --title "Multi30k de-en, neuroprune_multi30k_cpu (108 heads), test_2016_flickr"
