@@ -60,7 +60,9 @@ def point_key(row):
 def done_keys(results: Path):
     if not results.exists():
         return set()
-    return {point_key(json.loads(line)) for line in results.read_text().splitlines() if line.strip()}
+    rows = [json.loads(line) for line in results.read_text().splitlines() if line.strip()]
+    # the file is shared with scripts/sweep.py (dense, neuroprune, l1 rows have no K)
+    return {point_key(r) for r in rows if r.get("method") in ("dsp", "michel") and r.get("K") is not None}
 
 
 def train_point(a, k: int, run_dir: Path, logfile: Path) -> float:

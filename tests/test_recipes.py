@@ -245,3 +245,15 @@ def test_iwslt_scoring_on_the_standard_references(monkeypatch, tmp_path):
     monkeypatch.setattr(nplib, "generate", lambda *a, **k: {"hyps": list(refs[:-1]), "wall_s": 1.0})
     with pytest.raises(ValueError, match="199 hypotheses for 200 references"):
         nplib.evaluate_iwslt(prep, tmp_path / "x.pt")
+
+
+def test_dsp_sweep_reads_a_results_file_shared_with_the_neuroprune_sweep(tmp_path):
+    import sweep_dsp
+
+    dsp_row = {"method": "dsp", "mode": "pipelined", "K": 25, "epochs": 1, "init": "d.pt"}
+    res = tmp_path / "r.jsonl"
+    res.write_text("".join(json.dumps(r) + "\n" for r in [
+        {"method": "dense", "bleu": 32.8, "heads_kept": 108},
+        {"method": "neuroprune", "alpha": 0.5, "beta": 0.1, "theta": 0.4, "bleu": 29.6, "heads_kept": 33},
+        dsp_row]))
+    assert sweep_dsp.done_keys(res) == {sweep_dsp.point_key(dsp_row)}
