@@ -263,3 +263,15 @@ def test_gate_lr_step_equals_adam_at_the_gate_lr():
     assert torch.equal(gates, ref_gates) and torch.equal(other, ref_other)
     assert float((gates.detach() - start).abs().max()) > 0.5  # 5 steps at 0.2, not at 1e-3
     assert opt.optimizer.state[gates] == {}  # fairseq's optimizer never stepped the gates
+
+
+def test_overflowing_gate_gradient_skips_the_gate_step_only():
+    from neuroprune_fairseq.dsp_fairseq import skip_nonfinite_gate_grad_
+
+    gates = torch.nn.Parameter(torch.zeros(6))
+    gates.grad = torch.tensor([1.0, -2.0, 0.5, 0.0, 3.0, 1.0])
+    assert not skip_nonfinite_gate_grad_(gates) and gates.grad[4] == 3.0  # a normal gradient is kept
+    gates.grad = torch.tensor([1e25, -2.0, 0.5, 0.0, 3.0, 1.0])  # finite, but its float32 norm is inf
+    assert skip_nonfinite_gate_grad_(gates) and torch.equal(gates.grad, torch.zeros(6))
+    gates.grad = torch.tensor([float("nan"), 1.0, 0.0, 0.0, 0.0, 0.0])
+    assert skip_nonfinite_gate_grad_(gates) and torch.equal(gates.grad, torch.zeros(6))
