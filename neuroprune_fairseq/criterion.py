@@ -143,7 +143,7 @@ class NeuroPruneCriterion(LabelSmoothedCrossEntropyCriterion):
             present = sum(w.numel() for w in ws)
             zero = torch.stack([(w == 0).sum() for w in ws]).sum().to(reg.dtype)
             # one device->host transfer for all logged tensors
-            r_a, r_m, pen, nz = torch.stack([r_attn.detach(), r_mlp.detach(), torch.as_tensor(added).detach(), zero]).tolist()
+            r_a, r_m, pen, nz = torch.stack([r_attn.detach(), r_mlp.detach(), added.detach(), zero]).tolist()
         logging_output.update({
             "np_r_attn": r_a,
             "np_r_mlp": r_m,
