@@ -71,10 +71,8 @@ def matched_table(rows, a="neuroprune", b="dsp"):
     rb = [r for r in rows if r["method"] == b]
     if not ra or not rb:
         return ""
-    fields = [("heads", "heads_kept"), ("BLEU", "bleu"), ("sparsity %", "sparsity"), ("train s", "train_wall_s"),
-              ("gen sent/s", "gen_sentences_per_s")]
-    head = [f"{a} {f}" for f, _ in fields[:1]] + [f"{m} {f}" for f, _ in fields[1:2] for m in (a, b)] + [f"{b} heads"]
-    head += [f"{m} {f}" for f, _ in fields[2:] for m in (a, b)]
+    paired = [("sparsity %", "sparsity"), ("train s", "train_wall_s"), ("gen sent/s", "gen_sentences_per_s")]
+    head = [f"{a} heads", f"{a} BLEU", f"{b} BLEU", f"{b} heads"] + [f"{m} {label}" for label, _ in paired for m in (a, b)]
     out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
 
     def fmt(v):
@@ -83,7 +81,7 @@ def matched_table(rows, a="neuroprune", b="dsp"):
     for r in ra:
         m = min(rb, key=lambda x: (abs(x["heads_kept"] - r["heads_kept"]), -x["bleu"]))
         cells = [r["heads_kept"], r["bleu"], m["bleu"], m["heads_kept"]]
-        for _, k in fields[2:]:
+        for _, k in paired:
             cells += [r.get(k), m.get(k)]
         out.append("| " + " | ".join(fmt(c) for c in cells) + " |")
     return "\n".join(out)
