@@ -33,8 +33,8 @@ setup(
     },
     entry_points={
         "console_scripts": [
-            "neuroprune-finalize=neuroprune_fairseq.finalize:cli_main",
-            "neuroprune-theta-scan=neuroprune_fairseq.theta_scan:cli_main",
+            "neuroprune-finalize=neuroprune_fairseq.commands.finalize:cli_main",
+            "neuroprune-theta-scan=neuroprune_fairseq.commands.theta_scan:cli_main",
         ]
     },
 )

@@ -190,7 +190,7 @@ def finetune_args(method: str, init: Path, max_epoch: int, alpha: float, beta: f
 def finalize(ckpt: Path, out: Path, threshold: float = 1e-3, logfile: Optional[Path] = None) -> Dict:
     js = Path(out).with_suffix(".json")
     if not (Path(out).exists() and js.exists()):
-        run([sys.executable, "-m", "neuroprune_fairseq.finalize", "--path", ckpt, "--output", out,
+        run([sys.executable, "-m", "neuroprune_fairseq.commands.finalize", "--path", ckpt, "--output", out,
              "--threshold", str(threshold), "--json", js], logfile=logfile, env={"PYTHONPATH": str(REPO)})
     return json.loads(js.read_text())
 

@@ -43,7 +43,7 @@ def main(argv=None):
     # where theta bites on this dense model (nothing is changed): heads Algorithm 3 would keep
     scan_log = work / "logs" / f"{dense_dir.name}.theta_scan.log"
     thetas = sorted({a.theta, 0.2, 0.25, 0.3, 0.35, 0.4})
-    nplib.run([sys.executable, "-m", "neuroprune_fairseq.theta_scan", "--path", dense_dir / "checkpoint_last.pt",
+    nplib.run([sys.executable, "-m", "neuroprune_fairseq.commands.theta_scan", "--path", dense_dir / "checkpoint_last.pt",
                "--theta", *[f"{t:g}" for t in thetas]], logfile=scan_log, env={"PYTHONPATH": str(nplib.REPO)})
     scan = [line for line in scan_log.read_text().splitlines() if line.startswith(("module ", "total "))][-2:]
     nplib.log("theta scan of the dense model (heads kept before fine-tuning):\n  " + "\n  ".join(scan))

@@ -87,7 +87,7 @@ def epochs_trained(checkpoint) -> int:
     """Complete epochs a fairseq checkpoint has trained (its iterator names the epoch to run next)."""
     import torch
 
-    import neuroprune_fairseq.checkpoint_compat  # noqa: F401  (safe loading of fairseq checkpoints)
+    import neuroprune_fairseq.fairseq_adapter.checkpoint_compat  # noqa: F401  (safe loading of fairseq checkpoints)
 
     it = torch.load(checkpoint, map_location="cpu")["extra_state"]["train_iterator"]
     return it["epoch"] - 1

@@ -90,9 +90,9 @@ def finalize_point(a, k: int, src: Path, out: Path, logfile: Path):
     js = out.with_suffix(".json")
     if not (out.exists() and js.exists()):
         if a.method == "dsp":
-            cmd = [sys.executable, "-m", "neuroprune_fairseq.dsp_finalize", "--path", src, "--heads", str(k)]
+            cmd = [sys.executable, "-m", "neuroprune_fairseq.commands.dsp_finalize", "--path", src, "--heads", str(k)]
         else:
-            cmd = [sys.executable, "-m", "neuroprune_fairseq.head_importance", "--path", src, "--heads", str(k),
+            cmd = [sys.executable, "-m", "neuroprune_fairseq.commands.head_importance", "--path", src, "--heads", str(k),
                    "--subset", a.importance_subset, "--max-tokens", str(a.max_tokens)]
         cmd += ["--output", out, "--report", js, "--data", a.data_bin, "--empty-modules", a.empty_modules]
         wall = nplib.run(cmd, logfile=logfile, env={"PYTHONPATH": str(nplib.REPO)})

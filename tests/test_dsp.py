@@ -85,7 +85,7 @@ fairseq = pytest.importorskip("fairseq")
 from fairseq.data import Dictionary  # noqa: E402
 
 import neuroprune_fairseq.plugin  # noqa: E402,F401
-from neuroprune_fairseq.dsp_fairseq import (  # noqa: E402
+from neuroprune_fairseq.fairseq_adapter.dsp import (  # noqa: E402
     DSPCriterion,
     HeadGateHooks,
     dsp_keep_heads,
@@ -93,9 +93,9 @@ from neuroprune_fairseq.dsp_fairseq import (  # noqa: E402
     build_gate_optimizer,
     step_with_gate_lr,
 )
-from neuroprune_fairseq.fairseq_roles import attention_modules, head_counts  # noqa: E402
-from neuroprune_fairseq.head_importance import head_importance  # noqa: E402
-from neuroprune_fairseq.model import NeuroPruneTransformerModel, neuroprune_base_architecture  # noqa: E402
+from neuroprune_fairseq.fairseq_adapter.sites import attention_modules, head_counts  # noqa: E402
+from neuroprune_fairseq.commands.head_importance import head_importance  # noqa: E402
+from neuroprune_fairseq.fairseq_adapter.model import NeuroPruneTransformerModel, neuroprune_base_architecture  # noqa: E402
 
 
 def tiny_model(seed=0, heads=6):
@@ -266,7 +266,7 @@ def test_gate_lr_step_equals_adam_at_the_gate_lr():
 
 
 def test_overflowing_gate_gradient_skips_the_gate_step_only():
-    from neuroprune_fairseq.dsp_fairseq import skip_nonfinite_gate_grad_
+    from neuroprune_fairseq.fairseq_adapter.dsp import skip_nonfinite_gate_grad_
 
     gates = torch.nn.Parameter(torch.zeros(6))
     gates.grad = torch.tensor([1.0, -2.0, 0.5, 0.0, 3.0, 1.0])

@@ -56,10 +56,10 @@ def train_args(data, save_dir, *extra):
 def test_dsp_train_finalise_generate(tmp_path):
     from fairseq import checkpoint_utils
 
-    from neuroprune_fairseq import dsp_finalize
+    from neuroprune_fairseq.commands import dsp_finalize
     from neuroprune_fairseq.core.dsp import hard_topk_mask
-    from neuroprune_fairseq.dsp_fairseq import HeadGateHooks
-    from neuroprune_fairseq.fairseq_roles import head_counts
+    from neuroprune_fairseq.fairseq_adapter.dsp import HeadGateHooks
+    from neuroprune_fairseq.fairseq_adapter.sites import head_counts
 
     d = str(tmp_path)
     write_corpus(f"{d}/raw")

@@ -11,8 +11,8 @@ from fairseq import checkpoint_utils, options, tasks
 from fairseq.dataclass.configs import GenerationConfig
 from fairseq.dataclass.utils import convert_namespace_to_omegaconf
 
-from neuroprune_fairseq.fairseq_roles import attention_modules, head_counts, mlp_modules, prune_redundant_heads_
-from neuroprune_fairseq.finalize import cli_main as finalize_main
+from neuroprune_fairseq.fairseq_adapter.sites import attention_modules, head_counts, mlp_modules, prune_redundant_heads_
+from neuroprune_fairseq.commands.finalize import cli_main as finalize_main
 
 from conftest import TINY_ARCH, USER_DIR, run_cli
 
@@ -334,8 +334,8 @@ def test_task_loss_is_exactly_label_smoothed_cross_entropy(tiny_data, criterion)
 
 
 def test_theta_scan_predicts_what_pruning_keeps(trained, capsys):
-    from neuroprune_fairseq.finalize import load
-    from neuroprune_fairseq.theta_scan import cli_main as scan_main
+    from neuroprune_fairseq.commands.finalize import load
+    from neuroprune_fairseq.commands.theta_scan import cli_main as scan_main
 
     d, _ = trained
     src, data = d / "ck" / "checkpoint2.pt", str(d / "bin")

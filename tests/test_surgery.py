@@ -5,7 +5,7 @@ from fairseq.modules import MultiheadAttention
 from torch import nn
 
 from neuroprune_fairseq.core import elim_redundant_, remove_dead_neurons_
-from neuroprune_fairseq.fairseq_roles import head_counts, prune_redundant_heads_
+from neuroprune_fairseq.fairseq_adapter.sites import head_counts, prune_redundant_heads_
 
 HD, H, D = 4, 6, 24
 
@@ -118,7 +118,7 @@ def test_remove_dead_neurons_is_exact():
 
 
 def test_fused_encoder_path_is_disabled_only_for_resized_layers():
-    from neuroprune_fairseq.fairseq_roles import disable_fused_paths_
+    from neuroprune_fairseq.fairseq_adapter.sites import disable_fused_paths_
 
     class Layer(nn.Module):  # the attributes fairseq's BetterTransformer layers carry
         def __init__(self):

@@ -28,7 +28,7 @@ logger = logging.getLogger("neuroprune_fairseq.finalize")
 
 def zero_small_weights_(model: nn.Module, threshold: float) -> int:
     """Set |w| < threshold to exactly 0 in the attention and MLP matrices; returns how many."""
-    from .fairseq_roles import matrices
+    from ..fairseq_adapter.sites import matrices
 
     n = 0
     with torch.no_grad():
@@ -40,8 +40,8 @@ def zero_small_weights_(model: nn.Module, threshold: float) -> int:
 
 
 def remove_dead_mlp_neurons_(model: nn.Module) -> None:
-    from .core import remove_dead_neurons_
-    from .fairseq_roles import disable_fused_paths_, mlp_modules
+    from ..core import remove_dead_neurons_
+    from ..fairseq_adapter.sites import disable_fused_paths_, mlp_modules
 
     for _, _, layer in mlp_modules(model):
         remove_dead_neurons_(layer.fc1, layer.fc2, layer.activation_fn)
@@ -55,7 +55,7 @@ def flops_per_token(model: nn.Module, seq_len: int = 20) -> Dict[str, float]:
     Counts the matrices physically present (a zero inside a dense matrix still costs), the
     attention score / weighted-sum products per head, and the output projection.
     """
-    from .fairseq_roles import attention_modules, mlp_modules
+    from ..fairseq_adapter.sites import attention_modules, mlp_modules
 
     body = 0.0
     for _, kind, m in attention_modules(model):
@@ -73,7 +73,7 @@ def flops_per_token(model: nn.Module, seq_len: int = 20) -> Dict[str, float]:
 
 
 def describe(model: nn.Module, dense: nn.Module, seq_len: int) -> Dict:
-    from .fairseq_roles import attention_modules, dense_head_count, head_counts, mlp_modules, model_sparsity
+    from ..fairseq_adapter.sites import attention_modules, dense_head_count, head_counts, mlp_modules, model_sparsity
 
     rep = model_sparsity(model)
     f, fd = flops_per_token(model, seq_len), flops_per_token(dense, seq_len)
@@ -114,7 +114,7 @@ def load(path: str, data: str = None):
     import fairseq  # noqa: F401
     from fairseq import checkpoint_utils, tasks
 
-    from . import plugin  # noqa: F401  (registers the model; safe checkpoint loading)
+    from .. import plugin  # noqa: F401  (registers the model; safe checkpoint loading)
 
     if not os.path.isfile(path):
         raise FileNotFoundError(f"--path {path}: no such checkpoint file")

@@ -16,8 +16,8 @@ from fairseq.criterions.label_smoothed_cross_entropy import (
 from fairseq.logging.meters import Meter
 from torch import Tensor, nn
 
-from .core import attention_group_penalty, l1_penalty, mlp_preferential_attachment_penalty
-from .fairseq_roles import ATTN_KINDS, MLP_KINDS, attention_modules, attn_linears, dense_matrix_count, mlp_modules
+from ..core import attention_group_penalty, l1_penalty, mlp_preferential_attachment_penalty
+from .sites import ATTN_KINDS, MLP_KINDS, attention_modules, attn_linears, dense_matrix_count, mlp_modules
 
 
 def _kinds(value: str, allowed: Sequence[str], option: str) -> Tuple[str, ...]:

@@ -10,7 +10,7 @@ Architectures: ``neuroprune_iwslt_de_en`` (the paper's MT model, 6 heads everywh
 from fairseq.models import ARCH_CONFIG_REGISTRY, ARCH_MODEL_REGISTRY, register_model, register_model_architecture
 from fairseq.models.transformer import TransformerModel, base_architecture, transformer_iwslt_de_en
 
-from .fairseq_roles import resize_to_state_dict_
+from .sites import resize_to_state_dict_
 
 
 @register_model("neuroprune_transformer")

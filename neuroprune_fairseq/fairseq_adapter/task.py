@@ -14,7 +14,7 @@ from fairseq.tasks.translation import TranslationConfig, TranslationTask
 from omegaconf import II
 
 from .criterion import check_nonnegative_finite
-from .fairseq_roles import attention_modules, format_plans, head_counts, model_sparsity, prune_redundant_heads_
+from .sites import attention_modules, format_plans, head_counts, model_sparsity, prune_redundant_heads_
 
 logger = logging.getLogger(__name__)
 

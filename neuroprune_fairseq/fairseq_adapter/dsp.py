@@ -37,10 +37,10 @@ from fairseq.tasks import register_task
 from fairseq.tasks.translation import TranslationConfig, TranslationTask
 from torch import Tensor, nn
 
-from .core.dsp import dsp_mask, dsp_temperature, hard_topk_mask, keep_per_module
-from .core.surgery import head_index, prune_heads_
+from ..core.dsp import dsp_mask, dsp_temperature, hard_topk_mask, keep_per_module
+from ..core.surgery import head_index, prune_heads_
 from .criterion import TextMeter
-from .fairseq_roles import attention_modules, attn_linears, set_num_heads_
+from .sites import attention_modules, attn_linears, set_num_heads_
 
 logger = logging.getLogger(__name__)
 

@@ -17,9 +17,9 @@ import fairseq  # noqa: F401  (before the plugin, so that it registers its compo
 from fairseq import checkpoint_utils
 from omegaconf import OmegaConf, open_dict
 
-from . import plugin  # noqa: F401
-from .dsp_fairseq import dsp_keep_heads, finalize_heads_
-from .fairseq_roles import head_counts
+from .. import plugin  # noqa: F401
+from ..fairseq_adapter.dsp import dsp_keep_heads, finalize_heads_
+from ..fairseq_adapter.sites import head_counts
 
 logger = logging.getLogger("neuroprune_fairseq.dsp_finalize")
 

@@ -22,10 +22,10 @@ import torch.nn.functional as F
 import fairseq  # noqa: F401
 from fairseq import utils
 
-from . import plugin  # noqa: F401
-from .core.dsp import hard_topk_mask, keep_per_module
-from .dsp_fairseq import HeadGateHooks
-from .fairseq_roles import head_counts
+from .. import plugin  # noqa: F401
+from ..core.dsp import hard_topk_mask, keep_per_module
+from ..fairseq_adapter.dsp import HeadGateHooks
+from ..fairseq_adapter.sites import head_counts
 from .dsp_finalize import finalize_and_report, load
 
 logger = logging.getLogger("neuroprune_fairseq.head_importance")

@@ -22,8 +22,8 @@ from torch import nn
 
 def scan(model: nn.Module, thetas: Sequence[float], method: str = "heuristic") -> List[Dict]:
     """One row per attention module: name, heads, min/median head distance, heads kept per theta."""
-    from .core import head_distance_matrix, plan_redundant_heads
-    from .fairseq_roles import attention_modules
+    from ..core import head_distance_matrix, plan_redundant_heads
+    from ..fairseq_adapter.sites import attention_modules
 
     rows = []
     for name, _, m in attention_modules(model):

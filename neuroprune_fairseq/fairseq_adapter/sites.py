@@ -14,8 +14,8 @@ from torch import nn
 
 from fairseq.modules import MultiheadAttention
 
-from .core import elim_redundant_, resize_linear_, sparsity_report
-from .core.redundancy import RedundancyPlan
+from ..core import elim_redundant_, resize_linear_, sparsity_report
+from ..core.redundancy import RedundancyPlan
 
 logger = logging.getLogger(__name__)
 
