@@ -7,7 +7,7 @@
 Grid from a JSON/YAML config (see examples/multi30k_cpu/sweep.json) and/or flags
 (``--method neuroprune --alpha 0.05 0.1 --beta 0.1 --theta 0.2 0.3``: the cross product).
 Every point: fine-tune from the dense checkpoint (``neuroprune`` or ``l1``), finalize
-(``python -m neuroprune_fairseq.finalize``), evaluate the finalised model (beam 5, all
+(``python -m neuroprune_fairseq.commands.finalize``), evaluate the finalised model (beam 5, all
 test sentences; a point whose hypothesis count differs from the reference count fails).
 A point already in the results file (same method/alpha/beta/theta/epochs/dense init) is
 skipped; an interrupted point resumes from its ``checkpoint_last.pt``.

@@ -13,8 +13,8 @@
 
 Every point: ``fairseq-train --task dsp_translation --criterion dsp_ce --dsp-heads K``
 (resumable: fairseq restarts from the point's ``checkpoint_last.pt``), then
-``python -m neuroprune_fairseq.dsp_finalize`` (physical removal of the heads outside the
-hard top-K of the learned logits; for ``michel``: ``python -m neuroprune_fairseq.head_importance``),
+``python -m neuroprune_fairseq.commands.dsp_finalize`` (physical removal of the heads outside the
+hard top-K of the learned logits; for ``michel``: ``python -m neuroprune_fairseq.commands.head_importance``),
 then ``fairseq-generate`` (beam 5, whole test subset, ``--post-process sentencepiece`` by
 default) and corpus BLEU with sacrebleu against ``--refs`` (default ``PREP/raw/test.en``,
 the layout of ``scripts/nplib.prepare_multi30k``; without it, fairseq's own post-processed

@@ -1,7 +1,7 @@
 """Finalise a DSP run: keep the hard top-K heads of the learned gate logits, remove the
 others physically, and save a normal ``neuroprune_transformer`` checkpoint without gates.
 
-    python -m neuroprune_fairseq.dsp_finalize --path ckpt/checkpoint_last.pt --output dsp_final.pt \
+    python -m neuroprune_fairseq.commands.dsp_finalize --path ckpt/checkpoint_last.pt --output dsp_final.pt \
         [--data data-bin] [--heads K] [--empty-modules zero|keep-best] [--report report.json]
 
 The output loads in stock ``fairseq-generate DATA --user-dir neuroprune_fairseq --path dsp_final.pt``.
@@ -80,7 +80,7 @@ def save_finalized(model, state: Dict, output: str, info: Dict) -> None:
 
 
 def summary(model, task, cfg_model, report: Dict, seq_len: int = 20) -> Dict:
-    """NeuroPrune's finalisation report (:func:`neuroprune_fairseq.finalize.describe`: params,
+    """NeuroPrune's finalisation report (:func:`neuroprune_fairseq.commands.finalize.describe`: params,
     sparsity, FLOPs against the dense model), with DSP's head counts: ``heads_per_module``
     and ``heads_kept`` count active heads (a zeroed placeholder head counts 0),
     ``physical_heads_per_module`` the heads present."""

@@ -1,6 +1,6 @@
 """Finalise a trained NeuroPrune checkpoint: the honest sparse model.
 
-    python -m neuroprune_fairseq.finalize --path checkpoints/checkpoint_best.pt \
+    python -m neuroprune_fairseq.commands.finalize --path checkpoints/checkpoint_best.pt \
         --output checkpoints/final.pt --threshold 1e-3 [--data data-bin] [--json final.json]
 
 1. zeroes every attention (q, k, v, out) and MLP (fc1, fc2) weight with |w| < threshold

@@ -1,7 +1,7 @@
 """Michel et al. (2019, "Are Sixteen Heads Really Better than One?") importance pruning of a
 trained fairseq model to a global budget of K heads, with DSP's finalisation.
 
-    python -m neuroprune_fairseq.head_importance --path checkpoint_best.pt --heads K \
+    python -m neuroprune_fairseq.commands.head_importance --path checkpoint_best.pt --heads K \
         --output michel_final.pt [--data data-bin] [--subset valid] [--max-tokens 4096] \
         [--no-normalize-by-layer] [--empty-modules zero|keep-best] [--report report.json]
 

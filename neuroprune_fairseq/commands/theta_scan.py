@@ -1,6 +1,6 @@
 """How many heads would redundancy pruning keep at each theta, on a given checkpoint?
 
-    python -m neuroprune_fairseq.theta_scan --path ckpt/dense/checkpoint_last.pt \
+    python -m neuroprune_fairseq.commands.theta_scan --path ckpt/dense/checkpoint_last.pt \
         --theta 0.2 0.25 0.3 0.35 [--dominating heuristic|exact] [--data DATA_BIN] [--json out.json]
 
 Prints, per attention module, the smallest and the median l_inf distance between two heads'

@@ -18,8 +18,8 @@ fairseq's model code.
   (load a trained model's weights before training, e.g. for pipelined mode); it passes the
   update number to the criterion for the temperature schedule.
 * :func:`finalize_heads_` -- physical removal of the pruned heads with NeuroPrune's surgery
-  (``core.surgery.prune_heads_`` + ``fairseq_roles.set_num_heads_``); see
-  :mod:`neuroprune_fairseq.dsp_finalize` for the command.
+  (``core.surgery.prune_heads_`` + ``fairseq_adapter.sites.set_num_heads_``); see
+  :mod:`neuroprune_fairseq.commands.dsp_finalize` for the command.
 """
 import logging
 from dataclasses import dataclass, field
