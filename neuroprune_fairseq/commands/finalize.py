@@ -41,10 +41,10 @@ def zero_small_weights_(model: nn.Module, threshold: float) -> int:
 
 def remove_dead_mlp_neurons_(model: nn.Module) -> None:
     from ..core import remove_dead_neurons_
-    from ..fairseq_adapter.sites import disable_fused_paths_, mlp_modules
+    from ..fairseq_adapter.sites import disable_fused_paths_, mlp_sites
 
-    for _, _, layer in mlp_modules(model):
-        remove_dead_neurons_(layer.fc1, layer.fc2, layer.activation_fn)
+    for s in mlp_sites(model):
+        remove_dead_neurons_(s.fc1[0], s.fc2, s.module.activation_fn)
     disable_fused_paths_(model)
 
 
@@ -55,15 +55,14 @@ def flops_per_token(model: nn.Module, seq_len: int = 20) -> Dict[str, float]:
     Counts the matrices physically present (a zero inside a dense matrix still costs), the
     attention score / weighted-sum products per head, and the output projection.
     """
-    from ..fairseq_adapter.sites import attention_modules, mlp_modules
+    from ..fairseq_adapter.sites import attention_sites, mlp_sites
 
     body = 0.0
-    for _, kind, m in attention_modules(model):
-        d_attn = m.num_heads * m.head_dim
-        q, k, v, o = m.q_proj.weight.numel(), m.k_proj.weight.numel(), m.v_proj.weight.numel(), m.out_proj.weight.numel()
-        body += 2 * (q + k + v + o) + 2 * 2 * seq_len * d_attn
-    for _, _, layer in mlp_modules(model):
-        body += 2 * (layer.fc1.weight.numel() + layer.fc2.weight.numel())
+    for s in attention_sites(model):
+        d_attn = s.num_heads * s.head_dim
+        body += 2 * sum(lin.weight.numel() for lin in (s.q, s.k, s.v, s.out)) + 2 * 2 * seq_len * d_attn
+    for s in mlp_sites(model):
+        body += 2 * (s.fc1[0].weight.numel() + s.fc2.weight.numel())
     out = 0.0
     dec = getattr(model, "decoder", None)
     proj = getattr(dec, "output_projection", None)
@@ -73,16 +72,16 @@ def flops_per_token(model: nn.Module, seq_len: int = 20) -> Dict[str, float]:
 
 
 def describe(model: nn.Module, dense: nn.Module, seq_len: int) -> Dict:
-    from ..fairseq_adapter.sites import attention_modules, dense_head_count, head_counts, mlp_modules, model_sparsity
+    from ..fairseq_adapter.sites import attention_sites, head_counts, mlp_sites, model_sparsity
 
     rep = model_sparsity(model)
     f, fd = flops_per_token(model, seq_len), flops_per_token(dense, seq_len)
     return {
         "heads_kept": sum(head_counts(model)),
-        "heads_dense": sum(dense_head_count(m) for _, _, m in attention_modules(model)),
+        "heads_dense": sum(s.dense_heads for s in attention_sites(model)),
         "heads_per_module": head_counts(model),
-        "mlp_neurons_kept": sum(layer.fc1.weight.shape[0] for _, _, layer in mlp_modules(model)),
-        "mlp_neurons_dense": sum(layer.fc1.weight.shape[0] for _, _, layer in mlp_modules(dense)),
+        "mlp_neurons_kept": sum(s.fc1[0].out_features for s in mlp_sites(model)),
+        "mlp_neurons_dense": sum(s.fc1[0].out_features for s in mlp_sites(dense)),
         "params": sum(p.numel() for p in model.parameters()),
         "params_dense": sum(p.numel() for p in dense.parameters()),
         "matrix_weights_dense": rep.dense,

@@ -16,26 +16,24 @@ import math
 import sys
 from typing import Dict, List, Sequence
 
-import torch
 from torch import nn
 
 
 def scan(model: nn.Module, thetas: Sequence[float], method: str = "heuristic") -> List[Dict]:
     """One row per attention module: name, heads, min/median head distance, heads kept per theta."""
-    from ..core import head_distance_matrix, plan_redundant_heads
-    from ..fairseq_adapter.sites import attention_modules
+    from ..core.redundancy import head_distance_matrix, min_pair_distance, pair_distances, plan_redundant_heads
+    from ..fairseq_adapter.sites import attention_sites
 
     rows = []
-    for name, _, m in attention_modules(model):
-        q, k, v, h = m.q_proj.weight.detach(), m.k_proj.weight.detach(), m.v_proj.weight.detach(), m.num_heads
+    for s in attention_sites(model):
+        q, k, v, h = s.q.weight.detach(), s.k.weight.detach(), s.v.weight.detach(), s.num_heads
         dist = head_distance_matrix(q, k, v, h)
-        pairs = dist[torch.triu(torch.ones(h, h, dtype=torch.bool), diagonal=1)]
         rows.append({
-            "module": name,
+            "module": s.name,
             "heads": h,
-            "min_dist": float(pairs.min()) if h > 1 else None,
-            "median_dist": float(pairs.median()) if h > 1 else None,
-            "kept": {f"{t:g}": len(plan_redundant_heads(q, k, v, h, t, method).keep) for t in thetas},
+            "min_dist": min_pair_distance(dist) if h > 1 else None,
+            "median_dist": float(pair_distances(dist).median()) if h > 1 else None,
+            "kept": {f"{t:g}": len(plan_redundant_heads(q, k, v, h, t, method, distance=dist).keep) for t in thetas},
         })
     return rows
 

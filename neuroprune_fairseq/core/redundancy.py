@@ -37,6 +37,18 @@ def head_distance_matrix(q_weight: Tensor, k_weight: Tensor, v_weight: Tensor, n
     return dist
 
 
+def pair_distances(distance: Tensor) -> Tensor:
+    """The distances of all pairs of different heads (upper triangle of ``distance``)."""
+    h = distance.shape[0]
+    return distance[torch.triu(torch.ones(h, h, dtype=torch.bool), diagonal=1)]
+
+
+def min_pair_distance(distance: Tensor) -> float:
+    """The smallest distance between two different heads (what theta must reach for anything
+    to be pruned); ``inf`` for a module of one head."""
+    return float(pair_distances(distance).min()) if distance.shape[0] > 1 else float("inf")
+
+
 def similarity_matrix(distance: Tensor, theta: float) -> Tensor:
     """``S[i, j] = 1{l_inf(B_i, B_j) <= theta}``, ``S[i, i] = 1`` (bool ``[k, k]``)."""
     sim = distance <= theta
@@ -174,13 +186,14 @@ def plan_redundant_heads(
     num_heads: int,
     theta: float,
     method: str = "heuristic",
+    distance: Optional[Tensor] = None,
 ) -> RedundancyPlan:
-    """Algorithm 2 up to the merge: similarity, then a dominating set (heuristic or exact)."""
+    """Algorithm 2 up to the merge: similarity, then a dominating set (heuristic or exact).
+    ``distance``: the module's :func:`head_distance_matrix`, when the caller has it already."""
     if method not in ("heuristic", "exact"):
         raise ValueError(f"method must be 'heuristic' or 'exact', got {method!r}")
-    dist = head_distance_matrix(q_weight, k_weight, v_weight, num_heads)
-    off = dist + torch.diag(torch.full((num_heads,), float("inf"), dtype=dist.dtype))
-    min_dist = float(off.min()) if num_heads > 1 else float("inf")
+    dist = head_distance_matrix(q_weight, k_weight, v_weight, num_heads) if distance is None else distance
+    min_dist = min_pair_distance(dist)
     sim = similarity_matrix(dist, theta)
     if num_heads == 1 or not bool((sim & ~torch.eye(num_heads, dtype=torch.bool)).any()):
         return RedundancyPlan(num_heads, list(range(num_heads)), min_dist, theta)

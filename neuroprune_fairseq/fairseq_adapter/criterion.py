@@ -4,7 +4,7 @@
 """
 import math
 from dataclasses import dataclass, field
-from typing import List, Sequence, Tuple
+from typing import Tuple
 
 import torch
 from fairseq import metrics
@@ -16,16 +16,10 @@ from fairseq.criterions.label_smoothed_cross_entropy import (
 from fairseq.logging.meters import Meter
 from torch import Tensor, nn
 
-from ..core import attention_group_penalty, l1_penalty, mlp_preferential_attachment_penalty
-from .sites import ATTN_KINDS, MLP_KINDS, attention_modules, attn_linears, dense_matrix_count, mlp_modules
-
-
-def _kinds(value: str, allowed: Sequence[str], option: str) -> Tuple[str, ...]:
-    kinds = tuple(k.strip() for k in value.split(",") if k.strip()) if value not in ("", "none") else ()
-    bad = [k for k in kinds if k not in allowed]
-    if bad:
-        raise ValueError(f"--{option} got {bad}; choose a comma-separated subset of {list(allowed)} (or 'none')")
-    return kinds
+from ..core import policy
+from ..core.sites import ATTN_KINDS, MLP_KINDS, parse_kinds
+from ..core.sparsity import SparsityReport
+from .sites import attention_sites, dense_matrix_count, mlp_sites
 
 
 def check_nonnegative_finite(**values: float) -> None:
@@ -43,20 +37,6 @@ class NeuroPruneCriterionConfig(LabelSmoothedCrossEntropyCriterionConfig):
     np_penalty_scale: str = field(default="batch", metadata={"help": "'batch' (default, the paper's literal task_loss + alpha*R_attn + beta*R_mlp with fairseq's summed task loss): the penalty is added once to every batch's summed loss, so its weight per target token is alpha/tokens-per-batch; this is the scale on which the paper's MT grid (alpha 0.005..0.5) is meaningful. 'token': the penalty is added per target token (sample_size * (alpha*R_attn + beta*R_mlp)), so the objective is mean token loss + alpha*R_attn + beta*R_mlp independent of --max-tokens (then alpha must be ~1e3x smaller)"})
     np_attn_modules: str = field(default="encoder,decoder,cross", metadata={"help": "attention modules penalised: comma-separated subset of encoder,decoder,cross, or none"})
     np_mlp_modules: str = field(default="encoder,decoder", metadata={"help": "MLP blocks penalised: comma-separated subset of encoder,decoder, or none"})
-
-
-def neuroprune_regularizer(
-    attn: List[Tuple[Tensor, Tensor, Tensor]], mlp: List[Tuple[Tensor, Tensor]], eps: float, penalty: str = "neuroprune"
-) -> Tuple[Tensor, Tensor]:
-    """``(sum_l R_attn, sum_l R_mlp)`` over the given (q, k, v) and (fc1, fc2) weights."""
-    zero = (attn[0][0] if attn else mlp[0][0]).new_zeros(())
-    if penalty == "l1":
-        r_attn = l1_penalty(w for qkv in attn for w in qkv) if attn else zero
-        r_mlp = l1_penalty(w for pair in mlp for w in pair) if mlp else zero
-    else:
-        r_attn = sum((attention_group_penalty(q, k, v) for q, k, v in attn), zero)
-        r_mlp = sum((mlp_preferential_attachment_penalty(f1, f2, eps) for f1, f2 in mlp), zero)
-    return r_attn, r_mlp
 
 
 class TextMeter(Meter):
@@ -95,34 +75,28 @@ class NeuroPruneCriterion(LabelSmoothedCrossEntropyCriterion):
             raise ValueError(f"--np-penalty-scale must be 'batch' or 'token', got {np_penalty_scale!r}")
         self.scale = np_penalty_scale
         self.alpha, self.beta, self.np_eps, self.penalty = np_alpha, np_beta, np_eps, np_penalty  # self.eps is label smoothing
-        self.attn_kinds = _kinds(np_attn_modules, ATTN_KINDS, "np-attn-modules")
-        self.mlp_kinds = _kinds(np_mlp_modules, MLP_KINDS, "np-mlp-modules")
+        self.attn_kinds = parse_kinds(np_attn_modules, ATTN_KINDS, "--np-attn-modules")
+        self.mlp_kinds = parse_kinds(np_mlp_modules, MLP_KINDS, "--np-mlp-modules")
 
-    def _np_modules(self, model: nn.Module):
-        """Attention and MLP modules, found once per model (pruning keeps module objects)."""
+    def _np_sites(self, model: nn.Module):
+        """Attention and MLP sites, found once per model (pruning keeps their Linear modules)."""
         # a plain dict: modules stored as criterion attributes would become its submodules
         cache = self.__dict__.setdefault("_np_cache", {})
         if cache.get("model_id") != id(model):
+            attn_all, mlp_all = attention_sites(model), mlp_sites(model)
             cache.update(
                 model_id=id(model),
-                attn_all=[m for _, _, m in attention_modules(model)],
-                attn=[m for _, _, m in attention_modules(model, self.attn_kinds)],
-                mlp=[layer for _, _, layer in mlp_modules(model, self.mlp_kinds)],
-                # Linear modules (not their weights: loading may replace a Parameter)
-                linears=[lin for _, _, m in attention_modules(model) for lin in attn_linears(m)]
-                + [lin for _, _, layer in mlp_modules(model) for lin in (layer.fc1, layer.fc2)],
+                attn_all=attn_all,
+                mlp_all=mlp_all,
+                attn=[s for s in attn_all if s.kind in self.attn_kinds],
+                mlp=[s for s in mlp_all if s.kind in self.mlp_kinds],
                 dense_count=dense_matrix_count(model),
             )
-        return cache["attn_all"], cache["attn"], cache["mlp"]
+        return cache
 
     def penalties(self, model: nn.Module) -> Tuple[Tensor, Tensor]:
-        _, attn_mods, mlp_mods = self._np_modules(model)
-        attn = [(m.q_proj.weight, m.k_proj.weight, m.v_proj.weight) for m in attn_mods]
-        mlp = [(layer.fc1.weight, layer.fc2.weight) for layer in mlp_mods]
-        if not attn and not mlp:
-            p = next(model.parameters())
-            return p.new_zeros(()), p.new_zeros(())
-        return neuroprune_regularizer(attn, mlp, self.np_eps, self.penalty)
+        sites = self._np_sites(model)
+        return policy.penalties(sites["attn"], sites["mlp"], self.np_eps, self.penalty, next(model.parameters()).new_zeros(()))
 
     def forward(self, model, sample, reduce=True):
         loss, sample_size, logging_output = super().forward(model, sample, reduce=reduce)
@@ -136,21 +110,20 @@ class NeuroPruneCriterion(LabelSmoothedCrossEntropyCriterion):
         if model.training:
             loss = loss + added
         with torch.no_grad():
-            attn_all = self._np_modules(inner)[0]
-            dense_count = self._np_cache["dense_count"]
-            heads = [m.num_heads for m in attn_all]
-            ws = [lin.weight for lin in self._np_cache["linears"]]
-            present = sum(w.numel() for w in ws)
+            sites = self._np_sites(inner)
+            heads = policy.head_counts(sites["attn_all"])
+            ws = policy.matrices(sites["attn_all"], sites["mlp_all"])  # weights read now: loading may replace them
             zero = torch.stack([(w == 0).sum() for w in ws]).sum().to(reg.dtype)
             # one device->host transfer for all logged tensors
             r_a, r_m, pen, nz = torch.stack([r_attn.detach(), r_mlp.detach(), added.detach(), zero]).tolist()
+            report = SparsityReport(sites["dense_count"], sum(w.numel() for w in ws), nz)
         logging_output.update({
             "np_r_attn": r_a,
             "np_r_mlp": r_m,
             "np_pen": pen,
             "np_n": 1,
             "np_heads": sum(heads),
-            "np_sparsity": 100.0 * (dense_count - present + nz) / max(dense_count, 1),
+            "np_sparsity": report.sparsity,
             **{f"np_h{i:03d}": h for i, h in enumerate(heads)},
         })
         return loss, sample_size, logging_output
@@ -178,12 +151,11 @@ class NeuroPruneCriterion(LabelSmoothedCrossEntropyCriterion):
         return True
 
 
-@register_criterion("l1_ce", dataclass=NeuroPruneCriterionConfig)
-class L1Criterion(NeuroPruneCriterion):
-    """The paper's l1 baseline: ``--criterion l1_ce`` == ``neuroprune_ce --np-penalty l1``."""
+@dataclass
+class L1CriterionConfig(NeuroPruneCriterionConfig):
+    np_penalty: str = field(default="l1", metadata={"help": NeuroPruneCriterionConfig.__dataclass_fields__["np_penalty"].metadata["help"]})
 
-    def __init__(self, task, sentence_avg, label_smoothing, ignore_prefix_size=0, report_accuracy=False,
-                 np_alpha=0.05, np_beta=0.1, np_eps=1e-4, np_penalty="l1", np_penalty_scale="batch",
-                 np_attn_modules="encoder,decoder,cross", np_mlp_modules="encoder,decoder"):
-        super().__init__(task, sentence_avg, label_smoothing, ignore_prefix_size, report_accuracy,
-                         np_alpha, np_beta, np_eps, "l1", np_penalty_scale, np_attn_modules, np_mlp_modules)
+
+@register_criterion("l1_ce", dataclass=L1CriterionConfig)
+class L1Criterion(NeuroPruneCriterion):
+    """The paper's l1 baseline: ``--criterion l1_ce`` is ``neuroprune_ce`` with ``--np-penalty l1`` by default."""

@@ -40,7 +40,7 @@ from torch import Tensor, nn
 from ..core.dsp import dsp_mask, dsp_temperature, hard_topk_mask, keep_per_module
 from ..core.surgery import head_index, prune_heads_
 from .criterion import TextMeter
-from .sites import attention_modules, attn_linears, set_num_heads_
+from .sites import attention_modules, attention_sites, set_num_heads_
 
 logger = logging.getLogger(__name__)
 
@@ -329,12 +329,12 @@ def finalize_heads_(
     """
     if empty not in EMPTY_POLICIES:
         raise ValueError(f"empty-module policy must be one of {EMPTY_POLICIES}, got {empty!r}")
-    mods = attention_modules(model)
-    if len(mods) != len(keep):
-        raise ValueError(f"{len(keep)} keep lists for {len(mods)} attention modules")
+    sites = attention_sites(model)
+    if len(sites) != len(keep):
+        raise ValueError(f"{len(keep)} keep lists for {len(sites)} attention modules")
     offset, active, physical, empties = 0, [], [], []
-    for (name, _, mha), ks in zip(mods, keep):
-        n = mha.num_heads
+    for site, ks in zip(sites, keep):
+        name, n = site.name, site.num_heads
         ks = sorted(int(h) for h in ks)
         if any(h < 0 or h >= n for h in ks):
             raise ValueError(f"{name}: head ids {ks} out of range for {n} heads")
@@ -344,20 +344,18 @@ def finalize_heads_(
             ks = [best]
             empties.append(name)
             if empty == "zero":
-                q, k, v, out = attn_linears(mha)
-                idx = head_index([best], mha.head_dim, q.weight.device)
+                idx = head_index([best], site.head_dim, site.q.weight.device)
                 with torch.no_grad():
-                    for lin in (q, k, v):
+                    for lin in (site.q, site.k, site.v):
                         lin.weight[idx] = 0
                         if lin.bias is not None:
                             lin.bias[idx] = 0
-                    out.weight[:, idx] = 0
+                    site.out.weight[:, idx] = 0
             logger.warning(f"DSP finalise: every head of {name} is pruned; kept head {best} "
                            f"{'zeroed (module outputs its out_proj bias)' if empty == 'zero' else 'with its weights'}")
         if len(ks) < n:
-            q, k, v, out = attn_linears(mha)
-            prune_heads_(q, k, v, out, mha.head_dim, ks)
-            set_num_heads_(mha, len(ks))
+            prune_heads_(site.q, site.k, site.v, site.out, site.head_dim, ks)
+            set_num_heads_(site.module, len(ks))
         physical.append(len(ks))
         offset += n
     if empty == "keep-best":

@@ -1,5 +1,6 @@
-"""Where NeuroPrune's roles live in fairseq models, declared once, and the thin glue that
-applies the torch-only core to them.
+"""Where NeuroPrune's sites live in fairseq models, declared once, and all the fairseq glue:
+typed sites, the head-count switch after surgery, fused-path switching, reshaping on load, and
+the model-level calls into the torch-only core (pruning, counts, sparsity).
 
 Roles: an attention module (fairseq ``MultiheadAttention``) provides q, k, v, out;
 an MLP block (a transformer layer) provides fc1, fc2. Kinds: ``encoder`` (encoder
@@ -7,6 +8,7 @@ self-attention / FFN), ``decoder`` (decoder self-attention / FFN), ``cross``
 (encoder-decoder attention).
 """
 import logging
+from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
@@ -14,15 +16,46 @@ from torch import nn
 
 from fairseq.modules import MultiheadAttention
 
-from ..core import elim_redundant_, resize_linear_, sparsity_report
-from ..core.redundancy import RedundancyPlan
+from ..core import policy, resize_linear_
+from ..core.policy import HeadPruneResult
+from ..core.sites import ATTN_KINDS, MLP_KINDS, AttentionSite, MlpSite
+from ..core.sparsity import SparsityReport
 
 logger = logging.getLogger(__name__)
 
 ATTN_ROLES = {"q": "q_proj", "k": "k_proj", "v": "v_proj", "out": "out_proj"}
 MLP_ROLES = {"fc1": "fc1", "fc2": "fc2"}
-ATTN_KINDS = ("encoder", "decoder", "cross")
-MLP_KINDS = ("encoder", "decoder")
+
+
+@dataclass
+class FairseqAttentionSite(AttentionSite):
+    """A fairseq ``MultiheadAttention``: its head count is ``num_heads``, its dense attention
+    width is its input width."""
+
+    @property
+    def head_dim(self) -> int:
+        return self.module.head_dim
+
+    @property
+    def num_heads(self) -> int:
+        return self.module.num_heads
+
+    @property
+    def dense_heads(self) -> int:
+        return dense_head_count(self.module)
+
+    def _set_head_count_(self, kept_original: List[int]) -> None:
+        set_num_heads_(self.module, len(kept_original))
+
+
+@dataclass
+class FairseqMlpSite(MlpSite):
+    """A fairseq transformer layer's ``fc1``/``fc2``; finalisation can shrink them, the dense
+    width is in the layer's config."""
+
+    @property
+    def dense_dim(self) -> int:
+        return dense_ffn_dim(self.module)
 
 
 def _kind(name: str, module: nn.Module) -> str:
@@ -31,29 +64,35 @@ def _kind(name: str, module: nn.Module) -> str:
     return "encoder" if name.startswith("encoder.") or ".encoder." in name else "decoder"
 
 
-def attention_modules(model: nn.Module, kinds: Sequence[str] = ATTN_KINDS) -> List[Tuple[str, str, MultiheadAttention]]:
-    """``(name, kind, module)`` for every fairseq MultiheadAttention, in model order."""
+def attention_sites(model: nn.Module, kinds: Sequence[str] = ATTN_KINDS) -> List[FairseqAttentionSite]:
+    """Every fairseq MultiheadAttention of ``model`` (in model order) whose kind is in ``kinds``."""
     return [
-        (name, _kind(name, m), m)
+        FairseqAttentionSite(name, _kind(name, m), m, *(getattr(m, ATTN_ROLES[r]) for r in ("q", "k", "v", "out")))
         for name, m in model.named_modules()
         if isinstance(m, MultiheadAttention) and _kind(name, m) in kinds
     ]
 
 
-def mlp_modules(model: nn.Module, kinds: Sequence[str] = MLP_KINDS) -> List[Tuple[str, str, nn.Module]]:
-    """``(name, kind, layer)`` for every module with ``fc1``/``fc2`` Linear layers."""
+def mlp_sites(model: nn.Module, kinds: Sequence[str] = MLP_KINDS) -> List[FairseqMlpSite]:
+    """Every module with ``fc1``/``fc2`` Linear layers whose kind is in ``kinds``."""
     out = []
     for name, m in model.named_modules():
         fc1, fc2 = getattr(m, MLP_ROLES["fc1"], None), getattr(m, MLP_ROLES["fc2"], None)
         if isinstance(fc1, nn.Linear) and isinstance(fc2, nn.Linear):
             kind = "encoder" if name.startswith("encoder.") else "decoder"
             if kind in kinds:
-                out.append((name, kind, m))
+                out.append(FairseqMlpSite(name, kind, m, [fc1], fc2))
     return out
 
 
-def attn_linears(mha: nn.Module) -> Tuple[nn.Linear, nn.Linear, nn.Linear, nn.Linear]:
-    return tuple(getattr(mha, ATTN_ROLES[r]) for r in ("q", "k", "v", "out"))
+def attention_modules(model: nn.Module, kinds: Sequence[str] = ATTN_KINDS) -> List[Tuple[str, str, MultiheadAttention]]:
+    """``(name, kind, module)`` of :func:`attention_sites`."""
+    return [(s.name, s.kind, s.module) for s in attention_sites(model, kinds)]
+
+
+def mlp_modules(model: nn.Module, kinds: Sequence[str] = MLP_KINDS) -> List[Tuple[str, str, nn.Module]]:
+    """``(name, kind, layer)`` of :func:`mlp_sites`."""
+    return [(s.name, s.kind, s.module) for s in mlp_sites(model, kinds)]
 
 
 def set_num_heads_(mha: MultiheadAttention, num_heads: int) -> None:
@@ -65,7 +104,7 @@ def set_num_heads_(mha: MultiheadAttention, num_heads: int) -> None:
     """
     mha.num_heads = num_heads
     mha.embed_dim = mha.head_dim * num_heads
-    if mha.embed_dim != mha.q_proj.in_features:
+    if mha.embed_dim != getattr(mha, ATTN_ROLES["q"]).in_features:
         mha.skip_embed_dim_check = True
 
 
@@ -78,12 +117,12 @@ def resize_to_state_dict_(model: nn.Module, state_dict: Dict[str, torch.Tensor])
             w = state_dict.get(f"{name}.weight" if name else "weight")
             if w is not None and tuple(w.shape) != tuple(m.weight.shape):
                 resize_linear_(m, w.shape[0], w.shape[1])
-    for name, _, mha in attention_modules(model):
-        rows = mha.q_proj.weight.shape[0]
-        if rows % mha.head_dim:
-            raise ValueError(f"{name}: q_proj has {rows} rows, not a multiple of head_dim {mha.head_dim}")
-        if rows // mha.head_dim != mha.num_heads:
-            set_num_heads_(mha, rows // mha.head_dim)
+    for s in attention_sites(model):
+        rows = s.q.weight.shape[0]
+        if rows % s.head_dim:
+            raise ValueError(f"{s.name}: q_proj has {rows} rows, not a multiple of head_dim {s.head_dim}")
+        if rows // s.head_dim != s.num_heads:
+            set_num_heads_(s.module, rows // s.head_dim)
     disable_fused_paths_(model)
 
 
@@ -93,48 +132,16 @@ def disable_fused_paths_(model: nn.Module) -> None:
     assumes the layer's original shapes; layers whose attention or MLP was resized must not."""
     for m in model.modules():
         if getattr(m, "BT_version", False):
-            attn, fc1 = getattr(m, "self_attn", None), getattr(m, "fc1", None)
+            attn, fc1 = getattr(m, "self_attn", None), getattr(m, MLP_ROLES["fc1"], None)
             pruned = attn is not None and attn.num_heads != dense_head_count(attn)
             shrunk = fc1 is not None and fc1.weight.shape[0] != dense_ffn_dim(m)
             if pruned or shrunk:
                 m.BT_version = False
 
 
-def head_counts(model: nn.Module) -> List[int]:
-    return [m.num_heads for _, _, m in attention_modules(model)]
-
-
 def dense_head_count(mha: MultiheadAttention) -> int:
     """Heads the module had before pruning (its attention width equals its input width)."""
-    return mha.q_proj.in_features // mha.head_dim
-
-
-def prune_redundant_heads_(
-    model: nn.Module,
-    theta: float,
-    method: str = "heuristic",
-    optimizer: Optional[torch.optim.Optimizer] = None,
-) -> List[Tuple[str, RedundancyPlan]]:
-    """ELIM_REDUNDANT on every attention module of ``model``, with physical removal."""
-    plans = []
-    for name, _, mha in attention_modules(model):
-        q, k, v, out = attn_linears(mha)
-        plan = elim_redundant_(q, k, v, out, mha.num_heads, theta, method, optimizer)
-        if plan.removed:
-            set_num_heads_(mha, len(plan.keep))
-        plans.append((name, plan))
-    disable_fused_paths_(model)
-    return plans
-
-
-def matrices(model: nn.Module) -> List[torch.Tensor]:
-    """The attention (q, k, v, out) and MLP (fc1, fc2) weight matrices."""
-    ws = []
-    for _, _, mha in attention_modules(model):
-        ws.extend(lin.weight for lin in attn_linears(mha))
-    for _, _, layer in mlp_modules(model):
-        ws.extend([layer.fc1.weight, layer.fc2.weight])
-    return ws
+    return getattr(mha, ATTN_ROLES["q"]).in_features // mha.head_dim
 
 
 def dense_ffn_dim(layer: nn.Module) -> int:
@@ -143,31 +150,36 @@ def dense_ffn_dim(layer: nn.Module) -> int:
     try:
         return int(getattr(cfg, side).ffn_embed_dim)
     except AttributeError:
-        return layer.fc1.weight.shape[0]
+        return getattr(layer, MLP_ROLES["fc1"]).weight.shape[0]
+
+
+# ------------------------------------------------------------ the core's policy on a fairseq model
+def head_counts(model: nn.Module) -> List[int]:
+    """Heads present in every attention module, in model order."""
+    return policy.head_counts(attention_sites(model))
+
+
+def prune_redundant_heads_(
+    model: nn.Module,
+    theta: float,
+    method: str = "heuristic",
+    optimizer: Optional[torch.optim.Optimizer] = None,
+) -> List[HeadPruneResult]:
+    """ELIM_REDUNDANT on every attention module of ``model``, with physical removal."""
+    results = policy.prune_redundant_heads_(attention_sites(model), theta, method, optimizer)
+    disable_fused_paths_(model)
+    return results
+
+
+def matrices(model: nn.Module) -> List[torch.Tensor]:
+    """The attention (q, k, v, out) and MLP (fc1, fc2) weight matrices."""
+    return policy.matrices(attention_sites(model), mlp_sites(model))
 
 
 def dense_matrix_count(model: nn.Module) -> int:
     """Weights of the attention + MLP matrices in the dense (unpruned) model."""
-    total = 0
-    for _, _, mha in attention_modules(model):
-        d_attn = mha.q_proj.in_features
-        total += d_attn * (mha.q_proj.in_features + mha.kdim + mha.vdim) + mha.out_proj.out_features * d_attn
-    for _, _, layer in mlp_modules(model):
-        d_e = dense_ffn_dim(layer)
-        total += d_e * layer.fc1.weight.shape[1] + layer.fc2.weight.shape[0] * d_e
-    return total
+    return policy.dense_matrix_count(attention_sites(model), mlp_sites(model))
 
 
-def model_sparsity(model: nn.Module):
-    return sparsity_report(matrices(model), dense_matrix_count(model))
-
-
-def format_plans(plans: List[Tuple[str, RedundancyPlan]]) -> str:
-    lines = []
-    for name, plan in plans:
-        removed = ",".join(f"{i}->{plan.rep[i]}" for i in plan.removed) or "-"
-        lines.append(
-            f"  {name}: heads {plan.num_heads}->{len(plan.keep)} kept={plan.keep} merged={removed} "
-            f"min_dist={plan.min_distance:.4f} theta={plan.theta:g}"
-        )
-    return "\n".join(lines)
+def model_sparsity(model: nn.Module) -> SparsityReport:
+    return policy.sparsity(attention_sites(model), mlp_sites(model))

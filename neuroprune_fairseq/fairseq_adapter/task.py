@@ -14,7 +14,8 @@ from fairseq.tasks.translation import TranslationConfig, TranslationTask
 from omegaconf import II
 
 from .criterion import check_nonnegative_finite
-from .sites import attention_modules, format_plans, head_counts, model_sparsity, prune_redundant_heads_
+from ..core.policy import format_results
+from .sites import attention_sites, head_counts, model_sparsity, prune_redundant_heads_
 
 logger = logging.getLogger(__name__)
 
@@ -94,7 +95,7 @@ class NeuroPruneTranslationTask(TranslationTask):
 
     def build_model(self, cfg, from_checkpoint=False):
         model = super().build_model(cfg, from_checkpoint)
-        if not attention_modules(model):
+        if not attention_sites(model):
             raise ValueError(
                 f"model {type(model).__name__} has no fairseq MultiheadAttention module; NeuroPrune needs an "
                 "attention model such as --arch neuroprune_iwslt_de_en"
@@ -144,7 +145,7 @@ class NeuroPruneTranslationTask(TranslationTask):
     def prune(self, epoch, model):
         before = sum(head_counts(model))
         opt = getattr(self._optimizer, "optimizer", None)
-        plans = prune_redundant_heads_(model, self.cfg.np_theta, self.cfg.np_dominating, opt)
+        results = prune_redundant_heads_(model, self.cfg.np_theta, self.cfg.np_dominating, opt)
         self._last_pruned_epoch = epoch
         check_same_on_all_workers(head_counts(model), next(model.parameters()).device)
         after = sum(head_counts(model))
@@ -152,6 +153,6 @@ class NeuroPruneTranslationTask(TranslationTask):
         logger.info(
             f"NeuroPrune epoch {epoch:03d}: heads {before} -> {after} (theta={self.cfg.np_theta:g}, "
             f"{self.cfg.np_dominating}); heads per module {'.'.join(map(str, head_counts(model)))}; "
-            f"sparsity {report.sparsity:.2f}%\n{format_plans(plans)}"
+            f"sparsity {report.sparsity:.2f}%\n{format_results(results)}"
         )
-        return plans
+        return results

@@ -1,0 +1,137 @@
+"""NeuroPrune's policy over the sites of a model, written once for every adapter (torch only):
+which penalty is summed over which sites, redundancy pruning of every attention module, head
+counts, the dense weight count and the honest sparsity, and the per-module report line.
+
+The adapters find the sites (:mod:`neuroprune_fairseq.core.sites`) and call these.
+"""
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
+
+import torch
+from torch import Tensor
+
+from .penalties import attention_group_penalty, l1_penalty, mlp_preferential_attachment_penalty, preferential_attachment_l1
+from .redundancy import RedundancyPlan, head_distance_matrix, min_pair_distance
+from .sites import AttentionSite, MlpSite
+from .sparsity import SparsityReport, sparsity_report
+from .surgery import elim_redundant_, prune_heads_
+
+PENALTIES = ("neuroprune", "l1", "none")
+
+
+def penalties(
+    attn: Sequence[AttentionSite], mlp: Sequence[MlpSite], eps: float, penalty: str, zero: Tensor
+) -> Tuple[Tensor, Tensor]:
+    """``(sum_l R_attn, sum_l R_mlp)`` over the given sites; the caller weighs them by alpha, beta.
+
+    ``penalty="neuroprune"``: Eq. 2 per attention module and Eq. 1 per MLP block (a gated MLP
+    counts both fc1 halves: ``PA(fc1_gate) + PA(fc1_linear) + PA(fc2)``). ``"l1"``: the paper's
+    baseline, plain L1 of all q, k, v weights (first value) and of all fc1, fc2 weights (second).
+    ``"none"``: zeros. ``zero``: the scalar the sums start from (its dtype and device).
+    """
+    if penalty not in PENALTIES:
+        raise ValueError(f"penalty must be one of {PENALTIES}, got {penalty!r}")
+    if penalty == "none":
+        return zero, zero
+    if penalty == "l1":
+        r_attn = l1_penalty(w for s in attn for w in (s.q.weight, s.k.weight, s.v.weight)) if attn else zero
+        r_mlp = l1_penalty(w for s in mlp for w in (*[f.weight for f in s.fc1], s.fc2.weight)) if mlp else zero
+        return r_attn, r_mlp
+    r_attn = sum((attention_group_penalty(s.q.weight, s.k.weight, s.v.weight) for s in attn), zero)
+    r_mlp = zero
+    for s in mlp:
+        r_mlp = r_mlp + mlp_preferential_attachment_penalty(s.fc1[0].weight, s.fc2.weight, eps)
+        for extra in s.fc1[1:]:
+            r_mlp = r_mlp + preferential_attachment_l1(extra.weight, eps)
+    return r_attn, r_mlp
+
+
+# --------------------------------------------------------------------------- heads
+class HeadPruneResult(NamedTuple):
+    """What redundancy pruning did to one attention module (``name, plan = result[:2]``)."""
+
+    name: str
+    plan: RedundancyPlan
+    kind: str
+    kept_original: List[int]  # original indices of the heads kept after this pass
+
+    def line(self) -> str:
+        p = self.plan
+        merged = ",".join(f"{i}->{p.rep[i]}" for i in p.removed) or "-"
+        return (f"{self.name} [{self.kind}]: heads {p.num_heads}->{len(p.keep)} kept={self.kept_original} "
+                f"merged={merged} min_dist={p.min_distance:.4f} theta={p.theta:g}")
+
+
+def format_results(results: Sequence[HeadPruneResult]) -> str:
+    return "\n".join("  " + r.line() for r in results)
+
+
+def prune_redundant_heads_(
+    sites: Sequence[AttentionSite],
+    theta: float,
+    method: str = "heuristic",
+    optimizer: Optional[torch.optim.Optimizer] = None,
+) -> List[HeadPruneResult]:
+    """ELIM_REDUNDANT (Algorithm 2) on every site: heads whose [Q,K,V] blocks are within
+    l_inf ``theta`` are merged into a dominating set (a removed head's out columns are added to
+    its representative's) and physically removed, the optimizer's state sliced with the
+    weights. One result per module, with its smallest head distance (so a pass that prunes
+    nothing says why)."""
+    results = []
+    for site in sites:
+        site.mark_dense_()
+        before = site.kept_heads
+        plan = elim_redundant_(site.q, site.k, site.v, site.out, site.num_heads, theta, method, optimizer)
+        if plan.removed:
+            site.set_kept_heads_([before[h] for h in plan.keep])
+        results.append(HeadPruneResult(site.name, plan, site.kind, site.kept_heads))
+    return results
+
+
+def prune_site_heads_(site: AttentionSite, keep: Sequence[int], optimizer: Optional[torch.optim.Optimizer] = None) -> None:
+    """Keep only the heads ``keep`` (current indices) of one attention module; no merge."""
+    keep = sorted(set(int(h) for h in keep))
+    if keep == list(range(site.num_heads)):
+        return
+    current = site.kept_heads
+    site.mark_dense_()
+    prune_heads_(site.q, site.k, site.v, site.out, site.head_dim, keep, optimizer)
+    site.set_kept_heads_([current[h] for h in keep])
+
+
+def head_counts(sites: Sequence[AttentionSite]) -> List[int]:
+    """Heads present in every attention module, in model order."""
+    return [s.num_heads for s in sites]
+
+
+def min_head_distances(sites: Sequence[AttentionSite]) -> Dict[str, float]:
+    """Smallest l_inf [Q,K,V] distance between two heads, per attention module."""
+    return {s.name: min_pair_distance(head_distance_matrix(s.q.weight, s.k.weight, s.v.weight, s.num_heads))
+            for s in sites}
+
+
+# --------------------------------------------------------------------------- weights
+def matrices(attn: Sequence[AttentionSite], mlp: Sequence[MlpSite]) -> List[Tensor]:
+    """The attention (q, k, v, out) and MLP (fc1[, fc1 gate], fc2) weight matrices."""
+    ws = []
+    for s in attn:
+        ws.extend([s.q.weight, s.k.weight, s.v.weight, s.out.weight])
+    for s in mlp:
+        ws.extend([f.weight for f in s.fc1] + [s.fc2.weight])
+    return ws
+
+
+def dense_matrix_count(attn: Sequence[AttentionSite], mlp: Sequence[MlpSite]) -> int:
+    """How many weights those matrices held in the dense model (before any head or neuron
+    was removed)."""
+    total = 0
+    for s in attn:
+        d_attn = s.dense_heads * s.head_dim
+        total += d_attn * (s.q.in_features + s.k.in_features + s.v.in_features) + s.out.out_features * d_attn
+    for s in mlp:
+        total += s.dense_dim * (sum(f.in_features for f in s.fc1) + s.fc2.out_features)
+    return total
+
+
+def sparsity(attn: Sequence[AttentionSite], mlp: Sequence[MlpSite]) -> SparsityReport:
+    """Share of the attention + MLP matrices that is exactly zero or removed (``.sparsity`` %)."""
+    return sparsity_report(matrices(attn, mlp), dense_matrix_count(attn, mlp))
