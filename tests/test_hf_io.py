@@ -34,7 +34,7 @@ def test_save_load_roundtrip_exact(tmp_path, make, inputs):
     with torch.no_grad():
         ref = model(**x).logits
     counts = head_counts(model)
-    assert len(set(counts.values())) > 1
+    assert len(set(counts)) > 1
     save_pruned(model, str(tmp_path))
     loaded = load_pruned(str(tmp_path))
     assert type(loaded).__name__ == type(model).__name__ or type(loaded) is type(model)

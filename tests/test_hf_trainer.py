@@ -67,7 +67,7 @@ def test_trainer_prunes_after_epoch_and_keeps_training(tmp_path):
             if state.epoch >= 1 and "q" not in snap:  # start of epoch 2: after the pruning
                 snap["q"] = site.q.weight.detach().clone()
                 snap["out"] = site.out.weight.detach().clone()
-                snap["heads"] = dict(head_counts(model))
+                snap["heads"] = {s.name: s.num_heads for s in attention_sites(model)}
 
     np_args = NeuroPruneArguments(alpha=1e-4, beta=1e-4, theta=0.02)
     trainer = NeuroPruneTrainer(model=model, args=_args(tmp_path), train_dataset=_Data(),

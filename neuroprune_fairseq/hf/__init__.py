@@ -16,7 +16,7 @@ _EXPORTS = {
     "roles": ["FAMILIES", "Family", "AttentionRoles", "MlpRoles", "AttentionSite", "MlpSite",
               "family_of", "attention_sites", "mlp_sites"],
     "pruning": ["neuroprune_penalties", "prune_redundant_heads_", "prune_heads", "prune_attention_heads_",
-                "set_head_count_", "model_sparsity", "matrices", "dense_matrix_count", "heads_summary",
+                "model_sparsity", "matrices", "dense_matrix_count", "heads_summary",
                 "head_counts", "head_distances", "HeadPruneResult"],
     "trainer": ["NeuroPruneArguments", "NeuroPruneTrainer", "NeuroPruneTrainerMixin", "NeuroPruneCallback"],
     "io": ["save_pruned", "load_pruned", "pruning_record"],

@@ -26,9 +26,8 @@ from typing import Optional
 from torch import nn
 
 from ..core import resize_linear_
-from .pruning import attention_sites, mark_dense_, set_head_count_
 from ..core.surgery import prune_heads_
-from .roles import family_of
+from .roles import attention_sites, family_of
 
 RECORD = "neuroprune_pruned.json"
 CONFIG = "neuroprune_config.json"
@@ -138,9 +137,9 @@ def load_pruned(directory: str, model_class=None, device: Optional[str] = None) 
             raise ValueError(f"{name}: a fresh model has {site.num_heads} heads, the record says {info['dense_heads']}")
         kept = list(info["kept_heads"])
         if kept != list(range(site.num_heads)):
-            mark_dense_(site)
+            site.mark_dense_()
             prune_heads_(site.q, site.k, site.v, site.out, site.head_dim, kept)
-            set_head_count_(site, kept)
+            site.set_kept_heads_(kept)
     for name, m in model.named_modules():
         shape = record["linear_shapes"].get(name)
         if isinstance(m, nn.Linear) and shape is not None and list(m.weight.shape) != shape:

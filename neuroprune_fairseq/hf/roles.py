@@ -2,8 +2,9 @@
 
 In the style of nn_pruning's per-family patterns: a table maps a module-name pattern to
 the roles ``q, k, v, out`` (an attention module) or ``fc1, fc2`` (an MLP block), plus the
-attribute names the HF attention module uses for its head count and inner width. Nothing
-here imports transformers at import time; the T5 attention subclass is built lazily.
+attribute names the HF attention module uses for its head count and inner width, and a
+per-family hook for what else a head-count change needs (T5: :mod:`.t5`). Nothing here
+imports transformers at import time.
 
 Families (``config.model_type`` -> table): ``bert``, ``roberta``, ``xlm-roberta``,
 ``camembert``, ``electra`` -> BERT table; ``t5``, ``mt5`` -> T5 table; ``opt`` -> OPT table.
@@ -16,8 +17,9 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from torch import nn
 
-ATTN_KINDS = ("encoder", "decoder", "cross")
-MLP_KINDS = ("encoder", "decoder")
+from ..core import sites as core_sites
+from ..core.sites import ATTN_KINDS, MLP_KINDS, MlpSite
+from . import t5
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,8 @@ class Family:
     name: str
     attention: Tuple[AttentionRoles, ...]
     mlp: Tuple[MlpRoles, ...]
+    #: called as ``post_prune(site, kept_original)`` after the head-count attributes are set
+    post_prune: Optional[Callable[["AttentionSite", List[int]], None]] = None
 
 
 def _enc_dec(name: str) -> str:
@@ -92,7 +96,7 @@ T5 = Family(
             heads_attrs=("n_heads",),
             inner_attrs=("inner_dim",),
             kind=lambda n: "cross" if n.endswith("EncDecAttention") else _enc_dec(n),
-            pruned_heads_owner=None,  # handled by the T5 bias logic below
+            pruned_heads_owner=None,  # handled by the T5 hook (relative position bias)
         ),
     ),
     mlp=(
@@ -100,6 +104,7 @@ T5 = Family(
         MlpRoles(pattern=r"(^|\.)block\.\d+\.layer\.\d+\.DenseReluDense$",
                  fc1=(("wi",), ("wi_0", "wi_1")), fc2="wo", kind=_enc_dec),
     ),
+    post_prune=t5.after_head_change,
 )
 
 OPT = Family(
@@ -148,17 +153,11 @@ def _get(module: nn.Module, path: str) -> Optional[nn.Module]:
 
 
 @dataclass
-class AttentionSite:
-    """One attention module of a model and its q, k, v, out Linear layers."""
+class AttentionSite(core_sites.AttentionSite):
+    """One attention module of a HF model: the core site plus its family's role table."""
 
-    name: str
-    kind: str
-    module: nn.Module
-    roles: AttentionRoles
-    q: nn.Linear
-    k: nn.Linear
-    v: nn.Linear
-    out: nn.Linear
+    roles: AttentionRoles = None
+    family: Family = None
 
     @property
     def holder(self) -> nn.Module:
@@ -171,27 +170,20 @@ class AttentionSite:
                 return int(getattr(self.holder, attr))
         raise AttributeError(f"{self.name}: none of {self.roles.head_dim_attrs} found")
 
-    @property
-    def num_heads(self) -> int:
-        return self.q.weight.shape[0] // self.head_dim
-
-    @property
-    def dense_heads(self) -> int:
-        return int(getattr(self.module, "_np_dense_heads", self.num_heads))
-
-    @property
-    def kept_heads(self) -> List[int]:
-        """Original (dense) indices of the heads still present."""
-        return list(getattr(self.module, "_np_kept_heads", range(self.num_heads)))
-
-
-@dataclass
-class MlpSite:
-    name: str
-    kind: str
-    module: nn.Module
-    fc1: List[nn.Linear]  # one, or two for a gated MLP
-    fc2: nn.Linear
+    def _set_head_count_(self, kept_original: List[int]) -> None:
+        """Every head-count / inner-width attribute of the family table, transformers 4.x
+        ``pruned_heads`` bookkeeping, then the family's post-prune hook."""
+        n, hd, holder = len(kept_original), self.head_dim, self.holder
+        for attr in self.roles.heads_attrs:
+            setattr(holder, attr, n)
+        for attr in self.roles.inner_attrs:
+            setattr(holder, attr, n * hd)
+        if self.roles.pruned_heads_owner is not None:
+            owner = self.module if not self.roles.pruned_heads_owner else getattr(self.module, self.roles.pruned_heads_owner)
+            if hasattr(owner, "pruned_heads"):  # transformers 4.x keeps this set for its own prune_heads
+                owner.pruned_heads = set(range(self.module._np_dense_heads)) - set(kept_original)
+        if self.family.post_prune is not None:
+            self.family.post_prune(self, kept_original)
 
 
 def attention_sites(model: nn.Module, kinds: Sequence[str] = ATTN_KINDS) -> List[AttentionSite]:
@@ -206,7 +198,7 @@ def attention_sites(model: nn.Module, kinds: Sequence[str] = ATTN_KINDS) -> List
                     continue
                 kind = r.kind(name)
                 if kind in kinds:
-                    sites.append(AttentionSite(name, kind, m, r, *lin))
+                    sites.append(AttentionSite(name, kind, m, *lin, roles=r, family=fam))
                 break
     return sites
 
@@ -238,15 +230,3 @@ def mlp_sites(model: nn.Module, kinds: Sequence[str] = MLP_KINDS) -> List[MlpSit
                 sites.append(MlpSite(name, kind, m, fc1, fc2))
             break
     return sites
-
-
-def check_kinds(value, allowed: Sequence[str], option: str) -> Tuple[str, ...]:
-    """Parse ``"encoder,cross"`` / a sequence / ``"none"`` into a validated tuple of kinds."""
-    if isinstance(value, str):
-        kinds = tuple(k.strip() for k in value.split(",") if k.strip()) if value not in ("", "none") else ()
-    else:
-        kinds = tuple(value)
-    bad = [k for k in kinds if k not in allowed]
-    if bad:
-        raise ValueError(f"{option} got {bad}; choose a comma-separated subset of {list(allowed)} (or 'none')")
-    return kinds

@@ -19,7 +19,8 @@ from .pruning import (
     neuroprune_penalties,
     prune_redundant_heads_,
 )
-from .roles import ATTN_KINDS, MLP_KINDS, attention_sites, check_kinds, mlp_sites
+from ..core.sites import parse_kinds
+from .roles import ATTN_KINDS, MLP_KINDS, attention_sites, mlp_sites
 
 logger = logging.getLogger(__name__)
 
@@ -54,8 +55,8 @@ class NeuroPruneArguments:
             raise ValueError(f"dominating must be 'heuristic' or 'exact', got {self.dominating!r}")
         if self.penalty not in PENALTIES:
             raise ValueError(f"penalty must be one of {PENALTIES}, got {self.penalty!r}")
-        self.attn_kinds = check_kinds(self.attn_modules, ATTN_KINDS, "attn_modules")
-        self.mlp_kinds = check_kinds(self.mlp_modules, MLP_KINDS, "mlp_modules")
+        self.attn_kinds = parse_kinds(self.attn_modules, ATTN_KINDS, "attn_modules")
+        self.mlp_kinds = parse_kinds(self.mlp_modules, MLP_KINDS, "mlp_modules")
 
 
 class NeuroPruneCallback(TrainerCallback):
