@@ -85,16 +85,14 @@ fairseq = pytest.importorskip("fairseq")
 from fairseq.data import Dictionary  # noqa: E402
 
 import neuroprune_fairseq.plugin  # noqa: E402,F401
-from neuroprune_fairseq.fairseq_adapter.dsp import (  # noqa: E402
+from neuroprune_fairseq.core.dsp import top_k_heads  # noqa: E402
+from neuroprune_fairseq.fairseq_adapter.dsp_criterion import (  # noqa: E402
     DSPCriterion,
-    HeadGateHooks,
-    dsp_keep_heads,
-    finalize_heads_,
     build_gate_optimizer,
     step_with_gate_lr,
 )
+from neuroprune_fairseq.fairseq_adapter.head_gates import HeadGateHooks, finalize_heads_, head_importance  # noqa: E402
 from neuroprune_fairseq.fairseq_adapter.sites import attention_modules, head_counts  # noqa: E402
-from neuroprune_fairseq.commands.head_importance import head_importance  # noqa: E402
 from neuroprune_fairseq.fairseq_adapter.model import NeuroPruneTransformerModel, neuroprune_base_architecture  # noqa: E402
 
 
@@ -128,7 +126,7 @@ def tiny_sample(d, bsz=3, src_len=7, tgt_len=6, seed=1):
 
 
 def criterion(task, k=10, **kw):
-    return DSPCriterion(task, sentence_avg=False, label_smoothing=0.1, dsp_heads=k, **kw)
+    return DSPCriterion(task, sentence_avg=False, label_smoothing=0.1, dsp_heads=k, head_counts=task.dsp_head_counts, **kw)
 
 
 def test_gates_get_gradients_and_model_too():
@@ -193,7 +191,7 @@ def test_finalised_model_equals_hard_masked_model(empty):
         masked = model(**s["net_input"])[0]
         hooks.mask = None
     final = copy.deepcopy(model)
-    keep = dsp_keep_heads(crit.dsp_logits, 9, head_counts(model))
+    keep = top_k_heads(crit.dsp_logits, 9, head_counts(model))
     report = finalize_heads_(final, keep, scores=crit.dsp_logits, empty=empty)
     topk = set(torch.topk(crit.dsp_logits, 9).indices.tolist())
     flat_kept = {i * 6 + h for i, ks in enumerate(keep) for h in ks}
@@ -266,7 +264,7 @@ def test_gate_lr_step_equals_adam_at_the_gate_lr():
 
 
 def test_overflowing_gate_gradient_skips_the_gate_step_only():
-    from neuroprune_fairseq.fairseq_adapter.dsp import skip_nonfinite_gate_grad_
+    from neuroprune_fairseq.fairseq_adapter.dsp_criterion import skip_nonfinite_gate_grad_
 
     gates = torch.nn.Parameter(torch.zeros(6))
     gates.grad = torch.tensor([1.0, -2.0, 0.5, 0.0, 3.0, 1.0])

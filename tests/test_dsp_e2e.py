@@ -58,7 +58,7 @@ def test_dsp_train_finalise_generate(tmp_path):
 
     from neuroprune_fairseq.commands import dsp_finalize
     from neuroprune_fairseq.core.dsp import hard_topk_mask
-    from neuroprune_fairseq.fairseq_adapter.dsp import HeadGateHooks
+    from neuroprune_fairseq.fairseq_adapter.head_gates import HeadGateHooks
     from neuroprune_fairseq.fairseq_adapter.sites import head_counts
 
     d = str(tmp_path)

@@ -18,7 +18,8 @@ from fairseq import checkpoint_utils
 from omegaconf import OmegaConf, open_dict
 
 from .. import plugin  # noqa: F401
-from ..fairseq_adapter.dsp import dsp_keep_heads, finalize_heads_
+from ..core.dsp import top_k_heads
+from ..fairseq_adapter.head_gates import finalize_heads_
 from ..fairseq_adapter.sites import head_counts
 
 logger = logging.getLogger("neuroprune_fairseq.dsp_finalize")
@@ -128,7 +129,7 @@ def main(argv=None) -> Dict:
     if sum(counts) != logits.numel():
         raise SystemExit(f"{logits.numel()} gate logits for a model with {sum(counts)} heads")
     k = args.heads if args.heads is not None else int(state["cfg"].criterion.dsp_heads)
-    keep = dsp_keep_heads(logits, k, counts)
+    keep = top_k_heads(logits, k, counts)
     info = finalize_and_report(model, task, state, keep, logits, args.empty_modules, args.output,
                                {"method": "dsp", "K": k}, args.report)
     logger.info(f"DSP finalised: K={k}, heads per module {'.'.join(map(str, info['heads_per_module']))}, "

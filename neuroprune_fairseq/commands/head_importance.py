@@ -14,50 +14,18 @@ model are kept; the others are removed physically (same surgery and checkpoint a
 import argparse
 import logging
 import sys
-from typing import Dict, List, Sequence
-
-import torch
-import torch.nn.functional as F
+from typing import Dict
 
 import fairseq  # noqa: F401
 from fairseq import utils
 
 from .. import plugin  # noqa: F401
-from ..core.dsp import hard_topk_mask, keep_per_module
-from ..fairseq_adapter.dsp import HeadGateHooks
+from ..core.dsp import top_k_heads
+from ..fairseq_adapter.head_gates import head_importance
 from ..fairseq_adapter.sites import head_counts
 from .dsp_finalize import finalize_and_report, load
 
 logger = logging.getLogger("neuroprune_fairseq.head_importance")
-
-
-def head_importance(model, batches, pad_idx: int, normalize_by_layer: bool = True) -> torch.Tensor:
-    """Flat (module-major) ``sum_batches |d NLL / d gate|`` at gates = 1."""
-    hooks = HeadGateHooks(model)
-    gates = torch.ones(hooks.total, requires_grad=True)
-    imp = torch.zeros(hooks.total)
-    hooks.mask = gates
-    try:
-        for sample in batches:
-            if not sample:
-                continue
-            net_output = model(**sample["net_input"])
-            lprobs = model.get_normalized_probs(net_output, log_probs=True)
-            loss = F.nll_loss(lprobs.view(-1, lprobs.size(-1)), sample["target"].view(-1),
-                              ignore_index=pad_idx, reduction="sum")
-            (g,) = torch.autograd.grad(loss, gates)
-            imp += g.detach().abs()
-    finally:
-        hooks.mask = None
-        hooks.remove()
-    if normalize_by_layer:
-        parts = torch.split(imp, hooks.counts)
-        imp = torch.cat([p / (p.norm(p=2) + 1e-20) for p in parts])
-    return imp
-
-
-def michel_keep_heads(importance: torch.Tensor, k: int, counts: Sequence[int]) -> List[List[int]]:
-    return keep_per_module(hard_topk_mask(importance, k), counts)
 
 
 def main(argv=None) -> Dict:
@@ -88,7 +56,7 @@ def main(argv=None) -> Dict:
     ).next_epoch_itr(shuffle=False)
     batches = (b for i, b in enumerate(itr) if not args.max_batches or i < args.max_batches)
     imp = head_importance(model, batches, task.target_dictionary.pad(), not args.no_normalize_by_layer)
-    keep = michel_keep_heads(imp, args.heads, counts)
+    keep = top_k_heads(imp, args.heads, counts)
     info = finalize_and_report(model, task, state, keep, imp, args.empty_modules, args.output,
                                {"method": "michel", "K": args.heads, "importance": imp.tolist()}, args.report,
                                hidden=("kept_heads", "importance"))

@@ -10,7 +10,9 @@ One named function per equation or algorithm of NeuroPrune (Dhurandhar et al., 2
 * :func:`elim_redundant_`                     -- Algorithm 2 (merge + physical removal)
 
 The fairseq plugin and the HuggingFace adapters only map their modules to the roles
-q, k, v, out, fc1, fc2 and call these functions.
+q, k, v, out, fc1, fc2 (:mod:`.sites`) and call these functions; the policy written once
+for both (which penalty over which sites, pruning every module, counts, sparsity) is
+:mod:`.policy`. :mod:`.dsp` holds the DSP baseline's math.
 """
 from .penalties import (
     attention_group_penalty,
@@ -35,6 +37,7 @@ from .surgery import (
     prune_linear_,
     remove_dead_neurons_,
     resize_linear_,
+    zero_heads_,
 )
 from .sparsity import SparsityReport, count_weights, sparsity_report
 
@@ -57,6 +60,7 @@ __all__ = [
     "prune_linear_",
     "remove_dead_neurons_",
     "resize_linear_",
+    "zero_heads_",
     "SparsityReport",
     "count_weights",
     "sparsity_report",

@@ -6,6 +6,7 @@
 * :func:`straight_through`   -- hard forward pass, soft gradient
 * :func:`dsp_mask`           -- the mask used in a forward pass (train: noisy, eval: hard)
 * :func:`keep_per_module`    -- split a flat K-hot mask into the kept heads of each module
+* :func:`top_k_heads`        -- the K best-scored heads of the model, per module (DSP, Michel et al.)
 
 Scores are a flat vector holding every head of every attention module (module-major),
 so modules with different head counts need no padding; the budget K is global.
@@ -112,3 +113,9 @@ def keep_per_module(mask: Tensor, counts: Sequence[int]) -> List[List[int]]:
         out.append([h for h in range(c) if float(flat[start + h]) > 0.5])
         start += c
     return out
+
+
+def top_k_heads(scores: Tensor, k: int, counts: Sequence[int]) -> List[List[int]]:
+    """The kept heads per module when the K best-scored heads of the whole model are kept
+    (DSP's test-time hard top-K of the gate logits; Michel et al.'s importance pruning)."""
+    return keep_per_module(hard_topk_mask(scores.detach().float(), k), counts)

@@ -84,6 +84,18 @@ def prune_heads_(
     prune_linear_(out, 1, idx, optimizer)
 
 
+def zero_heads_(q: nn.Linear, k: nn.Linear, v: nn.Linear, out: nn.Linear, head_dim: int, heads: Sequence[int]) -> None:
+    """Zero the q/k/v rows (and biases) and out-projection columns of ``heads``: they stay
+    in place but contribute nothing (a module's only head, kept as a placeholder)."""
+    idx = head_index(heads, head_dim, q.weight.device)
+    with torch.no_grad():
+        for lin in (q, k, v):
+            lin.weight[idx] = 0
+            if lin.bias is not None:
+                lin.bias[idx] = 0
+        out.weight[:, idx] = 0
+
+
 def elim_redundant_(
     q: nn.Linear,
     k: nn.Linear,
