@@ -75,33 +75,20 @@ def bench_updates(bin_dir, ckpt, n_updates, alpha, beta, warmup=2):
             "ratio_total": tot["neuroprune_ce"] / tot["label_smoothed_cross_entropy"]}
 
 
-def pad_to_dense(final_ckpt, out):
-    """The finalised pruned checkpoint padded back to the dense shape with zeros: removed
-    heads get zero q/k/v rows (and biases) and zero out_proj columns, removed MLP neurons
-    zero fc1 rows/bias and fc2 columns. Same function, dense cost ("masked" pruning)."""
+def pad_to_dense(final_ckpt, out, data_bin):
+    """The finalised pruned checkpoint padded back to the dense shape with zeros (removed heads
+    and MLP neurons: ``neuroprune_fairseq.fairseq_adapter.sites.pad_to_dense_``). Same
+    function, dense cost ("masked" pruning). Returns how many attention modules were padded."""
     import torch
 
-    state = torch.load(final_ckpt, map_location="cpu", weights_only=False)
-    mcfg = state["cfg"]["model"]
-    sd = state["model"]
-    n_masked = 0
-    for k in list(sd):
-        w = sd[k]
-        side = "encoder" if k.startswith("encoder.") else "decoder"
-        d = getattr(mcfg, f"{side}_embed_dim")
-        ffn = getattr(mcfg, f"{side}_ffn_embed_dim")
-        if any(k.endswith(f"{p}_proj.{t}") for p in "qkv" for t in ("weight", "bias")) and w.shape[0] < d:
-            pad = torch.zeros((d - w.shape[0],) + tuple(w.shape[1:]), dtype=w.dtype)
-            sd[k] = torch.cat([w, pad], 0)
-            n_masked += 1
-        elif k.endswith("out_proj.weight") and w.shape[1] < d:
-            sd[k] = torch.cat([w, torch.zeros(w.shape[0], d - w.shape[1], dtype=w.dtype)], 1)
-        elif (k.endswith("fc1.weight") or k.endswith("fc1.bias")) and w.shape[0] < ffn:
-            sd[k] = torch.cat([w, torch.zeros((ffn - w.shape[0],) + tuple(w.shape[1:]), dtype=w.dtype)], 0)
-        elif k.endswith("fc2.weight") and w.shape[1] < ffn:
-            sd[k] = torch.cat([w, torch.zeros(w.shape[0], ffn - w.shape[1], dtype=w.dtype)], 1)
+    from neuroprune_fairseq.commands.finalize import load
+    from neuroprune_fairseq.fairseq_adapter.sites import pad_to_dense_
+
+    state, model, _, _ = load(str(final_ckpt), str(data_bin))
+    padded = pad_to_dense_(model)
+    state["model"] = model.state_dict()
     torch.save(state, out)
-    return n_masked
+    return padded["attention_modules"]
 
 
 def main(argv=None):
@@ -132,7 +119,7 @@ def main(argv=None):
               f"ratio {u['ratio_median']:.3f}x (median), {u['ratio_total']:.3f}x (total)", flush=True)
     fin_d = nplib.finalize(Path(a.dense), work / "dense_final.pt", a.threshold, logfile=work / "finalize.log")
     fin_p = nplib.finalize(Path(a.pruned), work / "pruned_final.pt", a.threshold, logfile=work / "finalize.log")
-    n_masked = pad_to_dense(work / "pruned_final.pt", work / "pruned_masked.pt")
+    n_masked = pad_to_dense(work / "pruned_final.pt", work / "pruned_masked.pt", prep / "bin")
     models = {"dense": work / "dense_final.pt", "pruned_finalized": work / "pruned_final.pt",
               "pruned_masked": work / "pruned_masked.pt"}
     gen = {k: [] for k in models}

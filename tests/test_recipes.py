@@ -174,28 +174,6 @@ def test_plot_draws_every_method(tmp_path):
     assert plot_frontier.upper_frontier([(40, 33.0), (60, 34.6), (70, 34.0), (108, 35.0)]) == [(40, 33.0), (60, 34.6), (108, 35.0)]
 
 
-def test_pad_to_dense_keeps_shapes(tmp_path):
-    import torch
-    from argparse import Namespace
-
-    import bench_speed
-
-    sd = {"encoder.layers.0.self_attn.q_proj.weight": torch.ones(40, 120),
-          "encoder.layers.0.self_attn.q_proj.bias": torch.ones(40),
-          "encoder.layers.0.self_attn.out_proj.weight": torch.ones(120, 40),
-          "decoder.layers.0.fc1.weight": torch.ones(100, 120), "decoder.layers.0.fc1.bias": torch.ones(100),
-          "decoder.layers.0.fc2.weight": torch.ones(120, 100)}
-    cfg = Namespace(encoder_embed_dim=120, decoder_embed_dim=120, encoder_ffn_embed_dim=480, decoder_ffn_embed_dim=480)
-    torch.save({"model": sd, "cfg": {"model": cfg}}, tmp_path / "a.pt")
-    bench_speed.pad_to_dense(tmp_path / "a.pt", tmp_path / "b.pt")
-    out = torch.load(tmp_path / "b.pt", weights_only=False)["model"]
-    assert out["encoder.layers.0.self_attn.q_proj.weight"].shape == (120, 120)
-    assert out["encoder.layers.0.self_attn.q_proj.weight"][40:].abs().sum() == 0
-    assert out["encoder.layers.0.self_attn.out_proj.weight"].shape == (120, 120)
-    assert out["decoder.layers.0.fc1.weight"].shape == (480, 120) and out["decoder.layers.0.fc1.bias"][100:].sum() == 0
-    assert out["decoder.layers.0.fc2.weight"].shape == (120, 480)
-
-
 def test_iwslt_prepare_end_to_end_on_a_synthetic_raw_folder(tmp_path):
     """The whole prepare.py on a tiny raw folder laid out like de-en.tgz, built from real
     lines (detokenized): metadata lines dropped, cleaning, every-23rd valid split, test =

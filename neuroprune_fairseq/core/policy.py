@@ -13,7 +13,7 @@ from .penalties import attention_group_penalty, l1_penalty, mlp_preferential_att
 from .redundancy import RedundancyPlan, head_distance_matrix, min_pair_distance
 from .sites import AttentionSite, MlpSite
 from .sparsity import SparsityReport, sparsity_report
-from .surgery import elim_redundant_, prune_heads_
+from .surgery import elim_redundant_, pad_heads_, pad_linear_, prune_heads_
 
 PENALTIES = ("neuroprune", "l1", "none")
 
@@ -96,6 +96,30 @@ def prune_site_heads_(site: AttentionSite, keep: Sequence[int], optimizer: Optio
     site.mark_dense_()
     prune_heads_(site.q, site.k, site.v, site.out, site.head_dim, keep, optimizer)
     site.set_kept_heads_([current[h] for h in keep])
+
+
+def pad_to_dense_(attn: Sequence[AttentionSite], mlp: Sequence[MlpSite]) -> Dict[str, int]:
+    """Undo the physical removal with zeros: every attention module back to its dense head
+    count (the removed heads appended with zero q/k/v rows and out columns), every MLP block
+    back to its dense width (zero fc1 rows and biases, zero fc2 columns). Same function in eval
+    mode, at the dense cost ("masked" pruning). Returns how many modules and blocks were padded."""
+    padded = {"attention_modules": 0, "mlp_blocks": 0}
+    for s in attn:
+        dense, n = s.dense_heads, s.num_heads
+        if n < dense:
+            s.mark_dense_()
+            kept = s.kept_heads
+            pad_heads_(s.q, s.k, s.v, s.out, s.head_dim, dense)
+            s.set_kept_heads_(kept + [h for h in range(dense) if h not in kept])  # original index per position
+            padded["attention_modules"] += 1
+    for s in mlp:
+        dense = s.dense_dim
+        if s.fc1[0].out_features < dense:
+            for f in s.fc1:
+                pad_linear_(f, 0, dense)
+            pad_linear_(s.fc2, 1, dense)
+            padded["mlp_blocks"] += 1
+    return padded
 
 
 def head_counts(sites: Sequence[AttentionSite]) -> List[int]:

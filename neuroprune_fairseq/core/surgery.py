@@ -50,6 +50,36 @@ def prune_linear_(
         linear.in_features = linear.weight.shape[1]
 
 
+def pad_linear_(linear: nn.Linear, dim: int, size: int) -> None:
+    """The inverse of :func:`prune_linear_` with zeros: grow ``linear``'s output features
+    (``dim=0``: weight rows and bias) or input features (``dim=1``: weight columns) to ``size``,
+    the new ones appended. Parameters keep their identity; not for use under a live optimizer."""
+    if dim not in (0, 1):
+        raise ValueError("dim must be 0 (outputs) or 1 (inputs)")
+    n = linear.weight.shape[dim]
+    if size < n:
+        raise ValueError(f"cannot pad {n} features to {size}")
+    params = [linear.weight] + ([linear.bias] if dim == 0 and linear.bias is not None else [])
+    with torch.no_grad():
+        for p in params:
+            shape = list(p.shape)
+            shape[dim] = size - n
+            p.data = torch.cat([p.data, p.data.new_zeros(shape)], dim)
+    if dim == 0:
+        linear.out_features = size
+    else:
+        linear.in_features = size
+
+
+def pad_heads_(q: nn.Linear, k: nn.Linear, v: nn.Linear, out: nn.Linear, head_dim: int, num_heads: int) -> None:
+    """The inverse of :func:`prune_heads_` with zeros: append heads with zero q/k/v rows (and
+    biases) and zero out-projection columns up to ``num_heads``. They attend uniformly to zero
+    values and are read by zero columns: the module computes the same function."""
+    for lin in (q, k, v):
+        pad_linear_(lin, 0, num_heads * head_dim)
+    pad_linear_(out, 1, num_heads * head_dim)
+
+
 def merge_heads_into_representatives_(out_weight: Tensor, head_dim: int, rep: Sequence[int]) -> None:
     """ELIM_REDUNDANT's merge: ``out[:, cols(rep[i])] += out[:, cols(i)]`` for removed ``i``.
 

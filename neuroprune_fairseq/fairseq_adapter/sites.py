@@ -51,11 +51,13 @@ class FairseqAttentionSite(AttentionSite):
 @dataclass
 class FairseqMlpSite(MlpSite):
     """A fairseq transformer layer's ``fc1``/``fc2``; finalisation can shrink them, the dense
-    width is in the layer's config."""
+    width is in the config (the layer's, or for decoder layers, which keep none, the model's)."""
+
+    model_cfg: object = None
 
     @property
     def dense_dim(self) -> int:
-        return dense_ffn_dim(self.module)
+        return dense_ffn_dim(self.module, self.model_cfg)
 
 
 def _kind(name: str, module: nn.Module) -> str:
@@ -81,7 +83,7 @@ def mlp_sites(model: nn.Module, kinds: Sequence[str] = MLP_KINDS) -> List[Fairse
         if isinstance(fc1, nn.Linear) and isinstance(fc2, nn.Linear):
             kind = "encoder" if name.startswith("encoder.") else "decoder"
             if kind in kinds:
-                out.append(FairseqMlpSite(name, kind, m, [fc1], fc2))
+                out.append(FairseqMlpSite(name, kind, m, [fc1], fc2, model_cfg=getattr(model, "cfg", None)))
     return out
 
 
@@ -144,8 +146,10 @@ def dense_head_count(mha: MultiheadAttention) -> int:
     return getattr(mha, ATTN_ROLES["q"]).in_features // mha.head_dim
 
 
-def dense_ffn_dim(layer: nn.Module) -> int:
-    cfg = getattr(layer, "cfg", None)
+def dense_ffn_dim(layer: nn.Module, model_cfg=None) -> int:
+    """The FFN width of a transformer layer in the dense model, from its config (fairseq's
+    decoder layers keep none: then from the model's config ``model_cfg``)."""
+    cfg = getattr(layer, "cfg", None) or model_cfg
     side = "encoder" if type(layer).__name__.startswith("TransformerEncoder") else "decoder"
     try:
         return int(getattr(cfg, side).ffn_embed_dim)
@@ -179,6 +183,12 @@ def matrices(model: nn.Module) -> List[torch.Tensor]:
 def dense_matrix_count(model: nn.Module) -> int:
     """Weights of the attention + MLP matrices in the dense (unpruned) model."""
     return policy.dense_matrix_count(attention_sites(model), mlp_sites(model))
+
+
+def pad_to_dense_(model: nn.Module) -> Dict[str, int]:
+    """:func:`neuroprune_fairseq.core.policy.pad_to_dense_` on every attention module and MLP
+    block: a pruned/finalised model back at its dense shapes, zeros in place of what was removed."""
+    return policy.pad_to_dense_(attention_sites(model), mlp_sites(model))
 
 
 def model_sparsity(model: nn.Module) -> SparsityReport:
