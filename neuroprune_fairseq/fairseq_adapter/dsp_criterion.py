@@ -53,10 +53,9 @@ class DSPCriterion(LabelSmoothedCrossEntropyCriterion):
                  dsp_heads=-1, dsp_t0=0.1, dsp_tf=1e-8, dsp_anneal_steps=-1, dsp_straight_through=False,
                  dsp_init_std=0.0, dsp_lr=-1.0, head_counts: Optional[Sequence[int]] = None, mode: str = "joint"):
         super().__init__(task, sentence_avg, label_smoothing, ignore_prefix_size, report_accuracy)
-        counts = head_counts
-        if counts is None:
+        if head_counts is None:
             raise ValueError("--criterion dsp_ce needs --task dsp_translation (it builds the model whose heads are gated)")
-        total = sum(counts)
+        total = sum(head_counts)
         if not 1 <= dsp_heads <= total:
             raise ValueError(f"--dsp-heads must be in [1, {total}] (the model has {total} heads), got {dsp_heads}")
         if not (dsp_t0 > 0 and dsp_tf > 0):
@@ -70,11 +69,11 @@ class DSPCriterion(LabelSmoothedCrossEntropyCriterion):
         self.gate_lr = float(dsp_lr) if dsp_lr and dsp_lr > 0 else None
         self._gate_opt: Optional[torch.optim.Optimizer] = None
         self._gate_opt_state = None
-        self.head_counts = list(counts)
+        self.head_counts = list(head_counts)
         self.dsp_logits = nn.Parameter(torch.randn(total) * dsp_init_std if dsp_init_std > 0 else torch.zeros(total))
         self.num_updates = 0
         self._hooks: Dict[int, HeadGateHooks] = {}
-        logger.info(f"DSP: K={self.k} of {total} heads ({'.'.join(map(str, counts))}), mode={mode}, t0={self.t0:g}, "
+        logger.info(f"DSP: K={self.k} of {total} heads ({'.'.join(map(str, head_counts))}), mode={mode}, t0={self.t0:g}, "
                     f"tf={self.tf:g}, T={self.anneal_steps}, straight_through={self.straight_through}, "
                     f"gate lr={'scheduled --lr' if self.gate_lr is None else self.gate_lr}")
 
