@@ -137,13 +137,17 @@ def matrices(model: nn.Module) -> List[torch.Tensor]:
     return ws
 
 
-def dense_ffn_dim(layer: nn.Module) -> int:
-    cfg = getattr(layer, "cfg", None)
+def dense_ffn_dim(layer: nn.Module, owner: Optional[nn.Module] = None) -> int:
+    """The FFN width a transformer layer was built with, from fairseq's config: encoder layers
+    keep theirs (``layer.cfg``), decoder layers do not, so ``owner`` (the decoder, or the model)
+    must be given for them. Without a config: the layer's current width."""
     side = "encoder" if type(layer).__name__.startswith("TransformerEncoder") else "decoder"
-    try:
-        return int(getattr(cfg, side).ffn_embed_dim)
-    except AttributeError:
-        return layer.fc1.weight.shape[0]
+    for m in (layer, owner):
+        try:
+            return int(getattr(m.cfg, side).ffn_embed_dim)
+        except AttributeError:
+            continue
+    return layer.fc1.weight.shape[0]
 
 
 def dense_matrix_count(model: nn.Module) -> int:
@@ -152,8 +156,8 @@ def dense_matrix_count(model: nn.Module) -> int:
     for _, _, mha in attention_modules(model):
         d_attn = mha.q_proj.in_features
         total += d_attn * (mha.q_proj.in_features + mha.kdim + mha.vdim) + mha.out_proj.out_features * d_attn
-    for _, _, layer in mlp_modules(model):
-        d_e = dense_ffn_dim(layer)
+    for name, kind, layer in mlp_modules(model):
+        d_e = dense_ffn_dim(layer, getattr(model, kind, model))  # the model's encoder/decoder holds the config
         total += d_e * layer.fc1.weight.shape[1] + layer.fc2.weight.shape[0] * d_e
     return total
 
