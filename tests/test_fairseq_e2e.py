@@ -229,6 +229,25 @@ def test_bad_criterion_options_fail_clearly(tiny_data, extra, message):
     assert message in str(e.value)
 
 
+def test_criterion_with_stock_translation_task_warns_once_that_nothing_is_pruned(tiny_data, caplog):
+    stock = [a for a in TRAIN if a not in ("--np-theta", "0.3")]
+    stock[stock.index("neuroprune_translation")] = "translation"
+    args = options.parse_args_and_arch(options.get_training_parser(), input_args=["bin", *stock])
+    cfg = convert_namespace_to_omegaconf(args)
+    cfg.task.data = str(tiny_data / "bin")
+    task = tasks.setup_task(cfg.task)
+    with caplog.at_level("WARNING", logger="neuroprune_fairseq.criterion"):
+        task.build_criterion(cfg.criterion)
+    warned = [r.getMessage() for r in caplog.records if "head pruning needs --task neuroprune_translation" in r.getMessage()]
+    assert len(warned) == 1 and "TranslationTask" in warned[0]
+    caplog.clear()
+    cfg = _cfg([])
+    cfg.task.data = str(tiny_data / "bin")
+    with caplog.at_level("WARNING", logger="neuroprune_fairseq.criterion"):
+        tasks.setup_task(cfg.task).build_criterion(cfg.criterion)
+    assert not [r for r in caplog.records if "head pruning needs" in r.getMessage()]
+
+
 @pytest.mark.parametrize("extra, message", [
     (["--np-theta", "-0.1"], "--np-theta must be a finite number >= 0"),
     (["--distributed-world-size", "2", "--ddp-backend", "pytorch_ddp"], "needs --ddp-backend legacy_ddp"),

@@ -149,3 +149,22 @@ def test_killed_in_the_first_epoch_and_resumed_is_the_uninterrupted_run(referenc
     check_pruning_chain(logs, save)
     assert heads_in_checkpoint(save / "checkpoint3.pt")[0] == heads_in_checkpoint(d / "ref" / "checkpoint3.pt")[0]
     assert same_model(save / "checkpoint3.pt", d / "ref" / "checkpoint3.pt")
+
+
+def test_checkpoint_metrics_hold_only_fairseq_meters_and_legacy_text_meters_still_load(reference):
+    """fairseq rebuilds logged meters on resume by class name from fairseq.logging.meters."""
+    from fairseq.logging import meters
+
+    d, _, _ = reference
+    state = torch.load(d / "ref" / "checkpoint_2_10.pt", map_location="cpu")
+    saved = [entry for agg in state["extra_state"]["metrics"].values() for entry in agg]
+    assert {cls for _, _, cls, _ in saved} <= {"AverageMeter", "SumMeter", "TimeMeter", "StopwatchMeter"}
+    default = state["extra_state"]["metrics"]["default"]
+    per_module = {key: st["val"] for _, key, cls, st in default if key.startswith("_heads_per_module_")}
+    assert len(per_module) == 6
+    # a metrics entry as plugin 0.1.0 wrote it (a custom TextMeter) loads, and shows live counts
+    legacy = list(default) + [(50, "heads_per_module", "TextMeter", {"text": "9.9"})]
+    md = meters.MetersDict()
+    md.load_state_dict(legacy)
+    assert md.get_smoothed_values()["heads_per_module"] == ".".join(str(round(per_module[k])) for k in sorted(per_module))
+    assert "heads_per_module" not in [key for _, key, _, _ in md.state_dict()]  # not saved again
