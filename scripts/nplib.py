@@ -191,7 +191,7 @@ def finalize(ckpt: Path, out: Path, threshold: float = 1e-3, logfile: Optional[P
     js = Path(out).with_suffix(".json")
     if not (Path(out).exists() and js.exists()):
         run([sys.executable, "-m", "neuroprune_fairseq.commands.finalize", "--path", ckpt, "--output", out,
-             "--threshold", str(threshold), "--json", js], logfile=logfile, env={"PYTHONPATH": str(REPO)})
+             "--threshold", str(threshold), "--json", js, "--overwrite"], logfile=logfile, env={"PYTHONPATH": str(REPO)})
     return json.loads(js.read_text())
 
 

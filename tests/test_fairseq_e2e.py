@@ -81,8 +81,8 @@ def test_resume_continues_with_same_heads_and_step(trained, tmp_path):
     log = p.stdout + p.stderr
     # fairseq names the epoch to run next: the end-of-epoch-3 checkpoint resumes at epoch 4
     assert f"(epoch 4 @ {updates3} updates)" in log
-    line = [l for l in log.splitlines() if "| train | epoch 004" in l][0]
-    assert f"heads_per_module {'.'.join(map(str, heads3))} " in line  # trained epoch 4 with the same heads
+    line = [l for l in log.splitlines() if "| train_inner | epoch 004" in l][0]
+    assert f"heads_per_module={'.'.join(map(str, heads3))}," in line  # trained epoch 4 with the same heads
     assert "begin training epoch 4" in log
     heads4, state4 = heads_in_checkpoint(save / "checkpoint4.pt")
     assert state4["optimizer_history"][-1]["num_updates"] > updates3
@@ -171,7 +171,10 @@ def test_finalize_writes_smaller_checkpoint_with_identical_outputs(trained, tmp_
     assert len(g1) == 40 and {k: v[1] for k, v in g1.items()} == {k: v[1] for k, v in g2.items()}
     # a threshold zeroes weights and counts them
     out2 = tmp_path / "final2.pt"
-    assert finalize_main(["--path", str(src), "--output", str(out2), "--threshold", "0.05", "--json", str(js), *data]) == 0
+    assert finalize_main(["--path", str(src), "--output", str(out2), "--threshold", "0.05", "--json", str(js), *data]) == 2
+    assert "exists; pass --overwrite" in capsys.readouterr().err  # the first run's report
+    assert finalize_main(["--path", str(src), "--output", str(out2), "--threshold", "0.05", "--json", str(js), *data,
+                          "--overwrite"]) == 0
     info2 = json.loads(js.read_text())
     assert info2["zeroed_below_threshold"] > 0 and info2["sparsity"] > info["sparsity"]
     assert finalize_main(["--path", str(tmp_path / "missing.pt"), "--output", str(out2)]) == 2
@@ -213,6 +216,7 @@ def _cfg(extra):
     (["--np-alpha", "-1"], "--np-alpha must be a finite number >= 0"),
     (["--np-beta", "nan"], "--np-beta must be a finite number >= 0"),
     (["--np-eps", "inf"], "--np-eps must be a finite number >= 0"),
+    (["--np-eps", "0"], "--np-eps must be > 0"),
     (["--np-attn-modules", "encoder,foo"], "--np-attn-modules got ['foo']"),
     (["--np-penalty-scale", "sentence"], "--np-penalty-scale must be 'batch' or 'token'"),
 ])
@@ -225,9 +229,27 @@ def test_bad_criterion_options_fail_clearly(tiny_data, extra, message):
     assert message in str(e.value)
 
 
+def test_criterion_with_stock_translation_task_warns_once_that_nothing_is_pruned(tiny_data, caplog):
+    stock = [a for a in TRAIN if a not in ("--np-theta", "0.3")]
+    stock[stock.index("neuroprune_translation")] = "translation"
+    args = options.parse_args_and_arch(options.get_training_parser(), input_args=["bin", *stock])
+    cfg = convert_namespace_to_omegaconf(args)
+    cfg.task.data = str(tiny_data / "bin")
+    task = tasks.setup_task(cfg.task)
+    with caplog.at_level("WARNING", logger="neuroprune_fairseq.criterion"):
+        task.build_criterion(cfg.criterion)
+    warned = [r.getMessage() for r in caplog.records if "head pruning needs --task neuroprune_translation" in r.getMessage()]
+    assert len(warned) == 1 and "TranslationTask" in warned[0]
+    caplog.clear()
+    cfg = _cfg([])
+    cfg.task.data = str(tiny_data / "bin")
+    with caplog.at_level("WARNING", logger="neuroprune_fairseq.criterion"):
+        tasks.setup_task(cfg.task).build_criterion(cfg.criterion)
+    assert not [r for r in caplog.records if "head pruning needs" in r.getMessage()]
+
+
 @pytest.mark.parametrize("extra, message", [
     (["--np-theta", "-0.1"], "--np-theta must be a finite number >= 0"),
-    (["--fp16"], "use --memory-efficient-fp16"),
     (["--distributed-world-size", "2", "--ddp-backend", "pytorch_ddp"], "needs --ddp-backend legacy_ddp"),
 ])
 def test_bad_task_options_fail_before_training(tiny_data, extra, message):

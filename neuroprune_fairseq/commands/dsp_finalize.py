@@ -104,6 +104,10 @@ def finalize_and_report(model, task, state: Dict, keep, scores, empty: str, outp
         with open(report_path, "w") as f:
             json.dump(info, f)
     print(json.dumps({k: v for k, v in info.items() if k not in hidden}))
+    from .finalize import generate_command
+
+    print(f"wrote {output}; translate with it (needs the plugin: --user-dir):\n  "
+          f"{generate_command(output, state['cfg'].task.data)}")
     return info
 
 
@@ -119,7 +123,9 @@ def main(argv=None) -> Dict:
     ap.add_argument("--report", default=None, help="write the finalisation report (JSON) here")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s | %(levelname)s | %(name)s | %(message)s")
+    from .finalize import check_output
 
+    check_output(args.path, args.output, overwrite=True)  # never the training checkpoint itself
     model, task, state = load(args.path, args.data)
     crit = state.get("criterion") or {}
     if "dsp_logits" not in crit:

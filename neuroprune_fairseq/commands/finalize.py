@@ -1,16 +1,20 @@
 """Finalise a trained NeuroPrune checkpoint: the honest sparse model.
 
     python -m neuroprune_fairseq.commands.finalize --path checkpoints/checkpoint_best.pt \
-        --output checkpoints/final.pt --threshold 1e-3 [--data data-bin] [--json final.json]
+        --output checkpoints/final.pt --threshold 1e-3 [--data data-bin] [--json final.json] [--overwrite]
 
 1. zeroes every attention (q, k, v, out) and MLP (fc1, fc2) weight with |w| < threshold
    (``--threshold 0`` keeps the weights as they are: only exact zeros count);
 2. removes dead MLP neurons: an all-zero fc2 column, or an all-zero fc1 row whose
    constant activation is folded into fc2's bias (exact in eval mode);
 3. writes a smaller checkpoint that loads in ``fairseq-generate --user-dir neuroprune_fairseq``
-   (the optimizer state is dropped: it no longer matches the shapes);
+   (the optimizer state is dropped: it no longer matches the shapes). A checkpoint of a stock
+   fairseq transformer arch (``transformer_iwslt_de_en``) is written as the plugin's
+   ``neuroprune_<arch>`` (same model, loads resized MLPs); other model types keep their neurons.
+   It never writes over ``--path``, nor over an existing file without ``--overwrite``;
 4. prints heads kept, MLP neurons kept, parameters, exact-zero sparsity of the attention +
-   MLP matrices relative to the dense model, and FLOPs per token against the dense model.
+   MLP matrices relative to the dense model, FLOPs per token against the dense model, and the
+   ``fairseq-generate`` command that loads the result.
 """
 import argparse
 import json
@@ -109,15 +113,56 @@ def format_report(d: Dict) -> str:
     ])
 
 
-def load(path: str, data: str = None):
-    import fairseq  # noqa: F401
-    from fairseq import checkpoint_utils, tasks
+def read_checkpoint(path: str, data: str = None) -> Dict:
+    """A fairseq checkpoint as a dict, or an error that says what ``path`` is instead."""
+    from fairseq import checkpoint_utils
 
     from .. import plugin  # noqa: F401  (registers the model; safe checkpoint loading)
 
     if not os.path.isfile(path):
         raise FileNotFoundError(f"--path {path}: no such checkpoint file")
-    state = checkpoint_utils.load_checkpoint_to_cpu(path, {"data": data} if data else None)
+    try:
+        state = checkpoint_utils.load_checkpoint_to_cpu(path, {"data": data} if data else None)
+    except Exception as e:  # torch/pickle raise anything from KeyError to UnpicklingError here
+        raise ValueError(f"--path {path} is not a readable fairseq checkpoint ({type(e).__name__}: {e})") from e
+    if not isinstance(state, dict) or not {"model", "cfg"} <= set(state) or state["cfg"] is None:
+        raise ValueError(f"--path {path} is not a fairseq training checkpoint (no 'model' and 'cfg' entries)")
+    return state
+
+
+def neuroprune_arch(cfg_model) -> str:
+    """The ``neuroprune_*`` arch to save a stock-transformer checkpoint as, '' if it is one already,
+    None if the model has no such twin (its MLPs then cannot be resized on loading)."""
+    from fairseq.models import ARCH_MODEL_REGISTRY
+    from fairseq.models.transformer import TransformerModel
+
+    from ..fairseq_adapter.model import NeuroPruneTransformerModel
+
+    arch = getattr(cfg_model, "arch", None) or getattr(cfg_model, "_name", None)
+    model_cls = ARCH_MODEL_REGISTRY.get(arch)
+    if model_cls is not None and issubclass(model_cls, NeuroPruneTransformerModel):
+        return ""
+    if model_cls is TransformerModel and f"neuroprune_{arch}" in ARCH_MODEL_REGISTRY:
+        return f"neuroprune_{arch}"
+    return None
+
+
+def set_arch_(cfg_model, arch: str) -> None:
+    from omegaconf import OmegaConf, open_dict
+
+    if OmegaConf.is_config(cfg_model):
+        with open_dict(cfg_model):
+            cfg_model.arch = cfg_model._name = arch
+    else:
+        for key in ("arch", "_name"):
+            setattr(cfg_model, key, arch)
+
+
+def load(path: str, data: str = None):
+    import fairseq  # noqa: F401
+    from fairseq import tasks
+
+    state = read_checkpoint(path, data)
     cfg = state["cfg"]
     if not os.path.isdir(str(cfg.task.data).split(os.pathsep)[0]):
         raise FileNotFoundError(
@@ -131,21 +176,53 @@ def load(path: str, data: str = None):
     return state, model.eval(), dense, task
 
 
-def finalize(path: str, output: str, threshold: float = 0.0, data: str = None, seq_len: int = 20) -> Dict:
+def check_output(path: str, output: str, overwrite: bool = False) -> None:
+    """Never replace the input checkpoint; never replace any other file unless told to."""
+    same = os.path.abspath(output) == os.path.abspath(path) or (
+        os.path.exists(output) and os.path.exists(path) and os.path.samefile(output, path))
+    if same:
+        raise ValueError(f"--output {output} is the input checkpoint --path; write the finalised model to another file")
+    if os.path.exists(output) and not overwrite:
+        raise FileExistsError(f"--output {output} exists; pass --overwrite to replace it, or choose another file")
+
+
+def generate_command(output: str, data: str) -> str:
+    """The ``fairseq-generate`` command line that loads a checkpoint written by this plugin."""
+    import shlex
+
+    user_dir = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the package: neuroprune_fairseq
+    return (f"fairseq-generate {shlex.quote(str(data))} --user-dir {shlex.quote(user_dir)} "
+            f"--path {shlex.quote(os.path.abspath(output))} --beam 5")
+
+
+def finalize(path: str, output: str, threshold: float = 0.0, data: str = None, seq_len: int = 20,
+             overwrite: bool = False) -> Dict:
     if not (threshold >= 0 and math.isfinite(threshold)):
         raise ValueError(f"--threshold must be a finite number >= 0, got {threshold}")
+    check_output(path, output, overwrite)
     from fairseq.checkpoint_utils import torch_persistent_save
 
     state, model, dense, _ = load(path, data)
+    arch = neuroprune_arch(state["cfg"].model)
     zeroed = zero_small_weights_(model, threshold) if threshold > 0 else 0
-    remove_dead_mlp_neurons_(model)
+    if arch is None:
+        logger.warning(f"{type(model).__name__} is not a fairseq transformer this plugin can reload with "
+                       "resized MLPs: dead MLP neurons are zeroed but not removed")
+    else:
+        remove_dead_mlp_neurons_(model)
+        if arch:  # a stock transformer arch: save as its neuroprune_ twin, which loads resized MLPs
+            set_arch_(state["cfg"].model, arch)
+            if state.get("args") is not None:
+                state["args"].arch = arch
     info = describe(model, dense, seq_len)
-    info.update({"zeroed_below_threshold": zeroed, "threshold": threshold, "source": path, "output": output})
+    info.update({"zeroed_below_threshold": zeroed, "threshold": threshold, "source": path, "output": output,
+                 "arch": getattr(state["cfg"].model, "arch", None), "neurons_removed": arch is not None})
     state["model"] = model.state_dict()
     state["last_optimizer_state"] = None
     state.setdefault("extra_state", {})["neuroprune_finalized"] = {"threshold": threshold}
     os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
     torch_persistent_save(state, output)
+    info["generate_command"] = generate_command(output, data or state["cfg"].task.data)
     return info
 
 
@@ -157,15 +234,19 @@ def cli_main(argv=None):
     p.add_argument("--data", default=None, help="data-bin directory, if it moved since training (dictionaries are read from it)")
     p.add_argument("--flops-seq-len", type=int, default=20, help="source/target length for attention FLOPs (default 20)")
     p.add_argument("--json", default=None, help="also write the report as JSON here")
+    p.add_argument("--overwrite", action="store_true", help="replace --output (and --json) if they exist (never --path)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     try:
-        info = finalize(args.path, args.output, args.threshold, args.data, args.flops_seq_len)
-    except (FileNotFoundError, ValueError) as e:
+        if args.json:
+            check_output(args.path, args.json, args.overwrite)
+        info = finalize(args.path, args.output, args.threshold, args.data, args.flops_seq_len, args.overwrite)
+    except (FileNotFoundError, FileExistsError, ValueError) as e:
         print(f"neuroprune-finalize: error: {e}", file=sys.stderr)
         return 2
     print(format_report(info))
-    print(f"wrote {args.output}")
+    print(f"wrote {args.output}; translate with it (needs the plugin: --user-dir):")
+    print(f"  {info['generate_command']}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(info, f, indent=1)

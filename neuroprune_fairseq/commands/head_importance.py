@@ -42,6 +42,9 @@ def main(argv=None) -> Dict:
                     help="module with no head in the top-K: 'zero' placeholder head or 'keep-best' (see dsp_finalize)")
     ap.add_argument("--report", default=None, help="write the report (JSON) here")
     args = ap.parse_args(argv)
+    from .finalize import check_output
+
+    check_output(args.path, args.output, overwrite=True)  # never the training checkpoint itself
     logging.basicConfig(level=logging.INFO, format="%(asctime)s | %(levelname)s | %(name)s | %(message)s")
 
     model, task, state = load(args.path, args.data)

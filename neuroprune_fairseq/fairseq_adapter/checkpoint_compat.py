@@ -7,6 +7,11 @@ scalars), so ``fairseq-generate`` fails on every checkpoint. Rather than turning
 safe loader off, we allow-list exactly these plain data types with
 ``torch.serialization.add_safe_globals``, when fairseq loads this plugin (``--user-dir``).
 No environment variable is needed.
+
+Also: checkpoints saved mid-epoch by version 0.1.0 of this plugin hold a custom ``TextMeter``
+in their logged metrics, and fairseq rebuilds meters on resume by looking their class name up
+in ``fairseq.logging.meters``. The plugin no longer logs a custom meter; for those older
+checkpoints it adds a ``TextMeter`` under that name (only if fairseq has none), so they resume.
 """
 import argparse
 import collections
@@ -44,4 +49,28 @@ def allow_fairseq_checkpoints() -> None:
         torch.serialization.add_safe_globals(_safe_types())
 
 
+def resume_legacy_meters() -> None:
+    from fairseq.logging import meters
+
+    from .criterion import per_module_text
+
+    class TextMeter(meters.MetersDict._DerivedMeter):
+        """Plugin 0.1.0's string meter, restored as the derived meter that replaced it (so the
+        log shows live values, and the next checkpoint no longer holds it)."""
+
+        def __init__(self):
+            super().__init__(self._text)
+
+        def _text(self, meters_dict) -> str:
+            name = next((k for k, m in meters_dict.items() if m is self), "")
+            return per_module_text(name)(meters_dict)
+
+        def load_state_dict(self, state_dict):
+            pass
+
+    if not hasattr(meters, "TextMeter"):
+        meters.TextMeter = TextMeter
+
+
 allow_fairseq_checkpoints()
+resume_legacy_meters()

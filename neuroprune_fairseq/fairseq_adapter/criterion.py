@@ -2,9 +2,10 @@
 
 ``l1_ce`` is the paper's baseline: the same, with plain L1 on the same matrices.
 """
+import logging
 import math
 from dataclasses import dataclass, field
-from typing import Tuple
+from typing import Sequence, Tuple
 
 import torch
 from fairseq import metrics
@@ -13,7 +14,6 @@ from fairseq.criterions.label_smoothed_cross_entropy import (
     LabelSmoothedCrossEntropyCriterion,
     LabelSmoothedCrossEntropyCriterionConfig,
 )
-from fairseq.logging.meters import Meter
 from torch import Tensor, nn
 
 from ..core import policy
@@ -21,11 +21,20 @@ from ..core.sites import ATTN_KINDS, MLP_KINDS, parse_kinds
 from ..core.sparsity import SparsityReport
 from .sites import attention_sites, dense_matrix_count, mlp_sites
 
+logger = logging.getLogger(__name__)
+
 
 def check_nonnegative_finite(**values: float) -> None:
     for name, v in values.items():
         if v is None or not (v == v) or v in (float("inf"), float("-inf")) or v < 0:
             raise ValueError(f"--{name.replace('_', '-')} must be a finite number >= 0, got {v}")
+
+
+def check_positive_finite(**values: float) -> None:
+    check_nonnegative_finite(**values)
+    for name, v in values.items():
+        if v <= 0:
+            raise ValueError(f"--{name.replace('_', '-')} must be > 0, got {v} (it would make the penalty identically zero)")
 
 
 @dataclass
@@ -39,27 +48,27 @@ class NeuroPruneCriterionConfig(LabelSmoothedCrossEntropyCriterionConfig):
     np_mlp_modules: str = field(default="encoder,decoder", metadata={"help": "MLP blocks penalised: comma-separated subset of encoder,decoder, or none"})
 
 
-class TextMeter(Meter):
-    """Shows a string (heads per attention module) in fairseq's log lines."""
+def per_module_text(name: str):
+    """A fairseq derived meter for :func:`log_per_module`: the last logged count of every
+    module, joined as '6.5.4...'."""
+    prefix = f"_{name}_"
 
-    def __init__(self, text: str = ""):
-        self.text = text
+    def text(meters) -> str:
+        keys = sorted(k for k in meters if k.startswith(prefix))
+        return ".".join(str(round(meters[k].val)) for k in keys if meters[k].val is not None)
 
-    def update(self, text):
-        self.text = text
+    return text
 
-    def state_dict(self):
-        return {"text": self.text}
 
-    def load_state_dict(self, state_dict):
-        self.text = state_dict.get("text", "")
-
-    def reset(self):
-        pass
-
-    @property
-    def smoothed_value(self) -> str:
-        return self.text
+def log_per_module(name: str, values: Sequence[float], weight: float) -> None:
+    """Log one count per module (heads per attention module) so that fairseq prints it as one
+    field ``name 6.5.4...`` and can checkpoint it: plain scalar meters ``_name_000``... (hidden:
+    fairseq does not print '_' keys) and a derived meter ``name`` (never saved). fairseq rebuilds
+    saved meters by class name from its own module on resume, so a custom meter class would make
+    every mid-epoch checkpoint unloadable."""
+    for i, v in enumerate(values):
+        metrics.log_scalar(f"_{name}_{i:03d}", v, weight, round=1)
+    metrics.log_derived(name, per_module_text(name), priority=50)
 
 
 @register_criterion("neuroprune_ce", dataclass=NeuroPruneCriterionConfig)
@@ -68,7 +77,13 @@ class NeuroPruneCriterion(LabelSmoothedCrossEntropyCriterion):
                  np_alpha=0.05, np_beta=0.1, np_eps=1e-4, np_penalty="neuroprune", np_penalty_scale="batch",
                  np_attn_modules="encoder,decoder,cross", np_mlp_modules="encoder,decoder"):
         super().__init__(task, sentence_avg, label_smoothing, ignore_prefix_size, report_accuracy)
-        check_nonnegative_finite(np_alpha=np_alpha, np_beta=np_beta, np_eps=np_eps)
+        check_nonnegative_finite(np_alpha=np_alpha, np_beta=np_beta)
+        check_positive_finite(np_eps=np_eps)  # |w| < 0 never holds: Eq. 1's row weights would all be 0
+        if not hasattr(task, "prune"):
+            logger.warning(
+                f"--criterion {self.__class__.__name__} with --task {type(task).__name__}: the penalties are "
+                "trained but heads are never pruned; head pruning needs --task neuroprune_translation"
+            )
         if np_penalty not in ("neuroprune", "l1"):
             raise ValueError(f"--np-penalty must be 'neuroprune' or 'l1', got {np_penalty!r}")
         if np_penalty_scale not in ("batch", "token"):
@@ -143,8 +158,7 @@ class NeuroPruneCriterion(LabelSmoothedCrossEntropyCriterion):
         metrics.log_scalar("heads", sum(log.get("np_heads", 0) for log in logging_outputs) / n, n, round=1)
         metrics.log_scalar("sparsity", sum(log.get("np_sparsity", 0) for log in logging_outputs) / n, n, round=2)
         keys = sorted({k for log in logging_outputs for k in log if k.startswith("np_h") and k != "np_heads"})
-        text = ".".join(str(round(float(sum(log.get(k, 0) for log in logging_outputs)) / n)) for k in keys)
-        metrics.log_custom(TextMeter, "heads_per_module", text)
+        log_per_module("heads_per_module", [float(sum(log.get(k, 0) for log in logging_outputs)) / n for k in keys], n)
 
     @staticmethod
     def logging_outputs_can_be_summed() -> bool:

@@ -25,7 +25,7 @@ from fairseq.criterions.label_smoothed_cross_entropy import (
 from torch import Tensor, nn
 
 from ..core.dsp import dsp_mask, dsp_temperature, hard_topk_mask
-from .criterion import TextMeter
+from .criterion import log_per_module
 from .head_gates import HeadGateHooks
 
 logger = logging.getLogger(__name__)
@@ -162,8 +162,7 @@ class DSPCriterion(LabelSmoothedCrossEntropyCriterion):
         metrics.log_scalar("mask_sum", sum(log.get("dsp_mask_sum", 0) for log in logging_outputs) / n, n, round=3)
         metrics.log_scalar_sum("gate_skip", sum(log.get("dsp_gate_skip", 0) for log in logging_outputs))
         keys = sorted(k for k in {k for log in logging_outputs for k in log} if k.startswith("dsp_h"))
-        text = ".".join(str(round(sum(log.get(k, 0) for log in logging_outputs) / n)) for k in keys)
-        metrics.log_custom(TextMeter, "topk_heads_per_module", text)
+        log_per_module("topk_heads_per_module", [sum(log.get(k, 0) for log in logging_outputs) / n for k in keys], n)
 
     @staticmethod
     def logging_outputs_can_be_summed() -> bool:

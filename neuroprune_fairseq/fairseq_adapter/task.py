@@ -1,9 +1,13 @@
 """``neuroprune_translation``: fairseq's translation task plus NeuroPrune's epoch-end
 redundancy pruning (Algorithm 1's inner loop) with physical removal of heads.
 
-Pruning runs once per epoch, at the end of the epoch, right before fairseq's end-of-epoch
-validation (so the validation and the saved checkpoint are of the pruned model). With
-validation disabled it runs at the start of the next epoch instead.
+Pruning runs once per epoch, in the epoch's last training step, before its forward pass (the
+last batches of an epoch are the ones after which the epoch iterator is exhausted). That is the
+one hook fairseq calls before the end-of-epoch validation and checkpoint in every configuration:
+with or without validation, with ``--update-freq``, and when fp16 loss scaling skips the epoch's
+last update. So the end-of-epoch checkpoint is always of the pruned model, a run resumed from it
+continues exactly as the uninterrupted one, and the last epoch is pruned too. The epoch's last
+update is then taken by the pruned model.
 """
 import logging
 from dataclasses import dataclass, field
@@ -12,9 +16,11 @@ from fairseq.dataclass import ChoiceEnum
 from fairseq.tasks import register_task
 from fairseq.tasks.translation import TranslationConfig, TranslationTask
 from omegaconf import II
+from torch import nn
 
 from .criterion import check_nonnegative_finite
 from ..core.policy import format_results
+from .fairseq_optim import optimizer_surgery
 from .sites import attention_sites, head_counts, model_sparsity, prune_redundant_heads_
 
 logger = logging.getLogger(__name__)
@@ -31,8 +37,6 @@ class NeuroPruneTranslationConfig(TranslationConfig):
     np_no_head_pruning: bool = field(default=False, metadata={"help": "only add the penalties; never prune heads"})
     # read from the global config (same names, as fairseq requires for interpolated
     # fields), to refuse unsupported set-ups before training starts
-    fp16: bool = II("common.fp16")
-    bf16: bool = II("common.bf16")
     ddp_backend: str = II("distributed_training.ddp_backend")
     distributed_world_size: int = II("distributed_training.distributed_world_size")
     store_ema: bool = II("ema.store_ema")
@@ -48,11 +52,6 @@ def check_setup(cfg: NeuroPruneTranslationConfig) -> None:
     if cfg.store_ema:
         raise ValueError("--store-ema keeps a dense copy of the model that head pruning cannot follow; "
                          "drop --store-ema (or add --np-no-head-pruning)")
-    if cfg.fp16 or cfg.bf16:
-        raise ValueError(
-            "--fp16/--bf16 keep flattened fp32 copies of the weights that physical head pruning cannot "
-            "resize; use --memory-efficient-fp16 / --memory-efficient-bf16 (or --np-no-head-pruning)"
-        )
     if (cfg.distributed_world_size or 1) > 1 and cfg.ddp_backend not in LEGACY_DDP:
         raise ValueError(
             f"--ddp-backend {cfg.ddp_backend} cannot follow parameters that change shape; physical head "
@@ -88,9 +87,7 @@ class NeuroPruneTranslationTask(TranslationTask):
 
     def __init__(self, cfg, src_dict, tgt_dict):
         super().__init__(cfg, src_dict, tgt_dict)
-        self._optimizer = None
         self._train_itr = None
-        self._epoch = None
         self._last_pruned_epoch = 0
 
     def build_model(self, cfg, from_checkpoint=False):
@@ -117,7 +114,9 @@ class NeuroPruneTranslationTask(TranslationTask):
         return itr
 
     def train_step(self, sample, model, criterion, optimizer, update_num, ignore_grad=False):
-        self._optimizer = optimizer  # to slice its state together with the weights
+        epoch = self._last_step_of_epoch()
+        if epoch is not None and self._due(epoch):
+            self.prune(epoch, model, optimizer)
         return super().train_step(sample, model, criterion, optimizer, update_num, ignore_grad)
 
     def _due(self, epoch: int) -> bool:
@@ -125,27 +124,23 @@ class NeuroPruneTranslationTask(TranslationTask):
         return (not c.np_no_head_pruning and epoch >= c.np_prune_start_epoch
                 and (epoch - c.np_prune_start_epoch) % c.np_prune_every == 0 and self._last_pruned_epoch < epoch)
 
-    def _end_of_train_epoch(self) -> bool:
+    def _last_step_of_epoch(self):
+        """The training epoch, if this step trains on its last batches (its iterator is
+        exhausted: fairseq's grouped iterator takes a step's batches before the step)."""
+        itr = self._train_itr
         try:
-            return self._train_itr is not None and self._train_itr.end_of_epoch()
+            return itr.epoch if itr is not None and itr.end_of_epoch() else None
         except AttributeError:  # no epoch started yet
-            return False
+            return None
 
-    def begin_epoch(self, epoch, model):
-        super().begin_epoch(epoch, model)
-        if self._epoch == epoch - 1 and self._due(epoch - 1):  # validation was skipped
-            self.prune(epoch - 1, model)
-        self._epoch = epoch
-
-    def begin_valid_epoch(self, epoch, model):
-        super().begin_valid_epoch(epoch, model)
-        if self._end_of_train_epoch() and self._due(epoch):
-            self.prune(epoch, model)
-
-    def prune(self, epoch, model):
+    def prune(self, epoch, model, optimizer=None):
+        """Prune every attention module of ``model`` (a data-parallel wrapper is fine), slicing
+        the optimizer state (and fairseq's fp32 master copy under ``--fp16``/``--bf16``) with it."""
+        while isinstance(getattr(model, "module", None), nn.Module):  # a data-parallel wrapper
+            model = model.module
         before = sum(head_counts(model))
-        opt = getattr(self._optimizer, "optimizer", None)
-        results = prune_redundant_heads_(model, self.cfg.np_theta, self.cfg.np_dominating, opt)
+        with optimizer_surgery(optimizer) as opt:
+            results = prune_redundant_heads_(model, self.cfg.np_theta, self.cfg.np_dominating, opt)
         self._last_pruned_epoch = epoch
         check_same_on_all_workers(head_counts(model), next(model.parameters()).device)
         after = sum(head_counts(model))
