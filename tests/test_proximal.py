@@ -162,3 +162,13 @@ def test_removed_weights_count_towards_the_target():
     roles = SparsifyRoles(attn=[], mlp=[], counted=[w], dense=20, penalty="l1")
     sparsify_step_(roles, 0.0, 0.0, proximal=False, target=60.0)
     assert int((w == 0).sum()) == 2 and w[0, 0] == 0 and w[0, 1] == 0
+
+
+def test_kth_smallest_is_exact_on_large_inputs():
+    from neuroprune_fairseq.core.target import kth_smallest
+
+    torch.manual_seed(5)
+    v = torch.cat([torch.randn(400000), torch.full((100000,), float("-inf")), torch.zeros(50000)])
+    v = v[torch.randperm(v.numel())]
+    for k in (1, 100000, 100001, 123456, 300000, 549999, 550000):
+        assert float(kth_smallest(v, k)) == float(v.kthvalue(k).values)

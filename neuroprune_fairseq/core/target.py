@@ -75,6 +75,26 @@ class Pool:
     scores: Callable[[], List[Tensor]]
 
 
+def kth_smallest(v: Tensor, k: int) -> Tensor:
+    """The k-th smallest value of the 1-D ``v`` (1-based), exact. Large inputs: the value is
+    bracketed with a strided sample's order statistics and selected within the bracket (a few
+    comparison passes instead of a selection over everything)."""
+    n = v.numel()
+    if n <= 262144:
+        return v.kthvalue(k).values
+    stride = n // 65536
+    sample = v[::stride]
+    m = sample.numel()
+    pos, slack = k / n * m, 4.0 * math.sqrt(m) + 8
+    lo = sample.kthvalue(max(int(pos - slack), 1)).values
+    hi = sample.kthvalue(min(int(pos + slack) + 1, m)).values
+    below = int((v < lo).sum())
+    band = v[(v >= lo) & (v <= hi)]
+    if below < k <= below + band.numel():
+        return band.kthvalue(k - below).values
+    return v.kthvalue(k).values
+
+
 def enforce_pool_(pool: Pool, target: float) -> int:
     """Zero the lowest-scoring non-zero weights of the pool until at least ``target`` percent of
     its present weights are exactly zero; returns how many were zeroed."""
@@ -86,9 +106,9 @@ def enforce_pool_(pool: Pool, target: float) -> int:
     if need <= 0:
         return 0
     scores = pool.scores()
-    alive = torch.cat([s[w != 0] for s, w in zip(scores, pool.weights)])
-    need = min(need, alive.numel())
-    cut = alive.float().kthvalue(need).values
+    # zeros rank first (-inf): the cut is the (zeros + need)-th smallest score
+    flat = torch.cat([torch.where(w != 0, s, float("-inf")).reshape(-1).float() for s, w in zip(scores, pool.weights)])
+    cut = kth_smallest(flat, min(zeros + need, present))
     n = 0
     for s, w in zip(scores, pool.weights):
         kill = (s <= cut) & (w != 0)
