@@ -15,6 +15,10 @@
 
     python scripts/bench_speed.py --prep-dir WORK/prep --dense CKPT --pruned CKPT [--updates 20] [--out results/bench.json]
     python scripts/bench_speed.py --prep-dir WORK/prep --dense CKPT --skip-generate [--update-modes ...]
+    python scripts/bench_speed.py ... --pruned CKPT --more-pruned RUN_S25/checkpoint_last.pt RUN_S50/... --skip-updates
+
+(c) with ``--more-pruned``: the same decoding for more pruned checkpoints (one per sparsity),
+    a table of sparsity, heads, MLP neurons and FLOP ratio next to sentences/s and BLEU.
 
 ``--prep-dir`` is the Multi30k folder written by the recipes (``bin/``, ``raw/``).
 """
@@ -104,6 +108,32 @@ def bench_updates(bin_dir, ckpt, n_updates, alpha, beta, warmup=2, modes=tuple(U
     return out
 
 
+def sparsity_speed_table(a, prep, work, refs, dense_sps):
+    """(c) how much sparsity becomes speed: every --more-pruned checkpoint (e.g. one per
+    --np-target-sparsity) finalised with --threshold and decoded like (b); one row each with
+    sparsity, heads, MLP neurons and FLOP ratio next to sentences/s and BLEU."""
+    rows = []
+    for i, ck in enumerate(a.more_pruned):
+        label = f"{i}_{Path(ck).parent.name}"
+        fin = nplib.finalize(Path(ck), work / f"more_{label}.pt", a.threshold, logfile=work / "finalize.log")
+        runs = [nplib.generate(prep / "bin", work / f"more_{label}.pt", subset=a.subset, beam=5, batch_size=a.batch_size,
+                               extra=nplib.MULTI30K_GEN_CAP, logfile=work / f"gen_more_{label}.log") for _ in range(a.reps)]
+        best = max(runs, key=lambda g: g.get("sentences_per_s", 0))
+        bleu, _ = nplib.sacrebleu_score(best["hyps"], refs)
+        rows.append({"checkpoint": str(ck), "sparsity": fin["sparsity"], "heads_kept": fin["heads_kept"],
+                     "mlp_neurons_kept": fin["mlp_neurons_kept"], "mlp_neurons_dense": fin["mlp_neurons_dense"],
+                     "flops_ratio": fin["flops_ratio"], "sentences_per_s": best.get("sentences_per_s"),
+                     "speedup_vs_dense": best.get("sentences_per_s", 0) / dense_sps, "bleu": round(bleu, 2),
+                     "output_tokens": sum(len(h.split()) for h in best["hyps"])})
+    print(f"(c) sparsity vs speed (finalised with --threshold {a.threshold:g}, beam 5, batch {a.batch_size}):")
+    print("    sparsity %  heads  MLP neurons  FLOPs ratio  sentences/s  speed-up  BLEU   checkpoint")
+    for r in sorted(rows, key=lambda r: r["sparsity"]):
+        print(f"    {r['sparsity']:9.2f}  {r['heads_kept']:5d}  {r['mlp_neurons_kept']:5d}/{r['mlp_neurons_dense']:<5d}  "
+              f"{r['flops_ratio']:11.3f}  {r['sentences_per_s']:11.1f}  {r['speedup_vs_dense']:7.2f}x  {r['bleu']:5.2f}  "
+              f"{r['checkpoint']}")
+    return rows
+
+
 def pad_to_dense(final_ckpt, out):
     """The finalised pruned checkpoint padded back to the dense shape with zeros: removed
     heads get zero q/k/v rows (and biases) and zero out_proj columns, removed MLP neurons
@@ -147,6 +177,9 @@ def main(argv=None):
     p.add_argument("--reps", type=int, default=1, help="generation repeats per model (best taken), interleaved")
     p.add_argument("--skip-updates", action="store_true")
     p.add_argument("--skip-generate", action="store_true", help="only (a): time per update")
+    p.add_argument("--more-pruned", nargs="+", default=[],
+                   help="(c): more pruned checkpoints (e.g. one per target sparsity), each finalised and decoded; "
+                        "one row each: sparsity, heads, MLP neurons, FLOPs ratio, sentences/s, speed-up, BLEU")
     p.add_argument("--update-modes", nargs="+", choices=list(UPDATE_MODES), default=list(UPDATE_MODES),
                    help="modes timed side by side in (a) (default: all)")
     p.add_argument("--work-dir", default="/tmp/neuroprune_bench")
@@ -212,6 +245,8 @@ def main(argv=None):
     print(f"    FLOPs/token: pruned/dense = {res['flops']['pruned_flops_ratio_vs_dense']:.3f} "
           f"(finalize's flops_ratio {fin_p['flops_ratio']:.3f}); heads kept {fin_p['heads_kept']}/{fin_p['heads_dense']}, "
           f"sparsity {fin_p['sparsity']:.2f}%")
+    if a.more_pruned:
+        res["sparsity_speed"] = sparsity_speed_table(a, prep, work, refs, sd)
     if a.out:
         Path(a.out).parent.mkdir(parents=True, exist_ok=True)
         Path(a.out).write_text(json.dumps(res, indent=1))
