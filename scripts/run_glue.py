@@ -39,14 +39,24 @@ def add_neuroprune_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--np-no-prune-heads", action="store_true", help="penalties only, no per-epoch head pruning")
     g.add_argument("--np-attn-modules", default="encoder,decoder,cross")
     g.add_argument("--np-mlp-modules", default="encoder,decoder")
+    g.add_argument("--np-proximal", action="store_true",
+                   help="apply the penalty as a proximal step after every optimizer step (exact zeros) instead of its gradient")
+    g.add_argument("--np-target-sparsity", type=float, default=None,
+                   help="percent S (0 <= S < 100): end with >= S%% of the attention+MLP matrix weights exactly zero or removed")
+    g.add_argument("--np-target-start", type=float, default=0.0, help="fraction of the run where the target ramp starts")
+    g.add_argument("--np-target-end", type=float, default=0.75, help="fraction of the run where the target reaches S")
 
 
 def neuroprune_arguments(args):
     from neuroprune_fairseq.hf import NeuroPruneArguments
 
     if args.method == "dense":
+        if args.np_proximal or args.np_target_sparsity is not None:
+            raise ValueError("--np-proximal / --np-target-sparsity need --method neuroprune or l1")
         return NeuroPruneArguments(penalty="none", prune_heads=False)
     return NeuroPruneArguments(
+        proximal=args.np_proximal, target_sparsity=args.np_target_sparsity,
+        target_start=args.np_target_start, target_end=args.np_target_end,
         alpha=args.np_alpha, beta=args.np_beta, eps=args.np_eps, theta=args.np_theta,
         dominating=args.np_dominating, penalty="neuroprune" if args.method == "neuroprune" else "l1",
         prune_heads=args.method == "neuroprune" and not args.np_no_prune_heads,
@@ -264,7 +274,8 @@ def finish_run(result, args, np_args, trainer, model, tok):
     from neuroprune_fairseq.hf import save_pruned
 
     if args.method != "dense":
-        result.update({"np_alpha": args.np_alpha, "np_beta": args.np_beta, "np_eps": args.np_eps})
+        result.update({"np_alpha": args.np_alpha, "np_beta": args.np_beta, "np_eps": args.np_eps,
+                       "np_proximal": args.np_proximal, "np_target_sparsity": args.np_target_sparsity})
     if np_args.prune_heads:
         hist = trainer.np_callback.history
         modules = hist[-1]["modules"].values() if hist else None

@@ -5,7 +5,9 @@
         --work-dir /tmp/np_sweep --results results/multi30k_sweep.jsonl
 
 Grid from a JSON/YAML config (see examples/multi30k_cpu/sweep.json) and/or flags
-(``--method neuroprune --alpha 0.05 0.1 --beta 0.1 --theta 0.2 0.3``: the cross product).
+(``--method neuroprune --alpha 0.05 0.1 --beta 0.1 --theta 0.2 0.3``: the cross product;
+``--proximal --target-sparsity 25 50`` add ``--np-proximal`` / one point per target sparsity,
+as the grid keys "proximal" and "target_sparsity" do, see examples/multi30k_cpu/sweep_sparsity.json).
 Every point: fine-tune from the dense checkpoint (``neuroprune`` or ``l1``), finalize
 (``python -m neuroprune_fairseq.commands.finalize``), evaluate the finalised model (beam 5, all
 test sentences; a point whose hypothesis count differs from the reference count fails).
@@ -35,6 +37,8 @@ DEFAULTS = {
     "penalty_scale": "batch",  # --np-penalty-scale of every neuroprune/l1 point
     "include_dense": True,
     "model_args": None,  # None: nplib.MULTI30K_MODEL
+    "target_start": None,  # --np-target-start of the target-sparsity points (None: the option's default)
+    "target_end": None,  # --np-target-end (None: the option's default, 0.75)
     "grid": [],
 }
 
@@ -51,20 +55,41 @@ def load_config(path):
 
 
 def expand(grid):
-    """[{"method": m, "alpha": [..], "beta": [..], "theta": [..]}] -> list of points."""
+    """[{"method": m, "alpha": [..], "beta": [..], "theta": [..]}] -> list of points.
+
+    Optional per entry: "proximal": true (``--np-proximal``) and "target_sparsity": [S, ..]
+    (``--np-target-sparsity S``, one point per S)."""
     pts = []
     for g in grid:
         vals = [g[k] if isinstance(g[k], list) else [g[k]] for k in ("alpha", "beta", "theta")]
-        for a, b, t in itertools.product(*vals):
-            pts.append({"method": g["method"], "alpha": float(a), "beta": float(b), "theta": float(t)})
+        ts = g.get("target_sparsity")
+        ts = [None] if ts is None else (ts if isinstance(ts, list) else [ts])
+        for a, b, t, s in itertools.product(*vals, ts):
+            pt = {"method": g["method"], "alpha": float(a), "beta": float(b), "theta": float(t)}
+            if g.get("proximal"):
+                pt["proximal"] = True
+            if s is not None:
+                pt["target_sparsity"] = float(s)
+            pts.append(pt)
     return pts
+
+
+def sparsify_args(pt, cfg):
+    """The fine-tuning flags of a point's --np-proximal / --np-target-sparsity (none if unset)."""
+    out = ["--np-proximal"] if pt.get("proximal") else []
+    if pt.get("target_sparsity") is not None:
+        out += ["--np-target-sparsity", f"{pt['target_sparsity']:g}"]
+        for k in ("target_start", "target_end"):
+            if cfg.get(k) is not None:
+                out += [f"--np-{k.replace('_', '-')}", str(cfg[k])]
+    return out
 
 
 def key(row):
     # rows written before --np-penalty-scale existed were trained with the per-token scale
     scale = row.get("penalty_scale", "token") if row["method"] in ("neuroprune", "l1") else None
     return (row["method"], row.get("alpha"), row.get("beta"), row.get("theta"), row.get("finetune_epochs"),
-            row.get("dense_init"), scale)
+            row.get("dense_init"), scale, bool(row.get("proximal", False)), row.get("target_sparsity"))
 
 
 def done_keys(results):
@@ -108,6 +133,8 @@ def main(argv=None):
     p.add_argument("--alpha", type=float, nargs="+")
     p.add_argument("--beta", type=float, nargs="+")
     p.add_argument("--theta", type=float, nargs="+")
+    p.add_argument("--proximal", action="store_true", help="with --method: --np-proximal")
+    p.add_argument("--target-sparsity", type=float, nargs="+", help="with --method: one point per --np-target-sparsity S")
     p.add_argument("--no-dense", action="store_true", help="do not evaluate/record the dense model")
     p.add_argument("--max-points", type=int, help="stop after this many new points")
     p.add_argument("--dry-run", action="store_true", help="print the points and exit")
@@ -122,7 +149,8 @@ def main(argv=None):
         cfg["include_dense"] = False
     if a.method:
         cfg["grid"] = list(cfg["grid"]) + [{"method": a.method, "alpha": a.alpha or [0.05], "beta": a.beta or [0.1],
-                                            "theta": a.theta or [0.2]}]
+                                            "theta": a.theta or [0.2], "proximal": a.proximal,
+                                            "target_sparsity": a.target_sparsity}]
     points = expand(cfg["grid"])
     model_args = cfg["model_args"] or nplib.MULTI30K_MODEL
     work = Path(a.work_dir)
@@ -169,10 +197,13 @@ def main(argv=None):
         else:
             tag = f"{pt['method']}_a{pt['alpha']:g}_b{pt['beta']:g}_t{pt['theta']:g}_e{fe}"
             tag += "_token" if cfg["penalty_scale"] == "token" else ""
+            tag += "_prox" if pt.get("proximal") else ""
+            tag += f"_s{pt['target_sparsity']:g}" if pt.get("target_sparsity") is not None else ""
             run_dir = work / "runs" / dense_dir.name / tag
             wall = nplib.train(bin_dir, run_dir,
                                nplib.finetune_args(pt["method"], Path(dense_init), fe, pt["alpha"], pt["beta"], pt["theta"],
-                                                   model_args, cfg["penalty_scale"]), work / "logs" / f"{dense_dir.name}.{tag}.log")
+                                                   model_args, cfg["penalty_scale"]) + sparsify_args(pt, cfg),
+                               work / "logs" / f"{dense_dir.name}.{tag}.log")
         fin_path = run_dir / f"final_t{cfg['threshold']:g}.pt"
         fin = nplib.finalize(run_dir / "checkpoint_last.pt", fin_path, cfg["threshold"],
                              logfile=work / "logs" / f"{run_dir.name}.finalize.log")
@@ -189,7 +220,8 @@ def main(argv=None):
             raise SystemExit(f"{pt}: {row['n_hyps']} hypotheses for {row['n_refs']} references")
         with open(results, "a") as fh:
             fh.write(json.dumps(row) + "\n")
-        nplib.log(f"{pt['method']} a={pt['alpha']} b={pt['beta']} t={pt['theta']}: BLEU {row['bleu']} heads "
+        nplib.log(f"{pt['method']} a={pt['alpha']} b={pt['beta']} t={pt['theta']} prox={pt.get('proximal', False)} "
+                  f"S={pt.get('target_sparsity')}: BLEU {row['bleu']} heads "
                   f"{row['heads_kept']}/{row['heads_dense']} sparsity {row['sparsity']}% flops ratio {row['flops_ratio']}")
 
 

@@ -236,14 +236,14 @@ def test_criterion_with_stock_translation_task_warns_once_that_nothing_is_pruned
     cfg = convert_namespace_to_omegaconf(args)
     cfg.task.data = str(tiny_data / "bin")
     task = tasks.setup_task(cfg.task)
-    with caplog.at_level("WARNING", logger="neuroprune_fairseq.criterion"):
+    with caplog.at_level("WARNING", logger="neuroprune_fairseq.fairseq_adapter.criterion"):
         task.build_criterion(cfg.criterion)
     warned = [r.getMessage() for r in caplog.records if "head pruning needs --task neuroprune_translation" in r.getMessage()]
     assert len(warned) == 1 and "TranslationTask" in warned[0]
     caplog.clear()
     cfg = _cfg([])
     cfg.task.data = str(tiny_data / "bin")
-    with caplog.at_level("WARNING", logger="neuroprune_fairseq.criterion"):
+    with caplog.at_level("WARNING", logger="neuroprune_fairseq.fairseq_adapter.criterion"):
         tasks.setup_task(cfg.task).build_criterion(cfg.criterion)
     assert not [r for r in caplog.records if "head pruning needs" in r.getMessage()]
 

@@ -27,7 +27,7 @@ from typing import Dict
 import torch
 from torch import nn
 
-logger = logging.getLogger("neuroprune_fairseq.finalize")
+logger = logging.getLogger("neuroprune_fairseq.commands.finalize")
 
 
 def zero_small_weights_(model: nn.Module, threshold: float) -> int:

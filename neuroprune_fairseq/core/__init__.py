@@ -8,6 +8,9 @@ One named function per equation or algorithm of NeuroPrune (Dhurandhar et al., 2
 * :func:`find_dominating`                     -- Algorithm 3, literally
 * :func:`find_dominating_exact`               -- a minimum dominating set (option)
 * :func:`elim_redundant_`                     -- Algorithm 2 (merge + physical removal)
+* :mod:`.proximal` -- proximal maps of Eq. 1 (:func:`preferential_attachment_prox`), Eq. 2
+  (:func:`attention_group_prox`, :func:`sqrt_l1_group_prox`) and l1 (:func:`soft_threshold`)
+* :mod:`.target`   -- target-sparsity schedule and enforcement (:func:`sparsify_step_`)
 
 The fairseq plugin and the HuggingFace adapters only map their modules to the roles
 q, k, v, out, fc1, fc2 (:mod:`.sites`) and call these functions; the policy written once

@@ -9,14 +9,20 @@ import torch
 from torch import Tensor
 
 
+def pa_row_weight(weight: Tensor, eps: float) -> Tensor:
+    """Eq. 1's row weights ``n_i / row_len``: the share of row ``i``'s entries with ``|w| < eps``
+    (no gradient: constants of the current weights)."""
+    with torch.no_grad():
+        return (weight.abs() < eps).to(weight.dtype).mean(dim=1)
+
+
 def preferential_attachment_l1(weight: Tensor, eps: float) -> Tensor:
     """One matrix's half of Eq. 1: ``sum_i (n_i / row_len) * sum_j |W[i, j]|``.
 
     ``n_i`` counts the entries of row ``i`` with ``|w| < eps``. The row weights are constants
     of the current weights (computed without gradient): sparse rows are pushed harder.
     """
-    with torch.no_grad():
-        row_weight = (weight.abs() < eps).to(weight.dtype).mean(dim=1)
+    row_weight = pa_row_weight(weight, eps)
     return (row_weight * weight.abs().sum(dim=1)).sum()
 
 

@@ -122,8 +122,8 @@ class NeuroPruneCriterion(LabelSmoothedCrossEntropyCriterion):
         # per batch (the paper's literal task_loss + alpha R), 'token' once per target token.
         reg = self.alpha * r_attn + self.beta * r_mlp
         added = reg if self.scale == "batch" else sample_size * reg
-        if model.training:
-            loss = loss + added
+        if model.training and not getattr(self.task, "penalty_by_proximal_step", False):
+            loss = loss + added  # (with --np-proximal the task applies it as a proximal step instead)
         with torch.no_grad():
             sites = self._np_sites(inner)
             heads = policy.head_counts(sites["attn_all"])

@@ -22,6 +22,7 @@ from .criterion import check_nonnegative_finite
 from ..core.policy import format_results
 from .fairseq_optim import optimizer_surgery
 from .sites import attention_sites, head_counts, model_sparsity, prune_redundant_heads_
+from .sparsify import SparsifyConfig, SparsifyTaskMixin
 
 logger = logging.getLogger(__name__)
 
@@ -29,7 +30,7 @@ LEGACY_DDP = ("legacy_ddp", "no_c10d")
 
 
 @dataclass
-class NeuroPruneTranslationConfig(TranslationConfig):
+class NeuroPruneTranslationConfig(SparsifyConfig, TranslationConfig):
     np_theta: float = field(default=0.2, metadata={"help": "l_inf distance at or below which two heads' [Q,K,V] blocks are similar (paper: 0.1..0.4 for MT, 0.15 for GLUE)"})
     np_prune_start_epoch: int = field(default=1, metadata={"help": "first epoch after which redundant heads are pruned"})
     np_prune_every: int = field(default=1, metadata={"help": "prune after every N-th epoch (from --np-prune-start-epoch)"})
@@ -77,7 +78,7 @@ def check_same_on_all_workers(heads, device=None):
 
 
 @register_task("neuroprune_translation", dataclass=NeuroPruneTranslationConfig)
-class NeuroPruneTranslationTask(TranslationTask):
+class NeuroPruneTranslationTask(SparsifyTaskMixin, TranslationTask):
     cfg: NeuroPruneTranslationConfig
 
     @classmethod

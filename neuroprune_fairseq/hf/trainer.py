@@ -12,6 +12,7 @@ from typing import Dict, List, Optional, Tuple
 import torch
 from transformers import Trainer, TrainerCallback
 
+from ..core.target import check_target_options
 from .pruning import (
     PENALTIES,
     heads_summary,
@@ -33,7 +34,11 @@ class NeuroPruneArguments:
     paper's baseline (plain L1 on q,k,v with alpha and on fc1,fc2 with beta), ``'none'``
     dense fine-tuning. ``theta`` is the l_inf head-similarity threshold of the per-epoch
     pruning (``prune_heads=False`` turns it off), ``dominating`` 'heuristic' (the paper's
-    Algorithm 3) or 'exact' (a minimum dominating set).
+    Algorithm 3) or 'exact' (a minimum dominating set). ``proximal=True`` applies the
+    penalty as a proximal step after every optimizer step (exact zeros) instead of adding its
+    gradient; ``target_sparsity=S`` (percent) ends the run with at least S% of the attention +
+    MLP matrix weights exactly zero or removed, along a cubic ramp from ``target_start`` to
+    ``target_end`` (fractions of the run); see :mod:`neuroprune_fairseq.hf.sparsify`.
     """
 
     alpha: float = 0.0
@@ -45,6 +50,10 @@ class NeuroPruneArguments:
     prune_heads: bool = True
     attn_modules: str = "encoder,decoder,cross"
     mlp_modules: str = "encoder,decoder"
+    proximal: bool = False
+    target_sparsity: Optional[float] = None
+    target_start: float = 0.0
+    target_end: float = 0.75
 
     def __post_init__(self):
         for name in ("alpha", "beta", "eps", "theta"):
@@ -55,6 +64,9 @@ class NeuroPruneArguments:
             raise ValueError(f"dominating must be 'heuristic' or 'exact', got {self.dominating!r}")
         if self.penalty not in PENALTIES:
             raise ValueError(f"penalty must be one of {PENALTIES}, got {self.penalty!r}")
+        check_target_options(self.target_sparsity, self.target_start, self.target_end)
+        if (self.proximal or self.target_sparsity is not None) and self.penalty == "none":
+            raise ValueError("proximal / target_sparsity shape the zeros by the penalty: use penalty='neuroprune' or 'l1'")
         self.attn_kinds = parse_kinds(self.attn_modules, ATTN_KINDS, "attn_modules")
         self.mlp_kinds = parse_kinds(self.mlp_modules, MLP_KINDS, "mlp_modules")
 
@@ -124,6 +136,12 @@ class NeuroPruneTrainerMixin:
         self.np_args = neuroprune or NeuroPruneArguments(penalty="none", prune_heads=False)
         self.np_callback = NeuroPruneCallback(self.np_args, trainer=self)
         self.add_callback(self.np_callback)
+        self.np_sparsify = None
+        if self.np_args.proximal or self.np_args.target_sparsity is not None:
+            from .sparsify import SparsifyCallback
+
+            self.np_sparsify = SparsifyCallback(self.np_args)
+            self.add_callback(self.np_sparsify)
         self._np_sites: Optional[Tuple] = None
         self._np_log_sums = [0.0, 0.0, 0]
 
@@ -133,10 +151,13 @@ class NeuroPruneTrainerMixin:
             return None
         if self._np_sites is None:
             self._np_sites = (attention_sites(self.model, a.attn_kinds), mlp_sites(self.model, a.mlp_kinds))
-        r_attn, r_mlp = neuroprune_penalties(self.model, a.eps, a.penalty, sites=self._np_sites)
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not a.proximal):
+            r_attn, r_mlp = neuroprune_penalties(self.model, a.eps, a.penalty, sites=self._np_sites)
         self._np_log_sums[0] += float(r_attn.detach())
         self._np_log_sums[1] += float(r_mlp.detach())
         self._np_log_sums[2] += 1
+        if a.proximal:  # applied as a proximal step after the optimizer step (hf/sparsify.py); logged only
+            return None
         return a.alpha * r_attn + a.beta * r_mlp
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
@@ -164,6 +185,11 @@ class NeuroPruneTrainerMixin:
         if n and "loss" in logs:
             logs = {**logs, "np_r_attn": self._np_log_sums[0] / n, "np_r_mlp": self._np_log_sums[1] / n}
             self._np_log_sums = [0.0, 0.0, 0]
+        sp = getattr(self, "np_sparsify", None)
+        if sp is not None and "loss" in logs and sp.last_sparsity is not None:
+            logs = {**logs, "np_sparsity": sp.last_sparsity}
+            if sp.last_target is not None:
+                logs["np_target_sparsity"] = sp.last_target
         return super().log(logs, *args, **kwargs)
 
 

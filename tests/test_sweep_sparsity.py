@@ -1,0 +1,45 @@
+"""scripts/sweep.py drives --np-proximal / --np-target-sparsity points (issue 9, item 4)."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _sweep():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("sweep_for_test", REPO / "scripts" / "sweep.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.path.insert(0, str(REPO / "scripts"))  # sweep.py imports its sibling nplib
+    try:
+        spec.loader.exec_module(mod)
+    finally:
+        sys.path.remove(str(REPO / "scripts"))
+    return mod
+
+
+def test_target_points_expand_resume_and_flags(tmp_path):
+    sweep = _sweep()
+    cfg = sweep.load_config(REPO / "examples" / "multi30k_cpu" / "sweep_sparsity.json")
+    pts = sweep.expand(cfg["grid"])
+    assert [p["target_sparsity"] for p in pts if p["method"] == "neuroprune"] == [25, 50, 70, 80, 90, 95]
+    assert {p["method"] for p in pts} == {"neuroprune", "l1"} and all(p["proximal"] for p in pts)
+    assert sweep.sparsify_args(pts[1], {}) == ["--np-proximal", "--np-target-sparsity", "50"]
+    assert sweep.sparsify_args(pts[1], {"target_end": 0.6})[-2:] == ["--np-target-end", "0.6"]
+    # a point differs from the same alpha/beta/theta without a target (and from another target)
+    res = tmp_path / "r.jsonl"
+    base = {"finetune_epochs": 3, "dense_init": "d", "penalty_scale": "batch"}
+    res.write_text(json.dumps({**pts[0], **base}) + "\n")
+    done = sweep.done_keys(res)
+    assert sweep.key({**pts[0], **base}) in done and sweep.key({**pts[1], **base}) not in done
+    plain = {k: v for k, v in pts[0].items() if k not in ("proximal", "target_sparsity")}
+    assert sweep.key({**plain, **base}) not in done
+    # the command line adds the same points
+    out = subprocess.run([sys.executable, str(REPO / "scripts" / "sweep.py"), "--method", "l1", "--alpha", "0.5",
+                          "--proximal", "--target-sparsity", "25", "90", "--no-dense", "--dry-run",
+                          "--work-dir", str(tmp_path / "w"), "--results", str(tmp_path / "x.jsonl")],
+                         capture_output=True, text=True, check=True).stdout
+    rows = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    assert [(r["target_sparsity"], r["proximal"]) for r in rows] == [(25.0, True), (90.0, True)]
