@@ -35,6 +35,7 @@ setup(
         "console_scripts": [
             "neuroprune-finalize=neuroprune_fairseq.finalize:cli_main",
             "neuroprune-theta-scan=neuroprune_fairseq.theta_scan:cli_main",
+            "neuroprune-topology=neuroprune_fairseq.topology:cli_main",
         ]
     },
 )

@@ -238,7 +238,8 @@ def format_summary(report: Dict) -> str:
     return "\n".join(lines)
 
 
-def cli_main(argv=None) -> Dict:
+def main(argv=None) -> Dict:
+    """Run the command; returns the report (what ``topology.json`` holds)."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--path", required=True, help="fairseq checkpoint (.pt) or HF folder (save_pruned / save_pretrained)")
     p.add_argument("--compare", nargs="+", default=[], help="more checkpoints / folders, overlaid in the figures")
@@ -261,7 +262,10 @@ def cli_main(argv=None) -> Dict:
     existing = [f for f in (REPORT,) + FIGURES if os.path.exists(os.path.join(a.out, f))]
     if existing and not a.overwrite:
         p.error(f"{a.out} already holds {existing}; pass --overwrite or choose another --out")
-    from .topology_plots import check_modules, plot_all
+    try:
+        from .topology_plots import check_modules, plot_all
+    except ImportError as e:
+        p.error(f"the figures need matplotlib ({e}); install it with pip install -e .[plot]")
 
     labels = a.labels or default_labels(paths)
     try:
@@ -282,5 +286,11 @@ def cli_main(argv=None) -> Dict:
     return report
 
 
+def cli_main(argv=None) -> int:
+    """Console entry point ``neuroprune-topology``: exit status 0 (2 on bad input)."""
+    main(argv)
+    return 0
+
+
 if __name__ == "__main__":
-    cli_main()
+    sys.exit(cli_main())

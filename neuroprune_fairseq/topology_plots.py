@@ -101,7 +101,7 @@ def plot_heatmaps(loaded, labels, names: Sequence[str], attention: bool, eps: fl
     h0, w0 = rows[0][1][0][1].shape
     aspect = h0 / w0
     fig, axes = plt.subplots(len(rows), ncol, figsize=(3.4 * ncol + 1.2, max(2.2, 3.4 * aspect) * len(rows) + 0.9),
-                             squeeze=False)
+                             squeeze=False, gridspec_kw={"hspace": 0.35})
     for r, (title, panels, hd) in enumerate(rows):
         for j, (ptitle, w, removed) in enumerate(panels):
             ax = axes[r][j]
@@ -140,8 +140,8 @@ def plot_degrees(report: Dict, path: str) -> None:
         low = max(0, low - max(1, (top - low) // 20))
         width = max(1, math.ceil((top - low + 1) / 80))
         bins = np.arange(low, top + width + 1, width) - 0.5
-        for label, deg, _ in curves:
-            ax.hist(deg, bins=bins, histtype="step", lw=1.6,
+        for i, (label, deg, _) in enumerate(curves):  # dashes keep identical curves apart
+            ax.hist(deg, bins=bins, histtype="step", lw=1.6, ls=("-", "--", ":", "-.")[i % 4],
                     label=f"{label}: sd {deg.std():.2f}, mean {deg.mean():.1f} ({len(deg)} neurons)")
         ax.axvline(top, color="k", ls=":", lw=0.8)
         ax.set_yscale("log")
@@ -196,24 +196,27 @@ def plot_heads(report: Dict, path: str) -> None:
 
 
 def plot_sparsity(report: Dict, path: str) -> None:
+    """Sparsity per module (x: attention modules, then MLP blocks, in model order), one marker
+    line per checkpoint; the overall figure is in the legend."""
     cks = report["checkpoints"]
+    n_attn = len(cks[0]["attention"])
     names = [a["name"] for a in cks[0]["attention"]] + [m["name"] for m in cks[0]["mlp"]]
-    fig, ax = plt.subplots(figsize=(7.5, 0.16 * len(names) * max(1, len(cks)) + 1.5))
-    bar = 0.8 / len(cks)
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.28 * len(names) + 2), 4.2))
     for i, c in enumerate(cks):
         by_name = {x["name"]: x["sparsity"] for x in c["attention"] + c["mlp"]}
-        vals = [by_name.get(n, np.nan) for n in names]
-        ys = np.arange(len(names)) + i * bar
-        ax.barh(ys, vals, height=bar, label=f"{c['label']} (all: {c['summary']['sparsity']:.1f}%)")
-        for y, v in zip(ys, vals):
-            if not np.isnan(v):
-                ax.text(v + 0.5, y, f"{v:.1f}", va="center", fontsize=4.5)
-    ax.set_yticks(np.arange(len(names)) + bar * (len(cks) - 1) / 2)
-    ax.set_yticklabels([n + (" (attn)" if k < len(cks[0]["attention"]) else " (MLP)") for k, n in enumerate(names)], fontsize=6)
-    ax.invert_yaxis()
-    ax.set_xlim(0, 100)
-    ax.set_xlabel("sparsity % (weights exactly 0 or removed, of the dense module's)", fontsize=8)
-    ax.legend(fontsize=7, loc="lower right")
+        ax.plot(range(len(names)), [by_name.get(n, np.nan) for n in names], marker="os^vDx"[i % 6], ms=4, lw=1,
+                ls=("-", "--", ":", "-.")[i % 4], label=f"{c['label']} (all: {c['summary']['sparsity']:.2f}%)")
+    ax.axvline(n_attn - 0.5, color="k", lw=0.6)
+    ax.text(n_attn / 2 - 0.5, 1.01, "attention (q, k, v, out)", transform=ax.get_xaxis_transform(), ha="center", fontsize=8)
+    ax.text(n_attn + (len(names) - n_attn) / 2 - 0.5, 1.01, "MLP (fc1, fc2)", transform=ax.get_xaxis_transform(),
+            ha="center", fontsize=8)
+    ax.set_xticks(range(len(names)))
+    ax.set_xticklabels(names, rotation=90, fontsize=6)
+    ax.set_xlim(-0.7, len(names) - 0.3)
+    ax.set_ylim(-2, 102)
+    ax.set_ylabel("sparsity % (exactly 0 or removed,\nof the dense module's weights)", fontsize=8)
+    ax.grid(axis="y", lw=0.3)
+    ax.legend(fontsize=7, loc="best")
     fig.tight_layout()
     fig.savefig(path, dpi=130)
     plt.close(fig)
