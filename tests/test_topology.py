@@ -206,8 +206,11 @@ def test_hf_pruned_folder(tmp_path):
         sites[0].k.weight[:, 2] = 0
         sites[0].v.weight[:, 2] = 0
     save_pruned(model, str(tmp_path / "m"))
-    rep = main(["--path", str(tmp_path / "m"), "--out", str(tmp_path / "r")])
-    c = rep["checkpoints"][0]
+    tiny_bert().save_pretrained(str(tmp_path / "plain"))  # a plain HF folder, dense
+    rep = main(["--path", str(tmp_path / "m"), "--compare", str(tmp_path / "plain"), "--out", str(tmp_path / "r")])
+    c, plain = rep["checkpoints"]
+    assert plain["format"] == "hf" and plain["summary"]["head_positions"] == "all heads present"
+    assert (plain["summary"]["sparsity"], plain["summary"]["heads_kept"]) == (0.0, 8)
     assert c["format"] == "hf" and c["summary"]["head_positions"] == "neuroprune_pruned.json"
     a0, a1 = c["attention"]
     assert a1["kept_positions"] == [0, 3] and (a1["heads_present"], a1["heads_dense"]) == (2, 4)
