@@ -35,6 +35,7 @@ setup(
         "console_scripts": [
             "neuroprune-finalize=neuroprune_fairseq.commands.finalize:cli_main",
             "neuroprune-theta-scan=neuroprune_fairseq.commands.theta_scan:cli_main",
+            "neuroprune-topology=neuroprune_fairseq.commands.topology:cli_main",
         ]
     },
 )
