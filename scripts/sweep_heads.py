@@ -110,6 +110,7 @@ def run_point(a, k, run: Path, logs: Path, s: dict):
     base = [*nplib.MULTI30K_MODEL, *shlex.split(a.model_args), "--seed", str(a.seed)]
     walls = {}
     tag = run.name
+    run.mkdir(parents=True, exist_ok=True)
     if a.method in ("neuroprune", "l1"):
         args = nplib.finetune_args(a.method, dense, E, s["alpha"], s["beta"], 0.2, base) + [
             "--np-target-heads", str(k), "--np-target-epoch", str(E)]
