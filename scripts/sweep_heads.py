@@ -161,6 +161,8 @@ def main(argv=None):
                    help="DSP: T = this fraction of the gate-training updates (joint: E epochs, pipelined: 1)")
     p.add_argument("--updates-per-epoch", type=float, help="for T (default: the dense checkpoint's updates / epochs)")
     p.add_argument("--model-args", default="", help="extra fairseq-train arguments for every training phase")
+    p.add_argument("--label", help="method name in the results (default: --method), e.g. 'neuroprune-sp50' for a variant "
+                                   "run with --model-args '--np-target-sparsity 50'; the plot draws each label apart")
     p.add_argument("--dry-run", action="store_true")
     a = p.parse_args(argv)
     if a.epochs < 1 or (a.method == "dsp-pipelined" and a.epochs < 2):
@@ -179,17 +181,19 @@ def main(argv=None):
         s.update(gate_lr=a.gate_lr, anneal_steps=max(1, round(a.anneal_fraction * gate_epochs * upe)))
     if a.model_args:
         s["model_args"] = a.model_args
+    if a.label:
+        s["base_method"] = a.method
     results, work = Path(a.results), Path(a.work_dir)
     results.parent.mkdir(parents=True, exist_ok=True)
     have = done_keys(results)
     epochs = 0 if a.method == "dense" else a.epochs
     for k in ks:
-        ident = {"method": a.method, "K": k, "seed": a.seed, "epochs": epochs, "dense": str(a.dense), **s}
+        ident = {"method": a.label or a.method, "K": k, "seed": a.seed, "epochs": epochs, "dense": str(a.dense), **s}
         pkey = hashlib.sha1(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:12]
         if pkey in have:
             nplib.log(f"{a.method} K={k} seed={a.seed}: already in {results}")
             continue
-        tag = f"{a.method}_K{k}_e{epochs}_s{a.seed}_{pkey}"
+        tag = f"{a.label or a.method}_K{k}_e{epochs}_s{a.seed}_{pkey}"
         nplib.log(f"{tag}: {json.dumps(ident)}")
         if a.dry_run:
             continue

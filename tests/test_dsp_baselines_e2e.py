@@ -2,6 +2,9 @@
 tiny data, from one dense model: DSP joint trains gates and weights; DSP pipelined trains only
 the gates, then the hard top-K pruned model is fine-tuned and only its kept heads' weights
 change (an emptied module's zeroed placeholder head stays exactly zero)."""
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -61,6 +64,11 @@ def test_dsp_pipelined_then_finetune_changes_only_what_it_should(dense):
     info = dsp_finalize.main(["--path", str(d / "pipe" / "checkpoint_last.pt"), "--output", str(d / "pruned.pt"),
                               "--data", str(d / "bin"), "--heads", "3"])
     assert info["heads_kept"] == 3 and len(info["empty_modules"]) >= 3
+    # scripts/sweep_heads.py counts a zeroed placeholder as no head, as the finaliser's report does
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
+    import sweep_heads
+
+    assert sweep_heads.active_heads(d / "pruned.pt") == (info["heads_per_module"], info["physical_heads_per_module"])
     # phase 2: fine-tune the pruned model (no gates, no head pruning)
     run("fairseq_cli.train", "bin", "--user-dir", USER_DIR, "--task", "neuroprune_translation", *TINY,
         "--criterion", "label_smoothed_cross_entropy", "--label-smoothing", "0.1", "--np-no-head-pruning",
