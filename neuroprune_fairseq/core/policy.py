@@ -13,7 +13,7 @@ from .penalties import attention_group_penalty, l1_penalty, mlp_preferential_att
 from .redundancy import RedundancyPlan, head_distance_matrix, min_pair_distance
 from .sites import AttentionSite, MlpSite
 from .sparsity import SparsityReport, sparsity_report
-from .surgery import elim_redundant_, pad_heads_, pad_linear_, prune_heads_
+from .surgery import apply_redundancy_plan_, elim_redundant_, pad_heads_, pad_linear_, prune_heads_
 
 PENALTIES = ("neuroprune", "l1", "none")
 
@@ -53,10 +53,13 @@ class HeadPruneResult(NamedTuple):
     plan: RedundancyPlan
     kind: str
     kept_original: List[int]  # original indices of the heads kept after this pass
+    before_original: Optional[List[int]] = None  # original indices of the heads before it
 
     def line(self) -> str:
+        """One log line; heads are named by their original (dense) indices throughout."""
         p = self.plan
-        merged = ",".join(f"{i}->{p.rep[i]}" for i in p.removed) or "-"
+        o = self.before_original or list(range(p.num_heads))
+        merged = ",".join(f"{o[i]}->{o[p.rep[i]]}" for i in p.removed) or "-"
         return (f"{self.name} [{self.kind}]: heads {p.num_heads}->{len(p.keep)} kept={self.kept_original} "
                 f"merged={merged} min_dist={p.min_distance:.4f} theta={p.theta:g}")
 
@@ -83,7 +86,25 @@ def prune_redundant_heads_(
         plan = elim_redundant_(site.q, site.k, site.v, site.out, site.num_heads, theta, method, optimizer)
         if plan.removed:
             site.set_kept_heads_([before[h] for h in plan.keep])
-        results.append(HeadPruneResult(site.name, plan, site.kind, site.kept_heads))
+        results.append(HeadPruneResult(site.name, plan, site.kind, site.kept_heads, before))
+    return results
+
+
+def apply_head_plans_(
+    sites: Sequence[AttentionSite],
+    plans: Sequence[RedundancyPlan],
+    optimizer: Optional[torch.optim.Optimizer] = None,
+) -> List[HeadPruneResult]:
+    """Algorithm 2's merge + physical removal for plans decided elsewhere (e.g. a head budget,
+    :func:`neuroprune_fairseq.core.head_target.prune_sites_to_target_`), one per site."""
+    results = []
+    for site, plan in zip(sites, plans):
+        site.mark_dense_()
+        before = site.kept_heads
+        apply_redundancy_plan_(site.q, site.k, site.v, site.out, plan, optimizer)
+        if plan.removed:
+            site.set_kept_heads_([before[h] for h in plan.keep])
+        results.append(HeadPruneResult(site.name, plan, site.kind, site.kept_heads, before))
     return results
 
 

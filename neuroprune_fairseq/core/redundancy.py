@@ -179,6 +179,25 @@ class RedundancyPlan:
         return [i for i, r in enumerate(self.rep) if r != i]
 
 
+def plan_from_distance(distance: Tensor, theta: float, method: str = "heuristic") -> RedundancyPlan:
+    """Algorithm 2 up to the merge, on a precomputed head distance matrix ``[k, k]`` (as
+    :func:`head_distance_matrix` returns): similarity at ``theta``, then a dominating set
+    (the paper's heuristic or an exact minimum one). A ``theta`` below every distance
+    (e.g. ``-1``) makes no pair similar and keeps every head."""
+    if method not in ("heuristic", "exact"):
+        raise ValueError(f"method must be 'heuristic' or 'exact', got {method!r}")
+    num_heads = distance.shape[0]
+    min_dist = min_pair_distance(distance)
+    sim = similarity_matrix(distance, theta)
+    if num_heads == 1 or not bool((sim & ~torch.eye(num_heads, dtype=torch.bool)).any()):
+        return RedundancyPlan(num_heads, list(range(num_heads)), min_dist, theta)
+    if method == "exact":
+        rep = find_dominating_exact(sim, distance)
+    else:
+        rep = resolve_representatives(find_dominating(sim))
+    return RedundancyPlan(num_heads, rep, min_dist, theta)
+
+
 def plan_redundant_heads(
     q_weight: Tensor,
     k_weight: Tensor,
@@ -189,16 +208,13 @@ def plan_redundant_heads(
     distance: Optional[Tensor] = None,
 ) -> RedundancyPlan:
     """Algorithm 2 up to the merge: similarity, then a dominating set (heuristic or exact).
-    ``distance``: the module's :func:`head_distance_matrix`, when the caller has it already."""
+
+    ``distance``: the module's head distance matrix if already computed (it is not
+    recomputed; e.g. a search over theta on the same weights)."""
     if method not in ("heuristic", "exact"):
         raise ValueError(f"method must be 'heuristic' or 'exact', got {method!r}")
-    dist = head_distance_matrix(q_weight, k_weight, v_weight, num_heads) if distance is None else distance
-    min_dist = min_pair_distance(dist)
-    sim = similarity_matrix(dist, theta)
-    if num_heads == 1 or not bool((sim & ~torch.eye(num_heads, dtype=torch.bool)).any()):
-        return RedundancyPlan(num_heads, list(range(num_heads)), min_dist, theta)
-    if method == "exact":
-        rep = find_dominating_exact(sim, dist)
-    else:
-        rep = resolve_representatives(find_dominating(sim))
-    return RedundancyPlan(num_heads, rep, min_dist, theta)
+    if distance is None:
+        distance = head_distance_matrix(q_weight, k_weight, v_weight, num_heads)
+    elif tuple(distance.shape) != (num_heads, num_heads):
+        raise ValueError(f"distance matrix of shape {tuple(distance.shape)} for {num_heads} heads")
+    return plan_from_distance(distance, theta, method)

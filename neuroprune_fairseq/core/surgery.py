@@ -143,11 +143,29 @@ def elim_redundant_(
     update its module's head count to ``len(plan.keep)``.
     """
     plan = plan_redundant_heads(q.weight, k.weight, v.weight, num_heads, theta, method)
-    if plan.removed:
-        head_dim = q.weight.shape[0] // num_heads
-        merge_heads_into_representatives_(out.weight.data, head_dim, plan.rep)
-        prune_heads_(q, k, v, out, head_dim, plan.keep, optimizer)
+    apply_redundancy_plan_(q, k, v, out, plan, optimizer)
     return plan
+
+
+def apply_redundancy_plan_(
+    q: nn.Linear,
+    k: nn.Linear,
+    v: nn.Linear,
+    out: nn.Linear,
+    plan: RedundancyPlan,
+    optimizer: Optional[torch.optim.Optimizer] = None,
+) -> None:
+    """ELIM_REDUNDANT's second half for a decided ``plan`` (e.g. from
+    :func:`neuroprune_fairseq.core.head_target.plan_target_heads`): merge every removed
+    head's out-projection columns into its representative, then remove it physically.
+    The caller updates its module's head count to ``len(plan.keep)``."""
+    if not plan.removed:
+        return
+    if q.weight.shape[0] % plan.num_heads:
+        raise ValueError(f"q has {q.weight.shape[0]} rows, not a multiple of the plan's {plan.num_heads} heads")
+    head_dim = q.weight.shape[0] // plan.num_heads
+    merge_heads_into_representatives_(out.weight.data, head_dim, plan.rep)
+    prune_heads_(q, k, v, out, head_dim, plan.keep, optimizer)
 
 
 def resize_linear_(linear: nn.Linear, out_features: int, in_features: int) -> None:

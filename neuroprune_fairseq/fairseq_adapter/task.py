@@ -23,6 +23,7 @@ from ..core.policy import format_results
 from .fairseq_optim import optimizer_surgery
 from .sites import attention_sites, head_counts, model_sparsity, prune_redundant_heads_
 from .sparsify import SparsifyConfig, SparsifyTaskMixin
+from .target_heads import check_model_budget, check_target_setup, prune_to_target_, target_enabled
 
 logger = logging.getLogger(__name__)
 
@@ -36,11 +37,15 @@ class NeuroPruneTranslationConfig(SparsifyConfig, TranslationConfig):
     np_prune_every: int = field(default=1, metadata={"help": "prune after every N-th epoch (from --np-prune-start-epoch)"})
     np_dominating: ChoiceEnum(["heuristic", "exact"]) = field(default="heuristic", metadata={"help": "dominating set: the paper's Algorithm 3 ('heuristic') or a minimum one ('exact', modules of up to 24 heads)"})
     np_no_head_pruning: bool = field(default=False, metadata={"help": "only add the penalties; never prune heads"})
+    np_target_heads: int = field(default=0, metadata={"help": "K: total heads over the model when pruning ends (0: off, --np-theta decides). Each pruning epoch chooses theta by bisection on the current head distances so the dominating sets keep the scheduled count (linear from the current count to K at --np-target-epoch), merges the closest heads first where they overshoot; --np-theta is not used"})
+    np_target_heads_per_module: int = field(default=0, metadata={"help": "the same with k heads in every attention module (one theta per module); not with --np-target-heads"})
+    np_target_epoch: int = field(default=0, metadata={"help": "the pruning epoch after which the head target is reached (default 0: the last pruning epoch of the run, from --max-epoch)"})
     # read from the global config (same names, as fairseq requires for interpolated
     # fields), to refuse unsupported set-ups before training starts
     ddp_backend: str = II("distributed_training.ddp_backend")
     distributed_world_size: int = II("distributed_training.distributed_world_size")
     store_ema: bool = II("ema.store_ema")
+    max_epoch: int = II("optimization.max_epoch")
 
 
 def check_setup(cfg: NeuroPruneTranslationConfig) -> None:
@@ -48,6 +53,7 @@ def check_setup(cfg: NeuroPruneTranslationConfig) -> None:
     check_nonnegative_finite(np_theta=cfg.np_theta)
     if cfg.np_prune_start_epoch < 1 or cfg.np_prune_every < 1:
         raise ValueError("--np-prune-start-epoch and --np-prune-every must be >= 1")
+    check_target_setup(cfg)
     if cfg.np_no_head_pruning:
         return
     if cfg.store_ema:
@@ -90,6 +96,7 @@ class NeuroPruneTranslationTask(SparsifyTaskMixin, TranslationTask):
         super().__init__(cfg, src_dict, tgt_dict)
         self._train_itr = None
         self._last_pruned_epoch = 0
+        self._budget_checked = False
 
     def build_model(self, cfg, from_checkpoint=False):
         model = super().build_model(cfg, from_checkpoint)
@@ -106,6 +113,8 @@ class NeuroPruneTranslationTask(SparsifyTaskMixin, TranslationTask):
                 f"--arch {arch} cannot reload checkpoints with pruned heads; use --arch neuroprune_{arch} "
                 "(same model, registered by this plugin) or add --np-no-head-pruning"
             )
+        if target_enabled(self.cfg):
+            check_model_budget(self.cfg, model)
         return model
 
     def get_batch_iterator(self, dataset, *args, **kwargs):
@@ -134,6 +143,12 @@ class NeuroPruneTranslationTask(SparsifyTaskMixin, TranslationTask):
         except AttributeError:  # no epoch started yet
             return None
 
+    def begin_epoch(self, epoch, model):
+        super().begin_epoch(epoch, model)
+        if not self._budget_checked and target_enabled(self.cfg):
+            check_model_budget(self.cfg, model)  # the loaded checkpoint may hold fewer heads
+        self._budget_checked = True
+
     def prune(self, epoch, model, optimizer=None):
         """Prune every attention module of ``model`` (a data-parallel wrapper is fine), slicing
         the optimizer state (and fairseq's fp32 master copy under ``--fp16``/``--bf16``) with it."""
@@ -141,13 +156,18 @@ class NeuroPruneTranslationTask(SparsifyTaskMixin, TranslationTask):
             model = model.module
         before = sum(head_counts(model))
         with optimizer_surgery(optimizer) as opt:
-            results = prune_redundant_heads_(model, self.cfg.np_theta, self.cfg.np_dominating, opt)
+            if target_enabled(self.cfg):
+                results, tp = prune_to_target_(model, self.cfg, epoch, check_target_setup(self.cfg, warn=False), opt)
+                how = tp.describe()
+            else:
+                results = prune_redundant_heads_(model, self.cfg.np_theta, self.cfg.np_dominating, opt)
+                how = f"theta={self.cfg.np_theta:g}"
         self._last_pruned_epoch = epoch
         check_same_on_all_workers(head_counts(model), next(model.parameters()).device)
         after = sum(head_counts(model))
         report = model_sparsity(model)
         logger.info(
-            f"NeuroPrune epoch {epoch:03d}: heads {before} -> {after} (theta={self.cfg.np_theta:g}, "
+            f"NeuroPrune epoch {epoch:03d}: heads {before} -> {after} ({how}, "
             f"{self.cfg.np_dominating}); heads per module {'.'.join(map(str, head_counts(model)))}; "
             f"sparsity {report.sparsity:.2f}%\n{format_results(results)}"
         )

@@ -39,6 +39,12 @@ class NeuroPruneArguments:
     gradient; ``target_sparsity=S`` (percent) ends the run with at least S% of the attention +
     MLP matrix weights exactly zero or removed, along a cubic ramp from ``target_start`` to
     ``target_end`` (fractions of the run); see :mod:`neuroprune_fairseq.hf.sparsify`.
+
+    ``target_heads=K`` (total over the pruned modules) or ``target_heads_per_module=k``: theta
+    is chosen at every epoch end (bisection over the head distances) so that the count follows
+    a linear schedule to exactly K after ``target_epoch`` (0: the last training epoch), the
+    closest heads merged first where the dominating sets overshoot
+    (:mod:`neuroprune_fairseq.core.head_target`); ``theta`` is then not used.
     """
 
     alpha: float = 0.0
@@ -54,8 +60,21 @@ class NeuroPruneArguments:
     target_sparsity: Optional[float] = None
     target_start: float = 0.0
     target_end: float = 0.75
+    target_heads: int = 0
+    target_heads_per_module: int = 0
+    target_epoch: int = 0
 
     def __post_init__(self):
+        for name in ("target_heads", "target_heads_per_module", "target_epoch"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or v < 0:
+                raise ValueError(f"NeuroPrune {name} must be an int >= 0 (0: off / default), got {v!r}")
+        if self.target_heads and self.target_heads_per_module:
+            raise ValueError("give either target_heads (a total) or target_heads_per_module, not both")
+        if (self.target_heads or self.target_heads_per_module) and not self.prune_heads:
+            raise ValueError("target_heads prunes heads: it needs prune_heads=True")
+        if self.target_epoch and not (self.target_heads or self.target_heads_per_module):
+            raise ValueError("target_epoch needs target_heads or target_heads_per_module")
         for name in ("alpha", "beta", "eps", "theta"):
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
@@ -82,6 +101,11 @@ class NeuroPruneCallback(TrainerCallback):
         self.trainer = trainer
         self.verbose = verbose
         self.history: List[Dict] = []
+        self._target_epoch: Optional[int] = None
+
+    @property
+    def has_target(self) -> bool:
+        return bool(self.np_args.target_heads or self.np_args.target_heads_per_module)
 
     def on_train_begin(self, args, state, control, model=None, **kwargs):
         # fail now, not after the first epoch
@@ -92,14 +116,28 @@ class NeuroPruneCallback(TrainerCallback):
             if big:
                 raise ValueError(f"dominating='exact' handles at most {EXACT_MAX_HEADS} heads per module; "
                                  f"{big[0]} has more: use 'heuristic'")
+        if self.has_target and model is not None:
+            from .target_heads import check_model_budget, resolve_target_epoch
+
+            a = self.np_args
+            check_model_budget(model, a.target_heads, a.target_heads_per_module, a.attn_kinds)
+            self._target_epoch = resolve_target_epoch(a.target_epoch, state.num_train_epochs or args.num_train_epochs)
         return control
 
     def on_epoch_end(self, args, state, control, model=None, optimizer=None, **kwargs):
         if not self.np_args.prune_heads or model is None:
             return control
-        results = prune_redundant_heads_(
-            model, self.np_args.theta, self.np_args.dominating, optimizer, self.np_args.attn_kinds
-        )
+        target = None
+        if self.has_target:
+            from .target_heads import prune_to_target_
+
+            a = self.np_args
+            results, target = prune_to_target_(model, a.target_heads, a.target_heads_per_module, int(round(state.epoch)),
+                                               self._target_epoch, a.dominating, optimizer, a.attn_kinds)
+        else:
+            results = prune_redundant_heads_(
+                model, self.np_args.theta, self.np_args.dominating, optimizer, self.np_args.attn_kinds
+            )
         kept, dense = heads_summary(model)
         sp = model_sparsity(model)
         entry = {
@@ -108,13 +146,18 @@ class NeuroPruneCallback(TrainerCallback):
             "heads_dense": dense,
             "sparsity": sp.sparsity,
             "removed_this_epoch": sum(len(r.plan.removed) for r in results),
+            "target": None if target is None else {"heads": sum(target.targets), "thetas": target.thetas,
+                                                   "kept_by_threshold": target.kept_by_threshold,
+                                                   "closest_first_merges": len(target.merges)},
             "modules": {r.name: {"heads": len(r.plan.keep), "min_dist": r.plan.min_distance,
                                  "theta": r.plan.theta, "kept": r.kept_original} for r in results},
         }
         self.history.append(entry)
         lines = [f"NeuroPrune epoch {state.epoch:.2f}: heads kept {kept}/{dense}, sparsity {sp.sparsity:.2f}%, "
                  f"removed this epoch {entry['removed_this_epoch']}"] + ["  " + r.line() for r in results]
-        if not entry["removed_this_epoch"]:
+        if target is not None:
+            lines.insert(1, "  " + target.describe())
+        elif not entry["removed_this_epoch"]:
             md = min((r.plan.min_distance for r in results), default=float("inf"))
             lines.append(f"  nothing pruned: smallest head distance {md:.4f} > theta {self.np_args.theta:g}")
         text = "\n".join(lines)

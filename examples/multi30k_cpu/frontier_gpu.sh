@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# The head-budget frontier of issue 10 (Fig. 6 + the matched table) on one GPU machine:
+# every method from the same dense Multi30k model, E epochs each, finalised the same way, test BLEU.
+#
+#   bash examples/multi30k_cpu/frontier_gpu.sh DENSE.pt PREP_DIR [WORK_DIR] [RESULTS.jsonl]
+#   e.g. bash examples/multi30k_cpu/frontier_gpu.sh ../shared/models/multi30k_de_en/checkpoint_dense_e15.pt \
+#            ../shared/models/multi30k_de_en/prep /tmp/frontier results/frontier_multi30k.jsonl
+#
+# Jobs (scripts/sweep_heads.py, one per line of WORK/jobs.txt), run JOBS at a time on the one GPU:
+#   neuroprune, l1 (--np-target-heads K):      K = 18 25 50 75 100 (18 = one head per module, the
+#                                               smallest budget a physical model can keep; 10 < 18 modules)
+#   dsp-joint, dsp-pipelined, michel:           K = 10 18 25 50 75 100
+#   seed 2 of neuroprune and dsp-joint at K = 25 and 50; the dense model itself.
+# Env: JOBS (default 8), EPOCHS (3), THREADS (OMP threads per job, 2), PYTHON, ONLY (a grep -E filter of
+# the job lines, e.g. ONLY='^neuroprune'). Resumable: rerun the same command; finished points are skipped.
+# Generation speed is measured while other jobs share the GPU: for speed figures rerun with JOBS=1
+# or use scripts/bench_speed.py on the finalised checkpoints (WORK/runs/*/final.pt).
+set -euo pipefail
+[ $# -ge 2 ] || { sed -n '2,18p' "$0"; exit 2; }
+DENSE=$(realpath "$1"); PREP=$(realpath "$2")
+WORK=${3:-/tmp/neuroprune_frontier}; RESULTS=${4:-results/frontier_multi30k.jsonl}
+cd "$(dirname "$0")/../.."
+mkdir -p "$WORK/jobs" "$(dirname "$RESULTS")"
+WORK=$(realpath "$WORK"); RESULTS=$(realpath -m "$RESULTS")
+PY=${PYTHON:-}
+if [ -z "$PY" ]; then if [ -x .venv/bin/python ]; then PY=.venv/bin/python; else PY=python3; fi; fi
+JOBS=${JOBS:-8}; EPOCHS=${EPOCHS:-3}; export OMP_NUM_THREADS=${THREADS:-2}
+
+{
+  for k in 10 18 25 50 75 100; do echo "dsp-joint $k 1"; done
+  for k in 25 50; do echo "dsp-joint $k 2"; done
+  for k in 18 25 50 75 100; do echo "neuroprune $k 1"; echo "l1 $k 1"; done
+  for k in 25 50; do echo "neuroprune $k 2"; done
+  for k in 10 18 25 50 75 100; do echo "dsp-pipelined $k 1"; echo "michel $k 1"; done
+  echo "dense 108 1"
+} | { grep -E "${ONLY:-.}" || true; } > "$WORK/jobs.txt"
+echo "$(wc -l < "$WORK/jobs.txt") jobs, $JOBS at a time, E=$EPOCHS -> $RESULTS (logs: $WORK/jobs/)"
+
+run_one() {  # method K seed
+  "$PY" scripts/sweep_heads.py --method "$1" --heads "$2" --seed "$3" --epochs "$EPOCHS" --dense "$DENSE" \
+    --prep "$PREP" --work-dir "$WORK" --results "$RESULTS" > "$WORK/jobs/$1_K$2_s$3.log" 2>&1 \
+    && echo "done   $1 K=$2 seed=$3: $(grep -o 'BLEU [0-9.]* heads [0-9]*' "$WORK/jobs/$1_K$2_s$3.log" | tail -1)" \
+    || { echo "FAILED $1 K=$2 seed=$3 (see $WORK/jobs/$1_K$2_s$3.log)"; return 1; }
+}
+export -f run_one; export PY EPOCHS DENSE PREP WORK RESULTS
+T0=$(date +%s)
+status=0
+xargs -P "$JOBS" -L 1 bash -c 'run_one "$@"' _ < "$WORK/jobs.txt" || status=$?
+echo "wall $(( $(date +%s) - T0 )) s"
+"$PY" scripts/plot_frontier.py "$RESULTS" --out "${RESULTS%.jsonl}.png" --table "${RESULTS%.jsonl}.md" \
+  --bleu-tolerance 1 2 --title "Multi30k de-en, neuroprune_multi30k_cpu (108 heads), E=$EPOCHS, test_2016_flickr" > /dev/null
+echo "plot: ${RESULTS%.jsonl}.png  tables: ${RESULTS%.jsonl}.md"
+exit $status
