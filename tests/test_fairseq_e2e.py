@@ -251,10 +251,17 @@ def test_criterion_with_stock_translation_task_warns_once_that_nothing_is_pruned
 @pytest.mark.parametrize("extra, message", [
     (["--np-theta", "-0.1"], "--np-theta must be a finite number >= 0"),
     (["--distributed-world-size", "2", "--ddp-backend", "pytorch_ddp"], "needs --ddp-backend legacy_ddp"),
+    (["--bf16"], "on GPUs use --fp16, --memory-efficient-fp16 or --amp"),
+    (["--memory-efficient-bf16"], "on GPUs use --fp16, --memory-efficient-fp16 or --amp"),
+    (["--memory-efficient-fp16", "--np-proximal"], None),  # accepted: the optimizer steps the model's own weights
+    (["--fp16", "--np-proximal"], "use --memory-efficient-fp16 or --amp"),
 ])
 def test_bad_task_options_fail_before_training(tiny_data, extra, message):
     cfg = _cfg(extra)
     cfg.task.data = str(tiny_data / "bin")
+    if message is None:
+        tasks.setup_task(cfg.task)
+        return
     with pytest.raises(ValueError) as e:
         tasks.setup_task(cfg.task)
     assert message in str(e.value)

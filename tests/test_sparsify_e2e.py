@@ -76,7 +76,8 @@ def test_one_sgd_update_is_gradient_step_then_prox_with_lr_times_penalty_weight(
 def test_setup_errors_name_the_fix():
     def cfg(**kw):
         base = dict(np_proximal=False, np_target_sparsity=None, np_target_start=0.0, np_target_end=0.75,
-                    fp16=False, bf16=False, max_epoch=3, max_update=0)
+                    fp16=False, bf16=False, memory_efficient_fp16=False, memory_efficient_bf16=False,
+                    max_epoch=3, max_update=0)
         return SimpleNamespace(**{**base, **kw})
 
     with pytest.raises(ValueError, match="0 <= S < 100"):
@@ -85,6 +86,16 @@ def test_setup_errors_name_the_fix():
         check_sparsify_setup(cfg(np_target_sparsity=50.0, max_epoch=0))
     with pytest.raises(ValueError, match="memory-efficient"):
         check_sparsify_setup(cfg(np_proximal=True, fp16=True))
+    check_sparsify_setup(cfg(np_proximal=True, fp16=True, memory_efficient_fp16=True))  # the model's own weights
+
+
+def test_task_config_reads_precision_flags_from_fairseq():
+    """The refusal above must see fairseq's real flags (a field missing from the task config
+    made it a silent no-op), and checkpoints written with those fields must keep loading."""
+    from neuroprune_fairseq.fairseq_adapter.task import NeuroPruneTranslationConfig
+
+    names = set(NeuroPruneTranslationConfig.__dataclass_fields__)
+    assert {"fp16", "bf16", "memory_efficient_fp16", "memory_efficient_bf16"} <= names
     with pytest.raises(ValueError, match="--criterion neuroprune_ce or l1_ce"):
         Sparsifier.check_criterion(object())
 
@@ -121,9 +132,9 @@ def test_target_sparsity_reached_without_finalize(tiny_data):
     target = 60.0
     p = run_cli("fairseq_cli.train", ["bin", *BASE, "--criterion", "neuroprune_ce", "--np-alpha", "0.05", "--np-beta", "0.1",
                                       "--np-proximal", "--np-target-sparsity", str(target), "--max-epoch", "3",
-                                      "--save-dir", "ck_target"], cwd=tiny_data)
+                                      "--save-dir", "ck_target_sparsity"], cwd=tiny_data)
     log = p.stdout + p.stderr
-    _, model, _, _ = load(str(tiny_data / "ck_target" / "checkpoint_last.pt"), str(tiny_data / "bin"))
+    _, model, _, _ = load(str(tiny_data / "ck_target_sparsity" / "checkpoint_last.pt"), str(tiny_data / "bin"))
     rep = model_sparsity(model)
     assert target <= rep.sparsity <= target + 0.5, rep
     inner = [(float(t), float(s)) for t, s in re.findall(r"train_inner .*?target_sparsity=([\d.]+),.*? sparsity=([\d.]+)", log)]

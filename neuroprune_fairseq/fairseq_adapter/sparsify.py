@@ -46,9 +46,10 @@ def check_sparsify_setup(cfg) -> None:
     check_target_options(target, cfg.np_target_start, cfg.np_target_end)
     if not (cfg.np_proximal or target is not None):
         return
-    if getattr(cfg, "fp16", False) or getattr(cfg, "bf16", False):
+    flat_master = (cfg.fp16 and not cfg.memory_efficient_fp16) or (cfg.bf16 and not cfg.memory_efficient_bf16)
+    if flat_master:
         raise ValueError("--fp16/--bf16 keep fp32 copies of the weights that the proximal step / target mask "
-                         "would not reach; use --memory-efficient-fp16 / --memory-efficient-bf16")
+                         "would not reach; use --memory-efficient-fp16 or --amp")
     if target is not None and not ((cfg.max_epoch or 0) > 0 or (cfg.max_update or 0) > 0):
         raise ValueError("--np-target-sparsity ramps over the run: give its length with --max-epoch or --max-update")
 

@@ -42,6 +42,11 @@ class NeuroPruneTranslationConfig(SparsifyConfig, TranslationConfig):
     np_target_epoch: int = field(default=0, metadata={"help": "the pruning epoch after which the head target is reached (default 0: the last pruning epoch of the run, from --max-epoch)"})
     # read from the global config (same names, as fairseq requires for interpolated
     # fields), to refuse unsupported set-ups before training starts
+    # (fp16/bf16 are also in every checkpoint written before them: keep them so those load)
+    fp16: bool = II("common.fp16")
+    bf16: bool = II("common.bf16")
+    memory_efficient_fp16: bool = II("common.memory_efficient_fp16")
+    memory_efficient_bf16: bool = II("common.memory_efficient_bf16")
     ddp_backend: str = II("distributed_training.ddp_backend")
     distributed_world_size: int = II("distributed_training.distributed_world_size")
     store_ema: bool = II("ema.store_ema")
@@ -54,6 +59,11 @@ def check_setup(cfg: NeuroPruneTranslationConfig) -> None:
     if cfg.np_prune_start_epoch < 1 or cfg.np_prune_every < 1:
         raise ValueError("--np-prune-start-epoch and --np-prune-every must be >= 1")
     check_target_setup(cfg)
+    if cfg.bf16 and not _has_torch_xla():
+        raise ValueError(
+            "fairseq 0.12 runs --bf16 / --memory-efficient-bf16 on TPUs only (they imply --tpu and fail on a GPU "
+            "with 'NoneType' object has no attribute 'xla_device'); on GPUs use --fp16, --memory-efficient-fp16 or --amp"
+        )
     if cfg.np_no_head_pruning:
         return
     if cfg.store_ema:
@@ -64,6 +74,12 @@ def check_setup(cfg: NeuroPruneTranslationConfig) -> None:
             f"--ddp-backend {cfg.ddp_backend} cannot follow parameters that change shape; physical head "
             "pruning with several workers needs --ddp-backend legacy_ddp (or no_c10d)"
         )
+
+
+def _has_torch_xla() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("torch_xla") is not None
 
 
 def check_same_on_all_workers(heads, device=None):
