@@ -187,11 +187,15 @@ def finetune_args(method: str, init: Path, max_epoch: int, alpha: float, beta: f
 
 # ----------------------------------------------------------------------------- finalize + eval
 
-def finalize(ckpt: Path, out: Path, threshold: float = 1e-3, logfile: Optional[Path] = None) -> Dict:
+def finalize(ckpt: Path, out: Path, threshold: float = 1e-3, logfile: Optional[Path] = None,
+             data: Optional[Path] = None) -> Dict:
+    """``data``: the data-bin folder, for checkpoints whose stored data path does not resolve here
+    (e.g. a dense model trained elsewhere)."""
     js = Path(out).with_suffix(".json")
     if not (Path(out).exists() and js.exists()):
         run([sys.executable, "-m", "neuroprune_fairseq.commands.finalize", "--path", ckpt, "--output", out,
-             "--threshold", str(threshold), "--json", js, "--overwrite"], logfile=logfile, env={"PYTHONPATH": str(REPO)})
+             "--threshold", str(threshold), "--json", js, "--overwrite", *(["--data", data] if data else [])],
+            logfile=logfile, env={"PYTHONPATH": str(REPO)})
     return json.loads(js.read_text())
 
 

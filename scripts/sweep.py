@@ -206,7 +206,7 @@ def main(argv=None):
                                work / "logs" / f"{dense_dir.name}.{tag}.log")
         fin_path = run_dir / f"final_t{cfg['threshold']:g}.pt"
         fin = nplib.finalize(run_dir / "checkpoint_last.pt", fin_path, cfg["threshold"],
-                             logfile=work / "logs" / f"{run_dir.name}.finalize.log")
+                             logfile=work / "logs" / f"{run_dir.name}.finalize.log", data=bin_dir)
         ev = evaluate(cfg, prep, fin_path, work / "logs" / f"{run_dir.name}.generate.log")
         row = {**pt, "finetune_epochs": None if pt["method"] == "dense" else fe, "dense_epochs": cfg.get("dense_epochs"),
                "penalty_scale": None if pt["method"] == "dense" else cfg["penalty_scale"],
