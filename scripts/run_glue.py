@@ -256,8 +256,7 @@ def main(argv=None):
     result = {
         "task": task.name, "method": args.method, **{k: round(v, 4) for k, v in metrics.items()},
         "before": {k: round(v, 4) for k, v in before.items()}, "seed": args.seed,
-        "train_loss_last_epoch": round(epoch_losses[-1], 4) if epoch_losses else None,
-        "train_loss": round(train_out.training_loss, 4),
+        "train_loss_last_epoch": round(epoch_losses[-1], 4), "train_loss": round(train_out.training_loss, 4),
         "heads_kept": kept, "heads_dense": dense, "sparsity": round(sp.sparsity, 3),
         "train_time_s": round(train_time, 1), "eval_examples_per_s": round(len(dev_ds) / eval_time, 1),
         "train_samples": len(train_ds), "dev_samples": len(dev_ds), "epochs": args.epochs, "lr": args.lr,

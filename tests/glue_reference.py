@@ -47,7 +47,7 @@ def _batch(tok, examples, max_seq_length, regression):
 
 @torch.no_grad()
 def evaluate(model, tok, task: GlueTask, dev, max_seq_length=128, batch_size=64) -> Dict[str, float]:
-    """The task's metrics of ``model`` on ``dev`` (model left in eval mode)."""
+    """The task's metrics of ``model`` on ``dev`` (model left in eval mode; {} for no examples)."""
     model.eval()
     preds = []
     for i in range(0, len(dev), batch_size):
@@ -55,34 +55,30 @@ def evaluate(model, tok, task: GlueTask, dev, max_seq_length=128, batch_size=64)
         enc.pop("labels")
         logits = model(**enc).logits
         preds += logits[:, 0].tolist() if task.labels is None else logits.argmax(-1).tolist()
-    return compute_metrics(task, preds, [y for _, y in dev])
+    return compute_metrics(task, preds, [y for _, y in dev]) if dev else {}
 
 
-def plain_finetune(model_path: str, task: GlueTask, train: Sequence[Example], dev: Sequence[Example], *,
+def plain_finetune(model, tok, task: GlueTask, train: Sequence[Example], dev: Sequence[Example], *,
                    epochs: int = 2, lr: float = 1e-4, batch_size: int = 16, max_seq_length: int = 128,
-                   seed: int = 42, weight_decay: float = 0.0) -> Dict:
-    """Fine-tune ``model_path`` on ``train``; return the dev metrics before and after and the
-    mean training loss of the last epoch."""
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-    torch.manual_seed(seed)
-    tok = AutoTokenizer.from_pretrained(model_path)
-    num_labels = 1 if task.labels is None else len(task.labels)
-    model = AutoModelForSequenceClassification.from_pretrained(model_path, num_labels=num_labels)
+                   seed: int = 42, weight_decay: float = 0.0, shuffle: bool = True) -> Dict:
+    """Fine-tune ``model`` (an ``AutoModelForSequenceClassification``, trained in place) on
+    ``train``: each epoch a fresh random order (``shuffle=False``: file order), batches padded
+    to their longest example, AdamW at a constant ``lr``. Returns the dev metrics before and
+    after, the per-step training losses and the mean loss of the last epoch."""
     before = evaluate(model, tok, task, dev, max_seq_length)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     gen = torch.Generator().manual_seed(seed)
     losses: List[float] = []
     for _ in range(epochs):
         model.train()
-        losses = []
-        order = torch.randperm(len(train), generator=gen).tolist()
+        order = torch.randperm(len(train), generator=gen).tolist() if shuffle else list(range(len(train)))
         for i in range(0, len(order), batch_size):
-            loss = model(**_batch(tok, [train[j] for j in order[i:i + batch_size]], max_seq_length,
-                                  task.labels is None)).loss
+            batch = _batch(tok, [train[j] for j in order[i:i + batch_size]], max_seq_length, task.labels is None)
+            loss = model(**batch).loss
             loss.backward()
             opt.step()
             opt.zero_grad()
             losses.append(loss.item())
-    return {"before": before, "after": evaluate(model, tok, task, dev, max_seq_length),
-            "train_loss_last_epoch": sum(losses) / len(losses)}
+    per_epoch = -(-len(train) // batch_size)
+    return {"before": before, "after": evaluate(model, tok, task, dev, max_seq_length), "train_losses": losses,
+            "train_loss_last_epoch": sum(losses[-per_epoch:]) / per_epoch}
