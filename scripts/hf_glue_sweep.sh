@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The CPU GLUE sweep of docs/huggingface.md: dense vs NeuroPrune vs l1 on the installed
-# all-MiniLM-L6-v2. Usage: GLUE_DIR=/path/to/glue_data scripts/hf_glue_sweep.sh [tasks...]
+# all-MiniLM-L6-v2. Usage: GLUE_DIR=/path/to/glue_data scripts/hf_glue_sweep.sh [TASK[:N] ...]
+# TASK:N trains on N random examples of TASK (default N; 0 = the whole training set).
 # Env: RESULTS (default results/hf_glue.jsonl), LOGDIR (default /tmp/hf_runs), N (train samples, 1000),
-#      EPOCHS (2), METHODS (default "dense np1 np3 l1w"), RUN (a label added to tags and log names).
+#      EPOCHS (2), METHODS (default "dense np1 np3 l1"), RUN (a label added to tags and log names).
+# Resumable: a run whose log already ends with its result line is skipped (delete the log to redo it).
 # Presets: np1 alpha=beta=1e-4 theta 0.45 | np2 alpha=beta=1e-3 theta 0.5 | np3 alpha=beta=1e-4 theta 0.5
 #          l1 alpha=beta=1e-5 | l1w alpha=beta=1e-6
 set -u
@@ -11,13 +13,16 @@ RESULTS=${RESULTS:-results/hf_glue.jsonl}
 LOGDIR=${LOGDIR:-/tmp/hf_runs}
 N=${N:-1000}
 EPOCHS=${EPOCHS:-2}
-METHODS=${METHODS:-"dense np1 np3 l1w"}
+METHODS=${METHODS:-"dense np1 np3 l1"}
 RUN=${RUN:-}
 TASKS=${*:-"RTE MRPC CoLA SST-2"}
 mkdir -p "$LOGDIR"
-common=(--data-dir "$GLUE_DIR" --max-train-samples "$N" --epochs "$EPOCHS" --lr 1e-4 --batch-size 16
-        --max-seq-length 128 --threads 1 --seed 42 --results-file "$RESULTS")
-for task in $TASKS; do
+for spec in $TASKS; do
+  task=${spec%%:*}
+  n=$N; [[ $spec == *:* ]] && n=${spec#*:}
+  size=(--max-train-samples "$n"); [[ $n == 0 ]] && size=()
+  common=(--data-dir "$GLUE_DIR" "${size[@]}" --epochs "$EPOCHS" --lr 1e-4 --batch-size 16
+          --max-seq-length 128 --threads 1 --seed 42 --results-file "$RESULTS")
   for m in $METHODS; do
     case $m in
       dense) args=(--method dense) ;;
@@ -29,8 +34,12 @@ for task in $TASKS; do
       *) echo "unknown method $m" >&2; exit 2 ;;
     esac
     tag="$m${RUN:+-$RUN}"
-    echo "=== $task $tag $(date -u +%T)"
-    python scripts/run_glue.py --task "$task" "${common[@]}" "${args[@]}" --tag "$tag" > "$LOGDIR/${task}_${tag}.log" 2>&1
-    tail -n 1 "$LOGDIR/${task}_${tag}.log"
+    log="$LOGDIR/${task}_${tag}.log"
+    if [[ -f $log ]] && tail -n 1 "$log" | grep -q '^{"task"'; then
+      echo "=== $task $tag: done already ($log)"; continue
+    fi
+    echo "=== $task $tag n=$n $(date -u +%T)"
+    python scripts/run_glue.py --task "$task" "${common[@]}" "${args[@]}" --tag "$tag" > "$log" 2>&1
+    tail -n 1 "$log"
   done
 done

@@ -79,8 +79,6 @@ def add_common_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     p.add_argument("--tag", default="", help="free text stored in the result line")
-    p.add_argument("--no-group-by-length", action="store_true",
-                   help="random batches instead of length-grouped ones (length grouping saves padding)")
 
 
 def validate_common(args) -> None:
@@ -125,6 +123,17 @@ def warmup_kwargs(ratio: float) -> dict:
     return {"warmup_steps": float(ratio) if ratio < 1 else 0}
 
 
+def optimisation_kwargs(args) -> dict:
+    """TrainingArguments for lr schedule, warm-up, clipping, optimizer, batch order. Defaults are
+    plain fine-tuning's (issue 13: the Trainer's linear decay to 0 left small-budget runs
+    predicting the majority class / the mean): constant lr, no warm-up or clipping, AdamW."""
+    sched = args.lr_scheduler
+    if sched == "constant" and args.warmup_ratio > 0:
+        sched = "constant_with_warmup"
+    return {"lr_scheduler_type": sched, "max_grad_norm": args.max_grad_norm, "optim": "adamw_torch",
+            **warmup_kwargs(args.warmup_ratio), **length_grouping_kwargs(args.group_by_length)}
+
+
 def length_grouping_kwargs(on: bool) -> dict:
     """Batches of similar length (less padding, much faster on CPU): 5.x
     ``train_sampling_strategy='group_by_length'``, 4.x ``group_by_length=True``."""
@@ -150,9 +159,8 @@ def subsample(examples, n, seed):
 def predict(trainer, dataset, task):
     """``(predictions, labels)`` for ``dataset``, paired as they came back from the Trainer.
 
-    ``Trainer.predict`` returns predictions in its eval sampler's order, which is *not* the
-    dataset order when batches are length-grouped (transformers 5.x uses a LengthGroupedSampler
-    for eval too): take the labels that came back with the predictions, never the dataset's list.
+    ``Trainer.predict`` returns them in its eval sampler's order, *not* the dataset's when batches
+    are length-grouped (5.x groups eval too): use the labels that came back with them.
     """
     import numpy as np
 
@@ -166,27 +174,29 @@ def predict(trainer, dataset, task):
     return preds, labels
 
 
-class _ListDataset:
-    def __init__(self, items):
-        self.items = items
-
-    def __len__(self):
-        return len(self.items)
-
-    def __getitem__(self, i):
-        return self.items[i]
+class _ListDataset(list):
+    """A list of feature dicts (a map-style dataset for the Trainer)."""
 
 
-def main(argv=None):
+def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--task", required=True, help="CoLA, SST-2, MRPC, QQP, STS-B, MNLI, QNLI, RTE, WNLI")
     p.add_argument("--data-dir", default=os.environ.get("GLUE_DIR"),
                    help="glue_data folder with <TASK>/train.tsv, dev.tsv (default $GLUE_DIR; else the datasets hub)")
     p.add_argument("--max-seq-length", type=int, default=128)
+    p.add_argument("--lr-scheduler", choices=["constant", "linear"], default="constant",
+                   help="lr after warm-up: constant (plain fine-tuning) or linear decay to 0 (the HF Trainer's default)")
+    p.add_argument("--max-grad-norm", type=float, default=0.0, help="clip the gradient norm to this (0: no clipping)")
+    p.add_argument("--group-by-length", action="store_true",
+                   help="length-grouped batches (less padding, faster on CPU; batches are no longer shuffled freely)")
     add_common_args(p)
     add_neuroprune_args(p)
-    args = p.parse_args(argv)
+    p.set_defaults(warmup_ratio=0.0)
+    return p.parse_args(argv)
 
+
+def main(argv=None):
+    args = parse_args(argv)
     from neuroprune_fairseq.hf.glue import compute_metrics, get_task, load_split
 
     try:
@@ -194,6 +204,8 @@ def main(argv=None):
     except ValueError as e:
         raise SystemExit(f"error: {e}")
     validate_common(args)
+    if not math.isfinite(args.max_grad_norm) or args.max_grad_norm < 0:
+        raise SystemExit(f"error: --max-grad-norm must be a finite number >= 0 (0: off), got {args.max_grad_norm}")
     np_args = neuroprune_arguments(args)  # raises on bad values before anything is loaded
     if args.data_dir and not os.path.isdir(os.path.join(args.data_dir, task.name)):
         raise SystemExit(f"error: --data-dir {args.data_dir}: no folder {task.name}/ in it")
@@ -219,17 +231,11 @@ def main(argv=None):
     model = AutoModelForSequenceClassification.from_pretrained(model_path, num_labels=num_labels)
 
     def encode(examples):
-        out = []
-        for texts, label in examples:
-            enc = tok(*texts, truncation=True, max_length=args.max_seq_length)
-            enc["labels"] = label
-            out.append(dict(enc))
-        return _ListDataset(out)
+        return [dict(tok(*texts, truncation=True, max_length=args.max_seq_length), labels=y) for texts, y in examples]
 
-    train_ds, dev_ds = encode(train), encode(dev)
+    train_ds = _ListDataset(encode(train))
     # evaluate in length order (less padding); the metrics do not depend on the order
-    order = sorted(range(len(dev_ds)), key=lambda i: len(dev_ds[i]["input_ids"]))
-    dev_ds, dev = _ListDataset([dev_ds[i] for i in order]), [dev[i] for i in order]
+    dev_ds = _ListDataset(sorted(encode(dev), key=lambda e: len(e["input_ids"])))
     dists = head_distances(model)
     print(f"[run_glue] {task.name}: train {len(train_ds)}, dev {len(dev_ds)}, model {model_path}; "
           f"initial smallest head distance per module: " + ", ".join(f"{v:.3f}" for v in dists.values())
@@ -239,15 +245,16 @@ def main(argv=None):
     targs = TrainingArguments(
         output_dir=out_dir, num_train_epochs=args.epochs, learning_rate=args.lr,
         per_device_train_batch_size=args.batch_size, per_device_eval_batch_size=args.eval_batch_size,
-        weight_decay=args.weight_decay, seed=args.seed, **warmup_kwargs(args.warmup_ratio),
-        eval_strategy="no", save_strategy="no", logging_steps=50, report_to=[], use_cpu=not torch.cuda.is_available(),
-        dataloader_num_workers=0, disable_tqdm=True, **length_grouping_kwargs(not args.no_group_by_length),
-    )
+        weight_decay=args.weight_decay, seed=args.seed, eval_strategy="no", save_strategy="no",
+        logging_strategy="epoch", report_to=[], use_cpu=not torch.cuda.is_available(), dataloader_num_workers=0,
+        disable_tqdm=True, **optimisation_kwargs(args))
     trainer = NeuroPruneTrainer(model=model, args=targs, train_dataset=train_ds, data_collator=DataCollatorWithPadding(tok),
                                 neuroprune=np_args)
+    before = compute_metrics(task, *predict(trainer, dev_ds, task))  # the sanity floor
     t0 = time.time()
-    trainer.train()
+    train_out = trainer.train()
     train_time = time.time() - t0
+    epoch_losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     model = trainer.model.eval()
 
     t0 = time.time()
@@ -258,10 +265,13 @@ def main(argv=None):
     sp = model_sparsity(model)
     result = {
         "task": task.name, "method": args.method, **{k: round(v, 4) for k, v in metrics.items()},
+        "before": {k: round(v, 4) for k, v in before.items()}, "seed": args.seed,
+        "train_loss_last_epoch": round(epoch_losses[-1], 4), "train_loss": round(train_out.training_loss, 4),
         "heads_kept": kept, "heads_dense": dense, "sparsity": round(sp.sparsity, 3),
         "train_time_s": round(train_time, 1), "eval_examples_per_s": round(len(dev_ds) / eval_time, 1),
         "train_samples": len(train_ds), "dev_samples": len(dev_ds), "epochs": args.epochs, "lr": args.lr,
-        "batch_size": args.batch_size, "max_seq_length": args.max_seq_length, "seed": args.seed,
+        "batch_size": args.batch_size, "max_seq_length": args.max_seq_length, "lr_scheduler": args.lr_scheduler,
+        "warmup_ratio": args.warmup_ratio, "max_grad_norm": args.max_grad_norm, "group_by_length": args.group_by_length,
         "model": os.path.basename(os.path.normpath(model_path)) if os.path.isdir(model_path) else model_path,
         "threads": torch.get_num_threads(),
     }

@@ -90,3 +90,17 @@ def test_trainer_prunes_after_epoch_and_keeps_training(tmp_path):
     torch_opt = trainer.optimizer.optimizer if hasattr(trainer.optimizer, "optimizer") else trainer.optimizer
     assert torch_opt.state[q_param]["exp_avg"].shape == (12, 16)
     assert model.bert.encoder.layer[0].attention.self.num_attention_heads == 3
+
+
+def test_epoch_loss_is_logged_under_epoch_logging_with_pruning(tmp_path):
+    """The callback's own epoch-end log must not cancel the Trainer's: with
+    logging_strategy='epoch' every epoch logs its loss (run_glue reports the last one)."""
+    args = _args(tmp_path, epochs=2)
+    args.logging_strategy = "epoch"
+    trainer = NeuroPruneTrainer(model=tiny_bert().train(), args=args, train_dataset=_Data(),
+                                neuroprune=NeuroPruneArguments(alpha=1e-4, beta=1e-4, theta=0.02))
+    trainer.train()
+    logged = trainer.state.log_history
+    assert [h["epoch"] for h in logged if "loss" in h] == [1.0, 2.0]
+    assert [h["epoch"] for h in logged if "np_heads_kept" in h] == [1.0, 2.0]
+    assert all("np_r_attn" in h for h in logged if "loss" in h)

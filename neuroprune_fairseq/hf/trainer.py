@@ -165,8 +165,12 @@ class NeuroPruneCallback(TrainerCallback):
         if self.verbose:
             print(text, flush=True)
         if self.trainer is not None:
+            # Trainer.log clears control.should_log: keep the Trainer's own pending epoch-end log
+            # (the epoch's loss under logging_strategy="epoch") from being dropped
+            should_log = control.should_log
             self.trainer.log({"np_heads_kept": float(kept), "np_sparsity": sp.sparsity,
                               "np_min_head_dist": min((r.plan.min_distance for r in results), default=float("inf"))})
+            control.should_log = should_log
         return control
 
 
