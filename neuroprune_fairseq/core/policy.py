@@ -180,3 +180,15 @@ def dense_matrix_count(attn: Sequence[AttentionSite], mlp: Sequence[MlpSite]) ->
 def sparsity(attn: Sequence[AttentionSite], mlp: Sequence[MlpSite]) -> SparsityReport:
     """Share of the attention + MLP matrices that is exactly zero or removed (``.sparsity`` %)."""
     return sparsity_report(matrices(attn, mlp), dense_matrix_count(attn, mlp))
+
+
+def sparsify_roles(attn: Sequence[AttentionSite], mlp: Sequence[MlpSite], attn_all: Sequence[AttentionSite],
+                   mlp_all: Sequence[MlpSite], penalty: str, eps: float):
+    """What the proximal step and the target-sparsity enforcement (:mod:`.target`) act on: the
+    penalised sites' [Q, K, V] and (fc1, fc2) weights, and every site's matrices for the count."""
+    from .target import SparsifyRoles
+
+    return SparsifyRoles(
+        attn=[(s.q.weight, s.k.weight, s.v.weight) for s in attn],
+        mlp=[([f.weight for f in s.fc1], s.fc2.weight) for s in mlp],
+        counted=matrices(attn_all, mlp_all), dense=dense_matrix_count(attn_all, mlp_all), penalty=penalty, eps=eps)

@@ -23,7 +23,8 @@ from fairseq.dataclass import FairseqDataclass
 from omegaconf import II
 
 from ..core.target import SparsifyRoles, check_target_options, cubic_target, reapply_masks_, sparsify_step_, zero_masks
-from .sites import attention_modules, dense_matrix_count, matrices, mlp_modules
+from ..core.policy import sparsify_roles
+from .sites import attention_sites, matrices, mlp_sites
 
 logger = logging.getLogger(__name__)
 
@@ -83,10 +84,9 @@ class Sparsifier:
 
     def roles(self, model) -> SparsifyRoles:
         c = self.criterion
-        return SparsifyRoles(
-            attn=[(m.q_proj.weight, m.k_proj.weight, m.v_proj.weight) for _, _, m in attention_modules(model, c.attn_kinds)],
-            mlp=[([layer.fc1.weight], layer.fc2.weight) for _, _, layer in mlp_modules(model, c.mlp_kinds)],
-            counted=matrices(model), dense=dense_matrix_count(model), penalty=c.penalty, eps=c.np_eps)
+        attn_all, mlp_all = attention_sites(model), mlp_sites(model)
+        return sparsify_roles([s for s in attn_all if s.kind in c.attn_kinds], [s for s in mlp_all if s.kind in c.mlp_kinds],
+                              attn_all, mlp_all, c.penalty, c.np_eps)
 
     def total_updates(self, train_itr) -> int:
         if self._total is None:

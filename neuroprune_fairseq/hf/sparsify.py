@@ -12,15 +12,15 @@ import torch
 from transformers import TrainerCallback
 
 from ..core.target import SparsifyRoles, cubic_target, reapply_masks_, sparsify_step_, zero_masks
-from .pruning import dense_matrix_count, matrices
+from ..core.policy import sparsify_roles
+from .pruning import matrices
 from .roles import attention_sites, mlp_sites
 
 
 def hf_roles(model, np_args) -> SparsifyRoles:
-    return SparsifyRoles(
-        attn=[(s.q.weight, s.k.weight, s.v.weight) for s in attention_sites(model, np_args.attn_kinds)],
-        mlp=[([f.weight for f in s.fc1], s.fc2.weight) for s in mlp_sites(model, np_args.mlp_kinds)],
-        counted=matrices(model), dense=dense_matrix_count(model), penalty=np_args.penalty, eps=np_args.eps)
+    attn_all, mlp_all = attention_sites(model), mlp_sites(model)
+    return sparsify_roles(attention_sites(model, np_args.attn_kinds), mlp_sites(model, np_args.mlp_kinds),
+                          attn_all, mlp_all, np_args.penalty, np_args.eps)
 
 
 def _step_lr(optimizer) -> float:
