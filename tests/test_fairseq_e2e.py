@@ -186,19 +186,25 @@ def _free_port():
         return s.getsockname()[1]
 
 
-def test_two_worker_data_parallel_prunes_identically(tiny_data, tmp_path):
+def train_two_workers(args, cwd):
+    """``fairseq-train args`` as 2 data-parallel CPU workers (gloo, legacy_ddp); both must succeed.
+    Returns each worker's output."""
     import subprocess, sys
 
     port = _free_port()
-    args = ["bin", *TRAIN, "--max-epoch", "3", "--save-dir", str(tmp_path / "ddp"), "--distributed-world-size", "2",
-            "--ddp-backend", "legacy_ddp", "--distributed-backend", "gloo", "--distributed-no-spawn",
-            "--distributed-init-method", f"tcp://127.0.0.1:{port}"]
+    args = [*args, "--distributed-world-size", "2", "--ddp-backend", "legacy_ddp", "--distributed-backend", "gloo",
+            "--distributed-no-spawn", "--distributed-init-method", f"tcp://127.0.0.1:{port}"]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     procs = [subprocess.Popen([sys.executable, "-m", "fairseq_cli.train", *args, "--distributed-rank", str(r)],
-                              cwd=tiny_data, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+                              cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
              for r in (0, 1)]
     outs = [p.communicate(timeout=1800)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outs[0][-3000:] + outs[1][-3000:]
+    return outs
+
+
+def test_two_worker_data_parallel_prunes_identically(tiny_data, tmp_path):
+    outs = train_two_workers(["bin", *TRAIN, "--max-epoch", "3", "--save-dir", str(tmp_path / "ddp")], tiny_data)
     log = outs[0]
     assert "the 2 workers pruned identically" in log
     after = [int(n) for n in re.findall(r"NeuroPrune epoch 00\d: heads \d+ -> (\d+)", log)]

@@ -1,14 +1,11 @@
 """--np-target-heads end to end: fairseq-train on tiny data reaches exactly K heads at the
 scheduled epoch (1 and 2 data-parallel workers), and bad budgets fail before training."""
-import os
 import re
-import subprocess
-import sys
 
 import pytest
 
 from conftest import run_cli
-from test_fairseq_e2e import TRAIN, _free_port, heads_in_checkpoint
+from test_fairseq_e2e import TRAIN, heads_in_checkpoint, train_two_workers
 
 K = 10  # of 36 heads in 6 modules; reached after epoch 2 of 3 (schedule: 36 -> 23 -> 10 -> 10)
 TARGET = ["--np-target-heads", str(K), "--np-target-epoch", "2", "--max-epoch", "3", "--np-theta", "0.05"]
@@ -60,16 +57,7 @@ def test_target_heads_exact_at_scheduled_epoch(target_run):
 
 def test_target_heads_two_workers_reach_the_same_k(target_run, tmp_path):
     d, single_log = target_run
-    port = _free_port()
-    args = ["bin", *TRAIN, *TARGET, "--save-dir", str(tmp_path / "ddp"), "--distributed-world-size", "2",
-            "--ddp-backend", "legacy_ddp", "--distributed-backend", "gloo", "--distributed-no-spawn",
-            "--distributed-init-method", f"tcp://127.0.0.1:{port}"]
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    procs = [subprocess.Popen([sys.executable, "-m", "fairseq_cli.train", *args, "--distributed-rank", str(r)],
-                              cwd=d, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-             for r in (0, 1)]
-    outs = [p.communicate(timeout=1800)[0] for p in procs]
-    assert [p.returncode for p in procs] == [0, 0], outs[0][-3000:] + outs[1][-3000:]
+    outs = train_two_workers(["bin", *TRAIN, *TARGET, "--save-dir", str(tmp_path / "ddp")], d)
     assert outs[0].count("the 2 workers pruned identically") == 3
     per_epoch = check_log(outs[0])
     assert sum(per_epoch[-1]) == K
