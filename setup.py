@@ -36,6 +36,16 @@ setup(
             "neuroprune-finalize=neuroprune_fairseq.commands.finalize:cli_main",
             "neuroprune-theta-scan=neuroprune_fairseq.commands.theta_scan:cli_main",
             "neuroprune-topology=neuroprune_fairseq.commands.topology:cli_main",
+            # the recipes (need the ``recipes`` extra)
+            "neuroprune-evaluate=neuroprune_fairseq.recipes.evaluate:main",
+            "neuroprune-sweep=neuroprune_fairseq.recipes.sweep:main",
+            "neuroprune-sweep-heads=neuroprune_fairseq.recipes.sweep_heads:main",
+            "neuroprune-sweep-dsp=neuroprune_fairseq.recipes.sweep_dsp:main",
+            "neuroprune-main=neuroprune_fairseq.recipes.main:main",
+            "neuroprune-bench=neuroprune_fairseq.recipes.bench_speed:main",
+            "neuroprune-plot-frontier=neuroprune_fairseq.recipes.plot_frontier:main",
+            "neuroprune-glue=neuroprune_fairseq.recipes.glue:main",
+            "neuroprune-summarization=neuroprune_fairseq.recipes.summarization:main",
         ]
     },
 )

@@ -2,8 +2,6 @@
 tiny data, from one dense model: DSP joint trains gates and weights; DSP pipelined trains only
 the gates, then the hard top-K pruned model is fine-tuned and only its kept heads' weights
 change (an emptied module's zeroed placeholder head stays exactly zero)."""
-import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -65,8 +63,7 @@ def test_dsp_pipelined_then_finetune_changes_only_what_it_should(dense):
                               "--data", str(d / "bin"), "--heads", "3"])
     assert info["heads_kept"] == 3 and len(info["empty_modules"]) >= 3
     # scripts/sweep_heads.py counts a zeroed placeholder as no head, as the finaliser's report does
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
-    import sweep_heads
+    from neuroprune_fairseq.recipes import sweep_heads
 
     assert sweep_heads.active_heads(d / "pruned.pt") == (info["heads_per_module"], info["physical_heads_per_module"])
     # phase 2: fine-tune the pruned model (no gates, no head pruning)

