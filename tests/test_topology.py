@@ -223,3 +223,30 @@ def test_hf_pruned_folder(tmp_path):
     assert a1["weights_present"] == 4 * 16 * 2 * hd
     for name in FIGURES:
         assert os.path.getsize(tmp_path / "r" / name) > 10_000
+
+
+def test_neuroprune_run_records_kept_head_positions(tiny_data, tmp_path):
+    """A real NeuroPrune run saves which original heads each module keeps (task_state), the
+    topology report shows them, and finalize keeps the record."""
+    import re
+
+    d = tiny_data
+    p = run_cli("fairseq_cli.train", [
+        "bin", *TINY_ARCH, "--user-dir", USER_DIR, "--task", "neuroprune_translation", "--criterion", "neuroprune_ce",
+        "--np-alpha", "0.05", "--np-beta", "0.1", "--np-target-heads-per-module", "2", "--np-target-epoch", "1",
+        "--optimizer", "adam", "--lr", "0.005", "--max-tokens", "500", "--max-epoch", "1",
+        "--save-dir", str(tmp_path / "ck"), "--no-epoch-checkpoints", "--no-progress-bar", "--seed", "1",
+        "--num-workers", "0", "--cpu"], cwd=d)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    logged = {m.group(1): [int(x) for x in m.group(2).split(",")]
+              for m in re.finditer(r"(\S+) \[\w+\]: heads 6->2 kept=\[([\d, ]+)\]", p.stdout + p.stderr)}
+    state = torch.load(tmp_path / "ck" / "checkpoint_last.pt", map_location="cpu", weights_only=False)
+    record = state["task_state"]["neuroprune_kept_heads"]
+    assert len(record) == 6 and all(len(v) == 2 and v == sorted(v) and set(v) <= set(range(6)) for v in record.values())
+    assert logged == record  # what the pruning logged is what the checkpoint says
+    run_cli("neuroprune_fairseq.commands.finalize", ["--path", str(tmp_path / "ck" / "checkpoint_last.pt"),
+                                                     "--output", str(tmp_path / "final.pt"), "--data", str(d / "bin")], cwd=ROOT)
+    rep = main(["--path", str(tmp_path / "final.pt"), "--out", str(tmp_path / "rep"), "--data", str(d / "bin")])
+    attn = rep["checkpoints"][0]["attention"]
+    assert {a["name"]: a["kept_positions"] for a in attn} == record
+    assert "task_state" in rep["checkpoints"][0]["summary"]["head_positions"]

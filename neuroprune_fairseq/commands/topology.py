@@ -73,13 +73,19 @@ def load_fairseq(path: str, data: Optional[str] = None) -> Loaded:
     """A fairseq checkpoint through ``finalize.load`` (the model resized to the stored shapes,
     plus a dense one built from the same config). Head positions are known when the checkpoint
     records them (``neuroprune_finalize.kept_heads``, written by ``dsp_finalize`` and
-    ``head_importance``), or trivially when a module has all its heads."""
+    ``head_importance``; or ``task_state.neuroprune_kept_heads``, saved by the NeuroPrune task
+    after each pruning), or trivially when a module has all its heads."""
     from ..fairseq_adapter.sites import attention_sites, mlp_sites
     from .finalize import load
 
     state, model, dense, _ = load(path, data)
     sites = attention_sites(model)
     recorded = (state.get("neuroprune_finalize") or {}).get("kept_heads")
+    source = "checkpoint (neuroprune_finalize.kept_heads)"
+    by_name = (state.get("task_state") or {}).get("neuroprune_kept_heads")
+    if recorded is None and by_name is not None:
+        recorded = [by_name.get(site.name) for site in sites]
+        source = "checkpoint (task_state.neuroprune_kept_heads)"
     if recorded is not None and len(recorded) != len(sites):
         raise ValueError(f"{path}: neuroprune_finalize.kept_heads lists {len(recorded)} modules, the model has {len(sites)}")
     dense_attn = {s.name: s for s in attention_sites(dense)}
@@ -90,8 +96,10 @@ def load_fairseq(path: str, data: Optional[str] = None) -> Loaded:
         q, k, v, o = (lin.weight.detach() for lin in (site.q, site.k, site.v, site.out))
         dense_w = sum(lin.weight.numel() for lin in (d.q, d.k, d.v, d.out))
         dense_heads = d.num_heads
-        if recorded is not None:
+        if recorded is not None and recorded[i] is not None:
             kept = sorted(int(h) for h in recorded[i])
+            if len(kept) > site.num_heads:
+                raise ValueError(f"{path}: the record lists {len(kept)} heads for {site.name}, which holds {site.num_heads}")
         else:
             kept = list(range(dense_heads)) if site.num_heads == dense_heads else None
         attention.append(AttnView(site.name, site.kind, q, k, v, o, site.head_dim, dense_heads, dense_w, kept))
@@ -100,8 +108,7 @@ def load_fairseq(path: str, data: Optional[str] = None) -> Loaded:
         d = dense_mlp[site.name]
         mlp.append(MlpView(site.name, site.kind, [f.weight.detach() for f in site.fc1], site.fc2.weight.detach(),
                            d.dense_dim, sum(f.weight.numel() for f in d.fc1) + d.fc2.weight.numel()))
-    source = "checkpoint (neuroprune_finalize.kept_heads)" if recorded is not None else "not recorded"
-    return Loaded(path, "fairseq", attention, mlp, source)
+    return Loaded(path, "fairseq", attention, mlp, source if recorded is not None else "not recorded")
 
 
 def load_hf(path: str) -> Loaded:

@@ -193,3 +193,28 @@ def pad_to_dense_(model: nn.Module) -> Dict[str, int]:
 
 def model_sparsity(model: nn.Module) -> SparsityReport:
     return policy.sparsity(attention_sites(model), mlp_sites(model))
+
+
+def _configured_heads(model: nn.Module, kind: str) -> Optional[int]:
+    """The head count the model's config gives modules of ``kind`` (None if it has no config)."""
+    cfg = getattr(model, "cfg", None)
+    side = getattr(cfg, "encoder" if kind == "encoder" else "decoder", None)
+    n = getattr(side, "attention_heads", None)
+    return int(n) if n else None
+
+
+def kept_heads_record(model: nn.Module) -> Dict[str, Optional[List[int]]]:
+    """Per attention module (by name): the original indices of the heads it still holds, as
+    the surgery recorded them; ``list(range(n))`` for a module with all its configured heads;
+    None where it is not known (a pruned checkpoint resumed without its record)."""
+    out: Dict[str, Optional[List[int]]] = {}
+    for s in attention_sites(model):
+        dense = _configured_heads(model, s.kind)
+        recorded = getattr(s.module, "_np_kept_heads", None)
+        if recorded is not None and getattr(s.module, "_np_dense_heads", None) == dense and len(recorded) == s.num_heads:
+            out[s.name] = [int(h) for h in recorded]
+        elif s.num_heads == dense:
+            out[s.name] = list(range(dense))
+        else:
+            out[s.name] = None
+    return out

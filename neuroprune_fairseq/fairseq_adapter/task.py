@@ -21,7 +21,7 @@ from torch import nn
 from .criterion import check_nonnegative_finite
 from ..core.policy import format_results
 from .fairseq_optim import optimizer_surgery
-from .sites import attention_sites, head_counts, model_sparsity, prune_redundant_heads_
+from .sites import attention_sites, head_counts, kept_heads_record, model_sparsity, prune_redundant_heads_
 from .sparsify import SparsifyConfig, SparsifyTaskMixin
 from .target_heads import check_model_budget, check_target_setup, prune_to_target_, target_enabled
 
@@ -113,6 +113,16 @@ class NeuroPruneTranslationTask(SparsifyTaskMixin, TranslationTask):
         self._train_itr = None
         self._last_pruned_epoch = 0
         self._budget_checked = False
+        self._kept_heads = None  # kept_heads_record after the last pruning; saved in the checkpoint
+
+    def state_dict(self):
+        """fairseq saves this as the checkpoint's ``task_state``: after a pruning it holds
+        ``neuroprune_kept_heads`` (module name -> original indices of the heads kept), which the
+        topology report reads to show which head positions survive."""
+        state = dict(super().state_dict())
+        if self._kept_heads is not None:
+            state["neuroprune_kept_heads"] = self._kept_heads
+        return state
 
     def build_model(self, cfg, from_checkpoint=False):
         model = super().build_model(cfg, from_checkpoint)
@@ -179,6 +189,7 @@ class NeuroPruneTranslationTask(SparsifyTaskMixin, TranslationTask):
                 results = prune_redundant_heads_(model, self.cfg.np_theta, self.cfg.np_dominating, opt)
                 how = f"theta={self.cfg.np_theta:g}"
         self._last_pruned_epoch = epoch
+        self._kept_heads = kept_heads_record(model)
         check_same_on_all_workers(head_counts(model), next(model.parameters()).device)
         after = sum(head_counts(model))
         report = model_sparsity(model)
