@@ -2,11 +2,13 @@
 # The CPU GLUE sweep of docs/huggingface.md: dense vs NeuroPrune vs l1 on the installed
 # all-MiniLM-L6-v2. Usage: GLUE_DIR=/path/to/glue_data scripts/hf_glue_sweep.sh [TASK[:N] ...]
 # TASK:N trains on N random examples of TASK (default N; 0 = the whole training set).
-# Env: RESULTS (default results/hf_glue.jsonl), LOGDIR (default /tmp/hf_runs), N (train samples, 1000),
+# Env: PYTHON (default python), RESULTS (default results/hf_glue.jsonl), LOGDIR (default /tmp/hf_runs), N (train samples, 1000),
 #      EPOCHS (2), METHODS (default "dense np1 np3 l1"), RUN (a label added to tags and log names).
 # Resumable: a run whose log already ends with its result line is skipped (delete the log to redo it).
 # Presets: np1 alpha=beta=1e-4 theta 0.45 | np2 alpha=beta=1e-3 theta 0.5 | np3 alpha=beta=1e-4 theta 0.5
 #          l1 alpha=beta=1e-5 | l1w alpha=beta=1e-6
+#          npS<S> = np1 with --np-proximal --np-target-sparsity S | l1S<S> = l1 with the same (Fig. 4's analogue:
+#          METHODS="npS25 npS50 npS70 npS90 l1S25 l1S50 l1S70 l1S90")
 set -u
 : "${GLUE_DIR:?set GLUE_DIR to a glue_data folder}"
 RESULTS=${RESULTS:-results/hf_glue.jsonl}
@@ -31,6 +33,8 @@ for spec in $TASKS; do
       np3)   args=(--method neuroprune --np-alpha 1e-4 --np-beta 1e-4 --np-theta 0.5) ;;
       l1)    args=(--method l1 --np-alpha 1e-5 --np-beta 1e-5) ;;
       l1w)   args=(--method l1 --np-alpha 1e-6 --np-beta 1e-6) ;;
+      npS*)  args=(--method neuroprune --np-alpha 1e-4 --np-beta 1e-4 --np-theta 0.45 --np-proximal --np-target-sparsity "${m#npS}") ;;
+      l1S*)  args=(--method l1 --np-alpha 1e-5 --np-beta 1e-5 --np-proximal --np-target-sparsity "${m#l1S}") ;;
       *) echo "unknown method $m" >&2; exit 2 ;;
     esac
     tag="$m${RUN:+-$RUN}"
@@ -39,7 +43,7 @@ for spec in $TASKS; do
       echo "=== $task $tag: done already ($log)"; continue
     fi
     echo "=== $task $tag n=$n $(date -u +%T)"
-    python scripts/run_glue.py --task "$task" "${common[@]}" "${args[@]}" --tag "$tag" > "$log" 2>&1
+    "${PYTHON:-python}" scripts/run_glue.py --task "$task" "${common[@]}" "${args[@]}" --tag "$tag" > "$log" 2>&1
     tail -n 1 "$log"
   done
 done
