@@ -33,7 +33,7 @@ def main(argv=None):
         fin = ckpt.with_name(ckpt.stem + f".final_t{a.threshold:g}.pt")
         out["finalize"] = common.finalize(ckpt, fin, a.threshold)
         ckpt = fin
-    fn = common.evaluate_multi30k if a.dataset == "multi30k" else common.evaluate_iwslt
+    fn = common.evaluate_prep if a.dataset == "multi30k" else common.evaluate_iwslt
     out.update(fn(Path(a.prep_dir), ckpt, subset=a.subset, beam=a.beam, batch_size=a.batch_size,
                   logfile=ckpt.with_suffix(".generate.log")))
     if not out["n_hyps_eq_n_refs"]:
