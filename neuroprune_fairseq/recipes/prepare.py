@@ -73,7 +73,7 @@ def find_files(raw_dir: Path, src: str, tgt: str) -> Tuple[str, Dict[str, Dict[s
 
 def gen_len_b(src_tok: Sequence[int], tgt_tok: Sequence[int], a: float = GEN_LEN_A) -> int:
     """Smallest integer b with len_tgt <= a * len_src + b for every pair (fairseq: max_len = int(a*src + b))."""
-    return max(0, max((math.ceil(t - a * s) for s, t in zip(src_tok, tgt_tok)), default=0))
+    return max(1, max((math.ceil(t - a * s) for s, t in zip(src_tok, tgt_tok)), default=1))
 
 
 def _train_spm(raw: Path, out_dir: Path, src: str, tgt: str, vocab_size: int, workers: int) -> None:
