@@ -284,7 +284,7 @@ def evaluate_iwslt(prep_dir: Path, ckpt: Path, subset: str = "test", beam: int =
     from sacremoses import MosesDetokenizer
 
     prep_dir = Path(prep_dir)
-    _src, tgt = prep_langs(prep_dir)
+    _src, tgt = bin_langs(prep_dir / "bin") or ("de", "en")  # IWSLT14 de-en, the pair iwslt14.py prepares
     gen = generate(prep_dir / "bin", ckpt, subset=subset, beam=beam, batch_size=batch_size,
                    post_process="subword_nmt", logfile=logfile)
     tok_refs = read_lines(prep_dir / "tok" / f"{subset}.{tgt}")
