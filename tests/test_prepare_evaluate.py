@@ -186,6 +186,9 @@ def test_evaluate_bad_inputs(trained, prepped, tmp_path):
     r = _evaluate(["--prep-dir", prep, "--path", trained, "--src", tmp_path / "long.xx", "--output", tmp_path / "h"])
     assert r.returncode != 0 and "line(s) [2]" in r.stderr and f"max source positions ({MAX_POS}" in r.stderr
     assert not (tmp_path / "h").exists()
+    # without --output the hypotheses (only they) go to stdout, one per input line
+    r = _evaluate(["--prep-dir", prep, "--path", trained, "--src", tmp_path / "a.xx"])
+    assert r.returncode == 0 and len(r.stdout.splitlines()) == 2 and '"n_hyps": 2' in r.stderr, r.stderr[-2000:]
 
 
 def test_prepare_multi30k_layout_reversed_pair(tmp_path):
