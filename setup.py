@@ -37,6 +37,7 @@ setup(
             "neuroprune-theta-scan=neuroprune_fairseq.commands.theta_scan:cli_main",
             "neuroprune-topology=neuroprune_fairseq.commands.topology:cli_main",
             # the recipes (need the ``recipes`` extra)
+            "neuroprune-prepare=neuroprune_fairseq.recipes.prepare:main",
             "neuroprune-evaluate=neuroprune_fairseq.recipes.evaluate:main",
             "neuroprune-sweep=neuroprune_fairseq.recipes.sweep:main",
             "neuroprune-sweep-heads=neuroprune_fairseq.recipes.sweep_heads:main",

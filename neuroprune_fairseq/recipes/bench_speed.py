@@ -115,9 +115,9 @@ def sparsity_speed_table(a, prep, work, refs, dense_sps):
         label = f"{i}_{Path(ck).parent.name}"
         fin = common.finalize(Path(ck), work / f"more_{label}.pt", a.threshold, logfile=work / "finalize.log")
         runs = [common.generate(prep / "bin", work / f"more_{label}.pt", subset=a.subset, beam=5, batch_size=a.batch_size,
-                               extra=common.MULTI30K_GEN_CAP, logfile=work / f"gen_more_{label}.log") for _ in range(a.reps)]
+                               extra=common.gen_cap(prep), logfile=work / f"gen_more_{label}.log") for _ in range(a.reps)]
         best = max(runs, key=lambda g: g.get("sentences_per_s", 0))
-        bleu, _ = common.sacrebleu_score(best["hyps"], refs)
+        bleu, _ = common.sacrebleu_score(best["hyps"], refs, trg_lang=common.prep_langs(prep)[1])
         rows.append({"checkpoint": str(ck), "sparsity": fin["sparsity"], "heads_kept": fin["heads_kept"],
                      "mlp_neurons_kept": fin["mlp_neurons_kept"], "mlp_neurons_dense": fin["mlp_neurons_dense"],
                      "flops_ratio": fin["flops_ratio"], "sentences_per_s": best.get("sentences_per_s"),
@@ -199,12 +199,12 @@ def main(argv=None):
     for _ in range(a.reps):
         for name, ck in models.items():
             gen[name].append(common.generate(prep / "bin", ck, subset=a.subset, beam=5, batch_size=a.batch_size,
-                                            extra=common.MULTI30K_GEN_CAP, logfile=work / f"gen_{name}.log"))
-    refs = common.read_lines(prep / "raw" / f"{a.subset}.en")
+                                            extra=common.gen_cap(prep), logfile=work / f"gen_{name}.log"))
+    refs = common.read_lines(prep / "raw" / f"{a.subset}.{common.prep_langs(prep)[1]}")
     res["generate"] = {}
     for name, runs in gen.items():
         best = max(runs, key=lambda g: g.get("sentences_per_s", 0))
-        bleu, _ = common.sacrebleu_score(best["hyps"], refs)
+        bleu, _ = common.sacrebleu_score(best["hyps"], refs, trg_lang=common.prep_langs(prep)[1])
         res["generate"][name] = {"sentences_per_s": best.get("sentences_per_s"), "gen_s": best.get("gen_s"),
                                  "tokens_per_s": best.get("tokens_per_s"),
                                  "output_tokens": sum(len(h.split()) for h in best["hyps"]),

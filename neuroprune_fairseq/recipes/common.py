@@ -10,7 +10,6 @@ import gzip
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -68,11 +67,7 @@ def data_dir(arg: Optional[str], sub: str = "") -> Path:
     return Path(env) / sub if sub else Path(env)
 
 
-# ----------------------------------------------------------------------------- Multi30k
-
-MULTI30K_SPLITS = {"train": "train", "valid": "val", "test": "test_2016_flickr"}
-LANGS = ("de", "en")
-
+# ----------------------------------------------------------------------------- text files
 
 def read_lines(path: Path) -> List[str]:
     opener = gzip.open if str(path).endswith(".gz") else open
@@ -87,55 +82,6 @@ def write_lines(path: Path, lines: Sequence[str]) -> None:
             fh.write(line + "\n")
 
 
-def prepare_multi30k(raw_dir: Path, out_dir: Path, vocab_size: int = 8000, workers: int = 1) -> Path:
-    """Multi30k de-en (raw cased text, ``*.gz``) -> joint sentencepiece BPE -> fairseq binary.
-
-    Layout: ``out/raw/{train,valid,test}.{de,en}`` (detokenized references), ``out/spm.model``,
-    ``out/spm/*.{de,en}``, ``out/bin`` (``fairseq-preprocess --joined-dictionary``).
-    Idempotent: returns at once when ``out/bin/.done`` exists.
-    """
-    import sentencepiece as spm
-
-    out_dir = Path(out_dir)
-    done = out_dir / "bin" / ".done"
-    if done.exists():
-        log(f"Multi30k already prepared in {out_dir}")
-        return out_dir / "bin"
-    raw = out_dir / "raw"
-    for split, name in MULTI30K_SPLITS.items():
-        pair = {}
-        for lang in LANGS:
-            src = Path(raw_dir) / f"{name}.{lang}.gz"
-            if not src.exists():
-                src = Path(raw_dir) / f"{name}.{lang}"
-            pair[lang] = [" ".join(s.split()) for s in read_lines(src)]
-        if len(pair["de"]) != len(pair["en"]):
-            raise ValueError(f"{split}: {len(pair['de'])} German vs {len(pair['en'])} English lines")
-        for lang in LANGS:
-            write_lines(raw / f"{split}.{lang}", pair[lang])
-        log(f"{split}: {len(pair['de'])} pairs")
-    spm.SentencePieceTrainer.train(
-        input=[str(raw / "train.de"), str(raw / "train.en")], model_prefix=str(out_dir / "spm"),
-        vocab_size=vocab_size, model_type="bpe", character_coverage=1.0, input_sentence_size=10_000_000,
-        num_threads=max(1, workers), minloglevel=2, bos_id=-1, eos_id=-1, pad_id=-1, unk_id=0,
-    )
-    sp = spm.SentencePieceProcessor(model_file=str(out_dir / "spm.model"))
-    for split in MULTI30K_SPLITS:
-        for lang in LANGS:
-            lines = read_lines(raw / f"{split}.{lang}")
-            write_lines(out_dir / "spm" / f"{split}.{lang}", [" ".join(p) for p in sp.encode(lines, out_type=str)])
-    bin_dir = out_dir / "bin"
-    if bin_dir.exists():
-        shutil.rmtree(bin_dir)
-    sp_pref = out_dir / "spm"
-    run([tool("fairseq-preprocess"), "--source-lang", "de", "--target-lang", "en",
-         "--trainpref", sp_pref / "train", "--validpref", sp_pref / "valid", "--testpref", sp_pref / "test",
-         "--destdir", bin_dir, "--joined-dictionary", "--workers", str(workers)],
-        logfile=out_dir / "preprocess.log")
-    done.write_text("ok\n")
-    return bin_dir
-
-
 # ----------------------------------------------------------------------------- training
 
 MULTI30K_MODEL = [
@@ -145,7 +91,8 @@ MULTI30K_MODEL = [
     "--max-tokens", "4096", "--label-smoothing", "0.1",
 ]
 COMMON_TRAIN = [
-    "--task", "neuroprune_translation", "--source-lang", "de", "--target-lang", "en",
+    # no --source-lang/--target-lang: fairseq infers the pair from a bin dir holding one pair
+    "--task", "neuroprune_translation",
     "--num-workers", "0", "--no-epoch-checkpoints", "--log-format", "simple", "--log-interval", "50",
     "--seed", "1", "--max-source-positions", "1024", "--max-target-positions", "1024",
 ]
@@ -241,23 +188,48 @@ def generate(bin_dir: Path, ckpt: Path, subset: str = "test", beam: int = 5, bat
     return out
 
 
+def bin_langs(bin_dir: Path) -> Optional[Tuple[str, str]]:
+    """(source, target) of a fairseq bin dir holding one pair (from ``dict.X.txt`` + ``*.X-Y.X.idx``)."""
+    pairs = {p.name.split(".")[1] for p in Path(bin_dir).glob("*.*-*.*.idx")}
+    if len(pairs) != 1:
+        return None
+    src, tgt = pairs.pop().split("-", 1)
+    return src, tgt
+
+
+def prep_langs(prep_dir: Path) -> Tuple[str, str]:
+    """(source, target) of a prepared folder: ``prep.json``, else its bin dir's file names."""
+    meta = Path(prep_dir) / "prep.json"
+    if meta.exists():
+        m = json.loads(meta.read_text())
+        return m["src_lang"], m["tgt_lang"]
+    langs = bin_langs(Path(prep_dir) / "bin")
+    if langs is None:
+        raise FileNotFoundError(f"{prep_dir}: no prep.json and no single language pair in {Path(prep_dir) / 'bin'}")
+    return langs
+
+
 def _src_path(bin_dir: Path, subset: str) -> Optional[Path]:
     """The text file fairseq binarized (for the sentence count), if it is where we put it."""
+    langs = bin_langs(bin_dir)
+    if langs is None:
+        return None
     for sub in ("spm", "bpe"):
-        p = Path(bin_dir).parent / sub / f"{subset}.de"
+        p = Path(bin_dir).parent / sub / f"{subset}.{langs[0]}"
         if p.exists():
             return p
     return None
 
 
 def sacrebleu_score(hyps: Sequence[str], refs: Sequence[str], tokenize: Optional[str] = None,
-                    lowercase: bool = False) -> Tuple[float, str]:
-    """Corpus BLEU and its signature. Refuses to score fewer hypotheses than references."""
+                    lowercase: bool = False, trg_lang: str = "") -> Tuple[float, str]:
+    """Corpus BLEU and its signature. Refuses to score fewer hypotheses than references.
+    ``trg_lang``: sacrebleu's per-language default tokenizer (zh, ja-mecab, ko-mecab; else 13a)."""
     import sacrebleu
 
     if len(hyps) != len(refs):
         raise ValueError(f"{len(hyps)} hypotheses for {len(refs)} references: not a test-set BLEU")
-    kw = {"lowercase": lowercase}
+    kw = {"lowercase": lowercase, "trg_lang": trg_lang}
     if tokenize:
         kw["tokenize"] = tokenize
     metric = sacrebleu.metrics.BLEU(**kw)
@@ -265,20 +237,32 @@ def sacrebleu_score(hyps: Sequence[str], refs: Sequence[str], tokenize: Optional
     return res.score, str(metric.get_signature())
 
 
-MULTI30K_GEN_CAP = ["--max-len-a", "1.5", "--max-len-b", "12"]
+# Multi30k de-en, measured: no English side of the 29,000 training pairs is longer than
+# 1.5 x German + 12 sentencepiece tokens. Only for a prep folder made before prep.json existed.
+LEGACY_GEN_CAP = (1.5, 12)
 
 
-def evaluate_multi30k(prep_dir: Path, ckpt: Path, subset: str = "test", beam: int = 5, batch_size: int = 64,
-                      logfile: Optional[Path] = None) -> Dict:
-    """Detokenized cased sacrebleu on the raw references (test = test_2016_flickr, 1000 lines)."""
+def gen_cap(prep_dir: Path) -> List[str]:
+    """``--max-len-a/--max-len-b`` of a prepared folder (``prep.json``; see recipes.prepare). The cap
+    lets every training target through and stops degenerate (heavily pruned) models from looping."""
+    meta = Path(prep_dir) / "prep.json"
+    a, b = LEGACY_GEN_CAP
+    if meta.exists():
+        m = json.loads(meta.read_text())
+        a, b = m["gen_max_len_a"], m["gen_max_len_b"]
+    return ["--max-len-a", f"{a:g}", "--max-len-b", str(b)]
+
+
+def evaluate_prep(prep_dir: Path, ckpt: Path, subset: str = "test", beam: int = 5, batch_size: int = 64,
+                  logfile: Optional[Path] = None) -> Dict:
+    """Detokenized cased sacrebleu of a split of a ``neuroprune-prepare`` folder against its raw
+    references ``raw/{subset}.{tgt}`` (Multi30k: test = test_2016_flickr, 1000 lines)."""
     prep_dir = Path(prep_dir)
-    # Multi30k captions: no English side of the 29,000 training pairs is longer than
-    # 1.5 x German + 12 sentencepiece tokens (measured; max 1.5x+11.5); the cap only stops
-    # degenerate (heavily pruned) models from looping to 200 tokens per sentence.
+    _src, tgt = prep_langs(prep_dir)
     gen = generate(prep_dir / "bin", ckpt, subset=subset, beam=beam, batch_size=batch_size, logfile=logfile,
-                   extra=MULTI30K_GEN_CAP)
-    refs = read_lines(prep_dir / "raw" / f"{subset}.en")
-    bleu, sig = sacrebleu_score(gen["hyps"], refs)
+                   extra=gen_cap(prep_dir))
+    refs = read_lines(prep_dir / "raw" / f"{subset}.{tgt}")
+    bleu, sig = sacrebleu_score(gen["hyps"], refs, trg_lang=tgt)
     return {"bleu": round(bleu, 2), "sacrebleu_signature": sig, "n_hyps": len(gen["hyps"]), "n_refs": len(refs),
             "n_hyps_eq_n_refs": len(gen["hyps"]) == len(refs), "gen_sentences_per_s": gen.get("sentences_per_s"),
             "gen_wall_s": round(gen["wall_s"], 2)}
@@ -288,7 +272,7 @@ def evaluate_multi30k(prep_dir: Path, ckpt: Path, subset: str = "test", beam: in
 
 def evaluate_iwslt(prep_dir: Path, ckpt: Path, subset: str = "test", beam: int = 5, batch_size: int = 128,
                    logfile: Optional[Path] = None) -> Dict:
-    """IWSLT14 de-en (prepared by examples/iwslt14_de_en/prepare.py): beam search with BPE
+    """IWSLT14 (de-en; prepared by examples/iwslt14_de_en/prepare.py): beam search with BPE
     removed, then two BLEUs:
 
     * ``bleu``: sacrebleu (13a, lowercase) on Moses-detokenized hypotheses against the
@@ -300,12 +284,13 @@ def evaluate_iwslt(prep_dir: Path, ckpt: Path, subset: str = "test", beam: int =
     from sacremoses import MosesDetokenizer
 
     prep_dir = Path(prep_dir)
+    _src, tgt = bin_langs(prep_dir / "bin") or ("de", "en")  # IWSLT14 de-en, the pair iwslt14.py prepares
     gen = generate(prep_dir / "bin", ckpt, subset=subset, beam=beam, batch_size=batch_size,
                    post_process="subword_nmt", logfile=logfile)
-    tok_refs = read_lines(prep_dir / "tok" / f"{subset}.en")
-    md = MosesDetokenizer(lang="en")
+    tok_refs = read_lines(prep_dir / "tok" / f"{subset}.{tgt}")
+    md = MosesDetokenizer(lang=tgt)
     detok = [md.detokenize(h.split(), unescape=True) for h in gen["hyps"]]
-    raw = prep_dir / "raw" / f"{subset}.en"
+    raw = prep_dir / "raw" / f"{subset}.{tgt}"
     refs = read_lines(raw) if raw.exists() else [md.detokenize(r.split(), unescape=True) for r in tok_refs]
     bleu, sig = sacrebleu_score(detok, refs, lowercase=True)
     bleu_tok, sig_tok = sacrebleu_score(gen["hyps"], tok_refs, tokenize="none")

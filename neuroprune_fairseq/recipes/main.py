@@ -14,7 +14,7 @@ import os
 import sys
 from pathlib import Path
 
-from neuroprune_fairseq.recipes import common
+from neuroprune_fairseq.recipes import common, prepare
 
 
 def main(argv=None):
@@ -35,7 +35,7 @@ def main(argv=None):
     raw = common.data_dir(a.data_dir, "multi30k")
     work = Path(a.work_dir)
     prep = work / "prep"
-    bin_dir = common.prepare_multi30k(raw, prep, workers=a.workers)
+    bin_dir = prepare.prepare(raw, prep, "de", "en", workers=a.workers)
 
     dense_dir = work / f"dense_e{a.dense_epochs}"
     dense_wall = common.train(bin_dir, dense_dir, common.dense_args(a.dense_epochs), work / "logs" / f"{dense_dir.name}.log")
@@ -53,7 +53,7 @@ def main(argv=None):
     rows = []
     for name, d, wall in (("dense", dense_dir, dense_wall), ("neuroprune", np_dir, np_wall)):
         fin = common.finalize(d / "checkpoint_last.pt", d / "final.pt", a.threshold, logfile=work / "logs" / f"{d.name}.finalize.log")
-        ev = common.evaluate_multi30k(prep, d / "final.pt", logfile=work / "logs" / f"{d.name}.generate.log")
+        ev = common.evaluate_prep(prep, d / "final.pt", logfile=work / "logs" / f"{d.name}.generate.log")
         rows.append({"method": name, "train_wall_s": round(wall, 1), **ev,
                      **{k: fin.get(k) for k in ("heads_kept", "heads_dense", "heads_per_module", "sparsity", "params",
                                                   "params_dense", "flops_ratio")}})

@@ -14,7 +14,8 @@ test sentences; a point whose hypothesis count differs from the reference count 
 A point already in the results file (same method/alpha/beta/theta/epochs/dense init) is
 skipped; an interrupted point resumes from its ``checkpoint_last.pt``.
 
-Datasets: ``multi30k`` (raw folder -> sentencepiece 8k, prepared here) and ``iwslt14``
+Datasets: ``multi30k`` (a raw folder -> sentencepiece 8k, prepared here by ``neuroprune-prepare``'s
+code for ``--src-lang X --tgt-lang Y``, default de en: Multi30k's layout or any train/valid/test.{X,Y}) and ``iwslt14``
 (an already prepared folder from examples/iwslt14_de_en/prepare.sh: ``--data-dir`` is its
 output, holding ``bin/``, ``tok/test.en`` and ``raw/test.en``).
 """
@@ -25,7 +26,7 @@ import os
 import time
 from pathlib import Path
 
-from neuroprune_fairseq.recipes import common
+from neuroprune_fairseq.recipes import common, prepare
 
 DEFAULTS = {
     "dataset": "multi30k",
@@ -98,7 +99,7 @@ def done_keys(results):
 
 def evaluate(cfg, prep, ckpt, logfile):
     if cfg["dataset"] == "multi30k":
-        return common.evaluate_multi30k(prep, ckpt, logfile=logfile)
+        return common.evaluate_prep(prep, ckpt, logfile=logfile)
     return common.evaluate_iwslt(prep, ckpt, logfile=logfile)
 
 
@@ -120,6 +121,8 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", help="JSON or YAML sweep config")
     p.add_argument("--data-dir", help="multi30k: raw folder (default $NEUROPRUNE_DATA/multi30k); iwslt14: prepared folder")
+    p.add_argument("--src-lang", default="de", help="multi30k: source language of the raw files (any pair neuroprune-prepare reads)")
+    p.add_argument("--tgt-lang", default="en", help="multi30k: target language")
     p.add_argument("--work-dir", default=os.environ.get("NEUROPRUNE_WORK", "/tmp/neuroprune_sweep"))
     p.add_argument("--results", default="results/sweep.jsonl")
     p.add_argument("--dense-dir", help="use this trained dense save-dir (its checkpoint_last.pt) instead of training one")
@@ -156,9 +159,9 @@ def main(argv=None):
     results.parent.mkdir(parents=True, exist_ok=True)
 
     if cfg["dataset"] == "multi30k":
-        prep = work / "prep"
+        prep = work / (f"prep_{a.src_lang}_{a.tgt_lang}" if (a.src_lang, a.tgt_lang) != ("de", "en") else "prep")
         if not a.dry_run:
-            common.prepare_multi30k(common.data_dir(a.data_dir, "multi30k"), prep)
+            prepare.prepare(common.data_dir(a.data_dir, "multi30k"), prep, a.src_lang, a.tgt_lang)
     else:
         prep = common.data_dir(a.data_dir, "iwslt14_prepared")
     bin_dir = prep / "bin"

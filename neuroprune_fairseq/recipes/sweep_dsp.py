@@ -16,8 +16,8 @@ Every point: ``fairseq-train --task dsp_translation --criterion dsp_ce --dsp-hea
 ``python -m neuroprune_fairseq.commands.dsp_finalize`` (physical removal of the heads outside the
 hard top-K of the learned logits; for ``michel``: ``python -m neuroprune_fairseq.commands.head_importance``),
 then ``fairseq-generate`` (beam 5, whole test subset, ``--post-process sentencepiece`` by
-default) and corpus BLEU with sacrebleu against ``--refs`` (default ``PREP/raw/test.en``,
-the layout of ``scripts/common.prepare_multi30k``; without it, fairseq's own post-processed
+default) and corpus BLEU with sacrebleu against ``--refs`` (default ``PREP/raw/test.TGT``,
+the layout of ``neuroprune-prepare``; without it, fairseq's own post-processed
 target lines ``T-``). A point whose hypothesis count differs from the reference count fails.
 Points already in ``--results`` (same method, mode, K, epochs, init, arch, model args, T, straight-through, data) are skipped.
 
@@ -101,7 +101,8 @@ def finalize_point(a, k: int, src: Path, out: Path, logfile: Path):
 
 
 def references(a, gen_log: Path):
-    refs_path = Path(a.refs) if a.refs else Path(a.data_bin).resolve().parent / "raw" / f"{a.subset}.en"
+    tgt = (common.bin_langs(a.data_bin) or (None, None))[1]
+    refs_path = Path(a.refs) if a.refs else Path(a.data_bin).resolve().parent / "raw" / f"{a.subset}.{tgt}"
     if refs_path.exists():
         return common.read_lines(refs_path), str(refs_path)
     tgt = {}
@@ -116,7 +117,8 @@ def evaluate(a, ckpt: Path, gen_log: Path):
     gen = common.generate(Path(a.data_bin), ckpt, subset=a.subset, beam=a.beam, batch_size=a.batch_size,
                          post_process=a.post_process, logfile=gen_log)
     refs, ref_source = references(a, gen_log)
-    bleu, sig = common.sacrebleu_score(gen["hyps"], refs)  # raises if counts differ
+    tgt = (common.bin_langs(a.data_bin) or (None, ""))[1]
+    bleu, sig = common.sacrebleu_score(gen["hyps"], refs, trg_lang=tgt)  # raises if counts differ
     return {"bleu": round(bleu, 2), "sacrebleu_signature": sig, "refs": ref_source, "n_hyps": len(gen["hyps"]),
             "n_refs": len(refs), "gen_sentences_per_s": gen.get("sentences_per_s"), "gen_wall_s": round(gen["wall_s"], 2)}
 
@@ -141,7 +143,7 @@ def main(argv=None):
     p.add_argument("--importance-subset", default="valid", help="michel: data subset of the importance pass")
     p.add_argument("--max-tokens", type=int, default=4096, help="michel: batch size of the importance pass")
     p.add_argument("--subset", default="test", help="evaluation subset")
-    p.add_argument("--refs", help="detokenized reference file (default: DATA_BIN/../raw/SUBSET.en, else fairseq's T- lines)")
+    p.add_argument("--refs", help="detokenized reference file (default: DATA_BIN/../raw/SUBSET.TGT, else fairseq's T- lines)")
     p.add_argument("--post-process", default="sentencepiece", help="fairseq-generate --post-process (sentencepiece, subword_nmt, none)")
     p.add_argument("--beam", type=int, default=5)
     p.add_argument("--batch-size", type=int, default=64)

@@ -149,7 +149,7 @@ def main(argv=None):
     p.add_argument("--epochs", type=int, default=3, help="E: epochs over the training set, the same for every method")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--dense", required=True, help="dense fairseq checkpoint every method starts from")
-    p.add_argument("--prep", required=True, help="prepared data: PREP/bin (fairseq binary), PREP/raw/test.en (references)")
+    p.add_argument("--prep", required=True, help="prepared data: PREP/bin (fairseq binary), PREP/raw/test.TGT (references), PREP/prep.json (languages; neuroprune-prepare)")
     p.add_argument("--work-dir", default=os.environ.get("NEUROPRUNE_WORK", "/tmp/neuroprune_heads"))
     p.add_argument("--results", default="results/frontier_heads.jsonl")
     p.add_argument("--threshold", type=float, default=1e-3, help="finalize --threshold of every model")
@@ -167,7 +167,9 @@ def main(argv=None):
     if a.epochs < 1 or (a.method == "dsp-pipelined" and a.epochs < 2):
         p.error("--epochs must be >= 1 (dsp-pipelined: >= 2, one gate epoch then fine-tuning)")
     a.dense, a.prep = Path(a.dense).resolve(), Path(a.prep).resolve()
-    for need in (a.dense, a.prep / "bin", a.prep / "raw" / "test.en"):
+    if not (a.prep / "bin").exists():
+        p.error(f"{a.prep / 'bin'} does not exist")
+    for need in (a.dense, a.prep / "raw" / f"test.{common.prep_langs(a.prep)[1]}"):
         if not need.exists():
             p.error(f"{need} does not exist")
     ks = [108] if a.method == "dense" else [int(x) for x in a.heads.split(",") if x.strip()]
@@ -206,7 +208,7 @@ def main(argv=None):
                         "--json", js, "--data", a.prep / "bin"], logs / f"{tag}.finalize.log")
         fin = json.loads(js.read_text())
         act, phys = active_heads(final)
-        ev = common.evaluate_multi30k(a.prep, final, logfile=logs / f"{tag}.generate.log")
+        ev = common.evaluate_prep(a.prep, final, logfile=logs / f"{tag}.generate.log")
         if not ev["n_hyps_eq_n_refs"]:
             raise SystemExit(f"{tag}: {ev['n_hyps']} hypotheses for {ev['n_refs']} references")
         if a.method != "dense" and sum(act) != k:

@@ -1,0 +1,166 @@
+#!/usr/bin/env python
+"""Prepare a raw parallel corpus for fairseq, for any language pair:
+joint sentencepiece BPE -> ``fairseq-preprocess --joined-dictionary``.
+
+    neuroprune-prepare --data-dir RAW --src-lang X --tgt-lang Y --out PREP [--vocab-size 8000] [--workers 1]
+
+Raw layouts (detected; a file may be plain or ``.gz``):
+
+* ``multi30k``: ``train.{X,Y}``, ``val.{X,Y}``, ``test_2016_flickr.{X,Y}`` (Multi30k as it ships:
+  de, en, fr, cs; any two of them, either direction);
+* ``generic``: ``train.{X,Y}``, ``valid.{X,Y}``, ``test.{X,Y}``.
+
+Output: ``PREP/raw/{train,valid,test}.{X,Y}`` (whitespace-normalised text; the references),
+``PREP/spm.model``, ``PREP/spm/{split}.{lang}``, ``PREP/bin`` (fairseq binary, one pair) and
+``PREP/prep.json`` (languages, layout, source files and line counts, vocabulary size and the
+generation length cap ``--max-len-a 1.5 --max-len-b B``, B the smallest integer for which every
+training target fits, in sentencepiece tokens). Idempotent: returns at once when ``PREP/bin/.done``
+exists for the same pair. A vocabulary too large for the corpus is an error naming ``--vocab-size``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import shutil
+from pathlib import Path
+from typing import Dict, List, Sequence, Tuple
+
+from neuroprune_fairseq.recipes import common
+
+LAYOUTS = {
+    "multi30k": {"train": "train", "valid": "val", "test": "test_2016_flickr"},
+    "generic": {"train": "train", "valid": "valid", "test": "test"},
+}
+GEN_LEN_A = 1.5
+
+
+def _file(raw_dir: Path, name: str, lang: str):
+    for p in (raw_dir / f"{name}.{lang}.gz", raw_dir / f"{name}.{lang}"):
+        if p.exists():
+            return p
+    return None
+
+
+def _langs_found(raw_dir: Path, name: str) -> List[str]:
+    found = set()
+    for p in raw_dir.glob(f"{name}.*"):
+        rest = p.name[len(name) + 1:]
+        rest = rest[:-3] if rest.endswith(".gz") else rest
+        if rest and "." not in rest:
+            found.add(rest)
+    return sorted(found)
+
+
+def find_files(raw_dir: Path, src: str, tgt: str) -> Tuple[str, Dict[str, Dict[str, Path]]]:
+    """(layout name, {split: {lang: path}}) for the pair; a clear error listing what exists otherwise."""
+    raw_dir = Path(raw_dir)
+    if not raw_dir.is_dir():
+        raise FileNotFoundError(f"--data-dir {raw_dir} is not a folder")
+    if src == tgt:
+        raise ValueError(f"--src-lang and --tgt-lang are both {src!r}")
+    for layout, names in LAYOUTS.items():
+        files = {split: {lang: _file(raw_dir, name, lang) for lang in (src, tgt)} for split, name in names.items()}
+        if all(p is not None for f in files.values() for p in f.values()):
+            return layout, files
+    seen = "; ".join(f"{layout}: " + ", ".join(f"{name}.{{{','.join(_langs_found(raw_dir, name)) or 'none'}}}"
+                                                 for name in names.values())
+                     for layout, names in LAYOUTS.items())
+    raise FileNotFoundError(
+        f"{raw_dir} has no complete {src}-{tgt} corpus: need train/valid/test (or Multi30k's "
+        f"train/val/test_2016_flickr) .{src} and .{tgt}, plain or .gz. Languages found per file: {seen}")
+
+
+def gen_len_b(src_tok: Sequence[int], tgt_tok: Sequence[int], a: float = GEN_LEN_A) -> int:
+    """Smallest integer b with len_tgt <= a * len_src + b for every pair (fairseq: max_len = int(a*src + b))."""
+    return max(1, max((math.ceil(t - a * s) for s, t in zip(src_tok, tgt_tok)), default=1))
+
+
+def _train_spm(raw: Path, out_dir: Path, src: str, tgt: str, vocab_size: int, workers: int) -> None:
+    import sentencepiece as spm
+
+    try:
+        spm.SentencePieceTrainer.train(
+            input=[str(raw / f"train.{src}"), str(raw / f"train.{tgt}")], model_prefix=str(out_dir / "spm"),
+            vocab_size=vocab_size, model_type="bpe", character_coverage=1.0, input_sentence_size=10_000_000,
+            num_threads=max(1, workers), minloglevel=2, bos_id=-1, eos_id=-1, pad_id=-1, unk_id=0,
+        )
+    except RuntimeError as e:
+        if "Vocabulary size" in str(e):
+            raise ValueError(f"--vocab-size {vocab_size} is too large for this training corpus "
+                             f"(sentencepiece: {e}); pass a smaller --vocab-size") from e
+        raise
+
+
+def prepare(raw_dir, out_dir, src_lang: str, tgt_lang: str, vocab_size: int = 8000, workers: int = 1) -> Path:
+    """Raw corpus -> ``out_dir/bin`` (returned). See the module docstring."""
+    out_dir = Path(out_dir)
+    done, meta = out_dir / "bin" / ".done", out_dir / "prep.json"
+    if done.exists():
+        if meta.exists():
+            m = json.loads(meta.read_text())
+            if (m["src_lang"], m["tgt_lang"]) != (src_lang, tgt_lang):
+                raise ValueError(f"{out_dir} is prepared for {m['src_lang']}->{m['tgt_lang']}, not "
+                                 f"{src_lang}->{tgt_lang}: use another --out")
+        common.log(f"{src_lang}->{tgt_lang} already prepared in {out_dir}")
+        return out_dir / "bin"
+    layout, files = find_files(Path(raw_dir), src_lang, tgt_lang)
+    raw = out_dir / "raw"
+    counts = {}
+    for split, paths in files.items():
+        pair = {lang: [" ".join(s.split()) for s in common.read_lines(p)] for lang, p in paths.items()}
+        if len(pair[src_lang]) != len(pair[tgt_lang]):
+            raise ValueError(f"{split}: {paths[src_lang]} has {len(pair[src_lang])} lines but {paths[tgt_lang]} has "
+                             f"{len(pair[tgt_lang])}: the two sides must be line-aligned")
+        for lang, lines in pair.items():
+            common.write_lines(raw / f"{split}.{lang}", lines)
+        counts[split] = len(pair[src_lang])
+        common.log(f"{split}: {counts[split]} {src_lang}-{tgt_lang} pairs ({layout} layout)")
+    _train_spm(raw, out_dir, src_lang, tgt_lang, vocab_size, workers)
+    import sentencepiece as spm
+
+    sp = spm.SentencePieceProcessor(model_file=str(out_dir / "spm.model"))
+    lengths = {}
+    for split in LAYOUTS[layout]:
+        for lang in (src_lang, tgt_lang):
+            pieces = sp.encode(common.read_lines(raw / f"{split}.{lang}"), out_type=str)
+            common.write_lines(out_dir / "spm" / f"{split}.{lang}", [" ".join(p) for p in pieces])
+            if split == "train":
+                lengths[lang] = [len(p) for p in pieces]
+    b = gen_len_b(lengths[src_lang], lengths[tgt_lang])
+    bin_dir = out_dir / "bin"
+    if bin_dir.exists():
+        shutil.rmtree(bin_dir)
+    sp_pref = out_dir / "spm"
+    common.run([common.tool("fairseq-preprocess"), "--source-lang", src_lang, "--target-lang", tgt_lang,
+                "--trainpref", sp_pref / "train", "--validpref", sp_pref / "valid", "--testpref", sp_pref / "test",
+                "--destdir", bin_dir, "--joined-dictionary", "--workers", str(workers)],
+               logfile=out_dir / "preprocess.log")
+    meta.write_text(json.dumps({
+        "src_lang": src_lang, "tgt_lang": tgt_lang, "layout": layout, "raw_dir": str(Path(raw_dir).resolve()),
+        "files": {s: {lang: {"path": str(p), "lines": counts[s]} for lang, p in f.items()} for s, f in files.items()},
+        "vocab_size": vocab_size, "gen_max_len_a": GEN_LEN_A, "gen_max_len_b": b,
+    }, indent=1))
+    common.log(f"generation cap --max-len-a {GEN_LEN_A:g} --max-len-b {b} (every training target fits)")
+    done.write_text("ok\n")
+    return bin_dir
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data-dir", help="raw corpus folder (default $NEUROPRUNE_DATA/multi30k)")
+    p.add_argument("--src-lang", required=True, help="source language suffix of the raw files, e.g. de")
+    p.add_argument("--tgt-lang", required=True, help="target language suffix, e.g. en")
+    p.add_argument("--out", required=True, help="output folder (raw/, spm.model, spm/, bin/, prep.json)")
+    p.add_argument("--vocab-size", type=int, default=8000, help="joint sentencepiece BPE vocabulary size")
+    p.add_argument("--workers", type=int, default=1)
+    a = p.parse_args(argv)
+    try:
+        bin_dir = prepare(common.data_dir(a.data_dir, "multi30k"), a.out, a.src_lang, a.tgt_lang, a.vocab_size, a.workers)
+    except (FileNotFoundError, ValueError) as e:
+        raise SystemExit(f"neuroprune-prepare: {e}")
+    print(bin_dir)
+
+
+if __name__ == "__main__":
+    main()
