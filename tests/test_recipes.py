@@ -230,3 +230,26 @@ def test_dsp_sweep_reads_a_results_file_shared_with_the_neuroprune_sweep(tmp_pat
         {"method": "neuroprune", "alpha": 0.5, "beta": 0.1, "theta": 0.4, "bleu": 29.6, "heads_kept": 33},
         dsp_row]))
     assert sweep_dsp.done_keys(res) == {sweep_dsp.point_key(dsp_row)}
+
+
+def test_sweep_heads_iwslt14_recipe_dry_run(tmp_path, capsys):
+    """--recipe iwslt14: the IWSLT model arguments, the tokenized references checked before
+    anything runs, and the recipe in the point's identity (multi30k points keep theirs)."""
+    from neuroprune_fairseq.recipes import sweep_heads
+
+    prep = tmp_path / "iwslt"
+    (prep / "bin").mkdir(parents=True)
+    dense = tmp_path / "dense.pt"
+    dense.write_bytes(b"x")
+    args = ["--method", "neuroprune", "--heads", "25", "--dense", str(dense), "--prep", str(prep),
+            "--work-dir", str(tmp_path / "w"), "--results", str(tmp_path / "r.jsonl"), "--dry-run"]
+    with pytest.raises(SystemExit):
+        sweep_heads.main([*args, "--recipe", "iwslt14"])
+    assert "tok/test.en does not exist" in capsys.readouterr().err
+    (prep / "tok").mkdir()
+    (prep / "tok" / "test.en").write_text("a b\n")
+    sweep_heads.main([*args, "--recipe", "iwslt14"])
+    out = capsys.readouterr().out
+    assert '"recipe": "iwslt14"' in out and "neuroprune_K25_e3_s1_" in out
+    assert sweep_heads.RECIPES["iwslt14"][:2] == ["--arch", "neuroprune_iwslt_de_en"]
+    assert "--share-all-embeddings" not in sweep_heads.RECIPES["iwslt14"]

@@ -12,7 +12,7 @@
 #   dsp-joint, dsp-pipelined, michel:           K = 10 18 25 50 75 100
 #   seed 2 of neuroprune and dsp-joint at K = 25 and 50; the dense model itself.
 # Env: JOBS (default 8), EPOCHS (3), THREADS (OMP threads per job, 2), PYTHON, ONLY (a grep -E filter of
-# the job lines, e.g. ONLY='^neuroprune'). Resumable: rerun the same command; finished points are skipped.
+# the job lines, e.g. ONLY='^neuroprune'), RECIPE (multi30k; iwslt14: examples/iwslt14_de_en/frontier.sh), TITLE. Resumable: rerun the same command; finished points are skipped.
 # Generation speed is measured while other jobs share the GPU: for speed figures rerun with JOBS=1
 # or use scripts/bench_speed.py on the finalised checkpoints (WORK/runs/*/final.pt).
 set -euo pipefail
@@ -38,16 +38,17 @@ echo "$(wc -l < "$WORK/jobs.txt") jobs, $JOBS at a time, E=$EPOCHS -> $RESULTS (
 
 run_one() {  # method K seed
   "$PY" scripts/sweep_heads.py --method "$1" --heads "$2" --seed "$3" --epochs "$EPOCHS" --dense "$DENSE" \
-    --prep "$PREP" --work-dir "$WORK" --results "$RESULTS" > "$WORK/jobs/$1_K$2_s$3.log" 2>&1 \
+    --prep "$PREP" --work-dir "$WORK" --results "$RESULTS" --recipe "$RECIPE" > "$WORK/jobs/$1_K$2_s$3.log" 2>&1 \
     && echo "done   $1 K=$2 seed=$3: $(grep -o 'BLEU [0-9.]* heads [0-9]*' "$WORK/jobs/$1_K$2_s$3.log" | tail -1)" \
     || { echo "FAILED $1 K=$2 seed=$3 (see $WORK/jobs/$1_K$2_s$3.log)"; return 1; }
 }
-export -f run_one; export PY EPOCHS DENSE PREP WORK RESULTS
+RECIPE=${RECIPE:-multi30k}
+export -f run_one; export PY EPOCHS DENSE PREP WORK RESULTS RECIPE
 T0=$(date +%s)
 status=0
 xargs -P "$JOBS" -L 1 bash -c 'run_one "$@"' _ < "$WORK/jobs.txt" || status=$?
 echo "wall $(( $(date +%s) - T0 )) s"
 "$PY" scripts/plot_frontier.py "$RESULTS" --out "${RESULTS%.jsonl}.png" --table "${RESULTS%.jsonl}.md" \
-  --bleu-tolerance 1 2 --title "Multi30k de-en, neuroprune_multi30k_cpu (108 heads), E=$EPOCHS, test_2016_flickr" > /dev/null
+  --bleu-tolerance 1 2 --title "${TITLE:-Multi30k de-en, neuroprune_multi30k_cpu (108 heads), E=$EPOCHS, test_2016_flickr}" > /dev/null
 echo "plot: ${RESULTS%.jsonl}.png  tables: ${RESULTS%.jsonl}.md"
 exit $status

@@ -90,6 +90,13 @@ MULTI30K_MODEL = [
     "--lr", "2e-3", "--lr-scheduler", "inverse_sqrt", "--warmup-updates", "400",
     "--max-tokens", "4096", "--label-smoothing", "0.1",
 ]
+#: the paper's IWSLT14 model and fairseq's IWSLT recipe (examples/iwslt14_de_en/train_dense.sh)
+IWSLT14_MODEL = [
+    "--arch", "neuroprune_iwslt_de_en", "--share-decoder-input-output-embed",
+    "--optimizer", "adam", "--adam-betas", "(0.9,0.98)", "--clip-norm", "0.0",
+    "--lr", "5e-4", "--lr-scheduler", "inverse_sqrt", "--warmup-updates", "4000",
+    "--dropout", "0.3", "--weight-decay", "0.0001", "--label-smoothing", "0.1", "--max-tokens", "4096",
+]
 COMMON_TRAIN = [
     # no --source-lang/--target-lang: fairseq infers the pair from a bin dir holding one pair
     "--task", "neuroprune_translation",

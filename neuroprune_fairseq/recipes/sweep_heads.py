@@ -18,7 +18,8 @@ Methods (every one trains E epochs over the training set in total):
   dense          the dense checkpoint itself (no training), for the reference BLEU
 Every model then goes through ``python -m neuroprune_fairseq.commands.finalize --threshold T`` (default
 1e-3, as the CPU preset) and fairseq-generate on the whole test split (beam 5). Fine-tuning
-uses the recipe of the dense model (common.MULTI30K_MODEL, warm-up restarted).
+uses the recipe of the dense model (``--recipe``: common.MULTI30K_MODEL or common.IWSLT14_MODEL, warm-up
+restarted).
 
 Rows (JSON lines, appended under a file lock, so parallel jobs may share --results): method, K,
 seed, epochs, bleu, heads_kept (heads with a non-zero weight: DSP/Michel's zeroed placeholder
@@ -41,6 +42,25 @@ from neuroprune_fairseq.recipes import common
 
 METHODS = ("neuroprune", "l1", "dsp-joint", "dsp-pipelined", "michel", "dense")
 DEFAULT_ALPHA = {"neuroprune": 0.5, "l1": 0.05}  # the CPU preset's penalty weights (examples/multi30k_cpu/sweep.json)
+
+
+#: --recipe: the model/optimizer arguments of every training phase (those the dense model was trained with)
+RECIPES = {"multi30k": common.MULTI30K_MODEL, "iwslt14": common.IWSLT14_MODEL}
+
+
+def references(a) -> Path:
+    """The file the test BLEU is computed against (its absence is an error before any training)."""
+    if a.recipe == "iwslt14":
+        return a.prep / "tok" / "test.en"
+    return a.prep / "raw" / f"test.{common.prep_langs(a.prep)[1]}"
+
+
+def evaluate(a, final: Path, logfile: Path) -> dict:
+    """multi30k / any neuroprune-prepare folder: cased detokenized sacrebleu; iwslt14: the
+    recipe's two BLEUs (sacrebleu on Moses-detokenized output + tokenized BLEU as DSP reports)."""
+    if a.recipe == "iwslt14":
+        return common.evaluate_iwslt(a.prep, final, logfile=logfile)
+    return common.evaluate_prep(a.prep, final, logfile=logfile)
 
 
 def dense_updates_per_epoch(dense: Path) -> float:
@@ -106,7 +126,7 @@ def once(marker: Path, fn):
 def run_point(a, k, run: Path, logs: Path, s: dict):
     """Train/prune one point; returns (checkpoint to finalise, {phase: wall seconds})."""
     bin_dir, dense, E = a.prep / "bin", a.dense, a.epochs
-    base = [*common.MULTI30K_MODEL, *shlex.split(a.model_args), "--seed", str(a.seed)]
+    base = [*RECIPES[a.recipe], *shlex.split(a.model_args), "--seed", str(a.seed)]
     walls = {}
     tag = run.name
     run.mkdir(parents=True, exist_ok=True)
@@ -159,6 +179,9 @@ def main(argv=None):
     p.add_argument("--anneal-fraction", type=float, default=1 / 3,
                    help="DSP: T = this fraction of the gate-training updates (joint: E epochs, pipelined: 1)")
     p.add_argument("--updates-per-epoch", type=float, help="for T (default: the dense checkpoint's updates / epochs)")
+    p.add_argument("--recipe", choices=sorted(RECIPES), default="multi30k",
+                   help="model/optimizer arguments and scoring: multi30k (the CPU preset, any neuroprune-prepare folder) or "
+                        "iwslt14 (the paper's 108-head IWSLT model, examples/iwslt14_de_en; tokenized BLEU too)")
     p.add_argument("--model-args", default="", help="extra fairseq-train arguments for every training phase")
     p.add_argument("--label", help="method name in the results (default: --method), e.g. 'neuroprune-sp50' for a variant "
                                    "run with --model-args '--np-target-sparsity 50'; the plot draws each label apart")
@@ -169,7 +192,7 @@ def main(argv=None):
     a.dense, a.prep = Path(a.dense).resolve(), Path(a.prep).resolve()
     if not (a.prep / "bin").exists():
         p.error(f"{a.prep / 'bin'} does not exist")
-    for need in (a.dense, a.prep / "raw" / f"test.{common.prep_langs(a.prep)[1]}"):
+    for need in (a.dense, references(a)):
         if not need.exists():
             p.error(f"{need} does not exist")
     ks = [108] if a.method == "dense" else [int(x) for x in a.heads.split(",") if x.strip()]
@@ -182,6 +205,8 @@ def main(argv=None):
         s.update(gate_lr=a.gate_lr, anneal_steps=max(1, round(a.anneal_fraction * gate_epochs * upe)))
     if a.model_args:
         s["model_args"] = a.model_args
+    if a.recipe != "multi30k":  # (multi30k points keep the keys they had before --recipe existed)
+        s["recipe"] = a.recipe
     if a.label:
         s["base_method"] = a.method
     results, work = Path(a.results), Path(a.work_dir)
@@ -208,7 +233,7 @@ def main(argv=None):
                         "--json", js, "--data", a.prep / "bin"], logs / f"{tag}.finalize.log")
         fin = json.loads(js.read_text())
         act, phys = active_heads(final)
-        ev = common.evaluate_prep(a.prep, final, logfile=logs / f"{tag}.generate.log")
+        ev = evaluate(a, final, logs / f"{tag}.generate.log")
         if not ev["n_hyps_eq_n_refs"]:
             raise SystemExit(f"{tag}: {ev['n_hyps']} hypotheses for {ev['n_refs']} references")
         if a.method != "dense" and sum(act) != k:
