@@ -63,7 +63,7 @@ def tag(name: str, settings: dict) -> str:
 
 
 def parse(argv):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog="neuroprune-main", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     g = p.add_argument_group("data")
     g.add_argument("--data-dir", help="raw corpus folder (Multi30k layout or train/valid/test.{src,tgt}); default $NEUROPRUNE_DATA/multi30k")
     g.add_argument("--src-lang", default="de")

@@ -31,8 +31,11 @@ def plain(rows: Sequence[Dict], title: str) -> str:
 
 
 def plot(rows: Sequence[Dict], png: Path, title: str) -> None:
+    import logging
+
     import matplotlib
 
+    logging.getLogger("matplotlib").setLevel(logging.WARNING)  # fairseq's import left the root logger at DEBUG
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
