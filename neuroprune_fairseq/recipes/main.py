@@ -65,14 +65,16 @@ def tag(name: str, settings: dict) -> str:
 def parse(argv):
     p = argparse.ArgumentParser(prog="neuroprune-main", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     g = p.add_argument_group("data")
-    g.add_argument("--data-dir", help="raw corpus folder (Multi30k layout or train/valid/test.{src,tgt}); default $NEUROPRUNE_DATA/multi30k")
+    g.add_argument("--data-dir", help="raw corpus folder (Multi30k layout or train/valid/test.{src,tgt}); "
+                   "default $NEUROPRUNE_DATA/multi30k")
     g.add_argument("--src-lang", default="de")
     g.add_argument("--tgt-lang", default="en")
     g.add_argument("--vocab-size", type=int, default=8000, help="joint sentencepiece vocabulary")
     g.add_argument("--work-dir", default=os.environ.get("NEUROPRUNE_WORK", "/tmp/neuroprune_main"))
     g.add_argument("--workers", type=int, default=1, help="fairseq-preprocess workers")
     g = p.add_argument_group("model and dense schedule")
-    g.add_argument("--model-args", default=MODEL_ARGS, help="fairseq model/optimizer arguments of every training stage (default: %(default)s)")
+    g.add_argument("--model-args", default=MODEL_ARGS,
+                   help="fairseq model/optimizer arguments of every training stage (default: %(default)s)")
     g.add_argument("--dense-epochs", type=int, default=8)
     g.add_argument("--dense-lr", type=float, default=2e-3)
     g.add_argument("--dense-warmup", type=int, default=250, help="--warmup-updates of the dense run")
@@ -164,7 +166,8 @@ def main(argv=None):
         from neuroprune_fairseq.recipes.sweep_heads import active_heads
         kept = sum(active_heads(d / "final.pt")[0])  # DSP's emptied module keeps a zeroed placeholder head: not counted
         cache = d / "eval.json"
-        ev = json.loads(cache.read_text()) if cache.exists() else evaluate(prep, d / "final.pt", a.beam, logs / f"{tags[method]}.generate.log")
+        ev = (json.loads(cache.read_text()) if cache.exists()
+              else evaluate(prep, d / "final.pt", a.beam, logs / f"{tags[method]}.generate.log"))
         cache.write_text(json.dumps(ev))
         if not ev["n_hyps_eq_n_refs"]:
             raise RuntimeError(f"{ev['n_hyps']} hypotheses for {ev['n_refs']} references")
