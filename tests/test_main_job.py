@@ -38,7 +38,8 @@ def test_parse_fairseq_epoch_lines():
     assert v["kind"] == "valid" and v["epoch"] == 3 and v["loss"] == 5.248 and v["heads"] == 6 and v["sparsity"] == 50
     assert v["heads_per_module"] == "1.1.1.1.1.1"
     assert t["kind"] == "train" and t["epoch"] == 3 and t["loss"] == 5.551 and t["num_updates"] == 27
-    assert parse_line(INNER) is None  # the within-epoch lines are not epochs
+    i = parse_line(INNER)  # within an epoch: the updates done, for an early estimate
+    assert (i["kind"], i["epoch"], i["step"], i["steps"], i["loss"]) == ("inner", 1, 5, 9, 5.731)
     assert parse_line("2026-11-23 05:46:14 | INFO | fairseq_cli.train | end of epoch 3 (average epoch stats below)") is None
 
 

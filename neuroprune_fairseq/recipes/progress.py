@@ -8,7 +8,8 @@ one line per epoch with the loss and the time left, and fail with the log to rea
 
   fairseq logs the (last) ``valid`` line of an epoch before its ``train`` line; the epoch line is
   printed when the ``train`` line arrives, with that epoch's last valid loss (and, for NeuroPrune,
-  the heads and sparsity after that epoch's pruning).
+  the heads and sparsity after that epoch's pruning). During a run's first epoch, each
+  ``train_inner`` line (every ``--log-interval`` updates) also prints an early estimate.
 * :class:`Eta` holds the plan (the epochs of every training stage, and a rough cost of the
   finalize/evaluate steps) and the measured seconds per epoch; a stage not started yet is
   guessed from the dense stage's pace (x ``ft_factor``) until its first epoch is measured.
@@ -29,10 +30,20 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 _EPOCH = re.compile(r"\| (train|valid) \| epoch (\d+) \|(.*)$")
+_INNER = re.compile(r"\| train_inner \| epoch (\d+):\s+(\d+) / (\d+) (.*)$")
 
 
 def parse_line(line: str) -> Optional[dict]:
-    """``{"kind": "train"|"valid", "epoch": n, "loss": ..., <the other fields>}`` or None."""
+    """``{"kind": "train"|"valid", "epoch": n, "loss": ..., <the other fields>}``, or for a
+    ``train_inner`` line ``{"kind": "inner", "epoch": n, "step": i, "steps": N, "loss": ...}``; else None."""
+    m = _INNER.search(line.rstrip("\n"))
+    if m:
+        out = {"kind": "inner", "epoch": int(m.group(1)), "step": int(m.group(2)), "steps": int(m.group(3))}
+        for kv in m.group(4).split(", "):
+            k, _, v = kv.partition("=")
+            if k.strip() == "loss":
+                out["loss"] = float(v)
+        return out if "loss" in out else None
     m = _EPOCH.search(line.rstrip("\n"))
     if not m:
         return None
@@ -214,6 +225,14 @@ def _follow(j: Job, st: dict, eta: Eta) -> None:
             st["valid"] = rec
             continue
         now = time.time()
+        stage = next(s for s, jobs in eta.stages if j.name in jobs)
+        if rec["kind"] == "inner":  # only in a run's first epoch: an early estimate of the pace
+            if st["first"] is None and rec["step"] < rec["steps"]:
+                eta.pace[j.name] = (now - st["t0"]) / (rec["step"] / rec["steps"])
+                say(f"{j.name} epoch {rec['epoch']}/{j.epochs}: update {rec['step']}/{rec['steps']}  loss {rec['loss']:.3f}"
+                    f"  elapsed {fmt_s(now - st['t0'])}  stage ETA ~{fmt_s(eta.stage_left(stage))}"
+                    f"  total ETA ~{fmt_s(eta.total_left(stage))}")
+            continue
         if st["first"] is None:
             st["first"] = rec["epoch"]  # a resumed run starts past epoch 1
         eta.pace[j.name] = (now - st["t0"]) / (rec["epoch"] - st["first"] + 1)
@@ -222,6 +241,5 @@ def _follow(j: Job, st: dict, eta: Eta) -> None:
         extra = f"  valid {v['loss']:.3f}" if v else ""
         if v and "heads" in v:
             extra += f"  heads {v['heads']:g}" + (f"  sparsity {v['sparsity']:g}%" if "sparsity" in v else "")
-        stage = next(s for s, jobs in eta.stages if j.name in jobs)
         say(f"{j.name} epoch {rec['epoch']}/{j.epochs}  loss {rec['loss']:.3f}{extra}  elapsed {fmt_s(now - st['t0'])}"
             f"  stage ETA {fmt_s(eta.stage_left(stage))}  total ETA {fmt_s(eta.total_left(stage))}")
