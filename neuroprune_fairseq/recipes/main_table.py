@@ -1,0 +1,65 @@
+"""The main job's result table (stdout, markdown, JSON) and its frontier PNG (BLEU vs heads kept)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Dict, List, Sequence
+
+from .progress import fmt_s
+
+COLUMNS = ("method", "BLEU", "heads kept", "sparsity %", "FLOPs ratio", "gen sent/s", "train time")
+
+
+def cells(r: Dict) -> List[str]:
+    return [r["method"], f"{r['bleu']:.2f}", f"{r['heads_kept']}/{r['heads_dense']}", f"{r['sparsity']:.2f}",
+            f"{r['flops_ratio']:.3f}", "?" if r.get("gen_sentences_per_s") is None else f"{r['gen_sentences_per_s']:.1f}",
+            fmt_s(r["train_wall_s"])]
+
+
+def markdown(rows: Sequence[Dict], title: str) -> str:
+    lines = [f"### {title}", "", "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines += ["| " + " | ".join(cells(r)) + " |" for r in rows]
+    lines += ["", f"sacrebleu signature: `{rows[0]['sacrebleu_signature']}`" if rows else ""]
+    return "\n".join(lines) + "\n"
+
+
+def plain(rows: Sequence[Dict], title: str) -> str:
+    table = [list(COLUMNS)] + [cells(r) for r in rows]
+    w = [max(len(row[i]) for row in table) for i in range(len(COLUMNS))]
+    out = [title] + ["  ".join(c.ljust(w[i]) if i == 0 else c.rjust(w[i]) for i, c in enumerate(row)) for row in table]
+    return "\n".join(out) + f"\nsacrebleu signature: {rows[0]['sacrebleu_signature']}\n"
+
+
+def plot(rows: Sequence[Dict], png: Path, title: str) -> None:
+    import logging
+
+    import matplotlib
+
+    logging.getLogger("matplotlib").setLevel(logging.WARNING)  # fairseq's import left the root logger at DEBUG
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+    for r in rows:
+        if r["method"] == "dense":
+            ax.axhline(r["bleu"], color="grey", linestyle="--", linewidth=1)
+        ax.scatter([r["heads_kept"]], [r["bleu"]], zorder=3)
+        ax.annotate(f"{r['method']} ({r['sparsity']:.0f}% sparse)", (r["heads_kept"], r["bleu"]),
+                    textcoords="offset points", xytext=(5, 5), fontsize=8)
+    ax.set_xlabel("attention heads kept")
+    ax.set_ylabel("test BLEU (sacrebleu)")
+    ax.set_title(title, fontsize=9)
+    ax.set_xlim(0, max(r["heads_dense"] for r in rows) * 1.15)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(png)
+    plt.close(fig)
+
+
+def write(rows: Sequence[Dict], work: Path, title: str) -> Dict[str, Path]:
+    """Writes ``main_results.{md,json,png}`` in ``work``; returns their paths."""
+    out = {ext: Path(work) / f"main_results.{ext}" for ext in ("md", "json", "png")}
+    out["md"].write_text(markdown(rows, title))
+    out["json"].write_text(json.dumps({"title": title, "rows": list(rows)}, indent=1))
+    plot(rows, out["png"], title)
+    return out
