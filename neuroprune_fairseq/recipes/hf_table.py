@@ -2,6 +2,11 @@
 """Print a Markdown table of run_glue.py / run_summarization.py JSON-lines results.
 
     python scripts/hf_results_table.py results/hf_glue.jsonl [--tag-suffix v4]
+    python scripts/hf_results_table.py results/hf_glue.jsonl results/hf_glue_sparsity.jsonl --tag-suffix v4 \
+        --by-sparsity [--plot results/hf_glue_sparsity.png]
+
+``--by-sparsity``: Fig. 4's analogue, one table per task: the dense row, then NeuroPrune and l1
+side by side at each target sparsity (rows with ``np_target_sparsity``), metric and measured sparsity.
 
 ``before`` is the dev metric of the model before fine-tuning (run_glue's sanity floor),
 ``loss`` the mean training loss of the last epoch (with the penalty for neuroprune / l1);
@@ -18,10 +23,73 @@ def fmt_metrics(r):
     return ", ".join(f"{m} {100 * r[m]:.1f}" if m in PERCENT else f"{m} {r[m]:.2f}" for m in METRICS if m in r)
 
 
+#: the metric a task is judged by (GLUE's: MCC for CoLA, F1 for MRPC/QQP, Pearson for STS-B)
+MAIN_METRIC = {"CoLA": "mcc", "MRPC": "f1", "QQP": "f1", "STS-B": "pearson"}
+
+
+def main_metric(r) -> str:
+    m = MAIN_METRIC.get(r["task"], "accuracy")
+    return m if m in r else "accuracy"
+
+
+def by_sparsity(rows):
+    """{task: {"dense": row or None, S: {"neuroprune": row, "l1": row}}} (the last row of each wins)."""
+    out = {}
+    for r in rows:
+        t = out.setdefault(r["task"], {"dense": None})
+        if r["method"] == "dense":
+            t["dense"] = r
+        elif r.get("np_target_sparsity") is not None:
+            t.setdefault(float(r["np_target_sparsity"]), {})[r["method"]] = r
+    return out
+
+
+def sparsity_tables(rows) -> str:
+    lines = []
+    for task, t in by_sparsity(rows).items():
+        levels = sorted(k for k in t if k != "dense")
+        some = t["dense"] or next(iter(t[levels[0]].values()))
+        m = main_metric(some)
+        lines += [f"**{task}** ({m}, dev set; sparsity = measured % of attention + MLP weights zero or removed; heads kept)", "",
+                  "| target S | NeuroPrune | l1 |", "|---|---|---|"]
+        cell = lambda r: "-" if r is None else f"{100 * r[m]:.1f} ({r['sparsity']:.1f}%, {r['heads_kept']}/{r['heads_dense']} heads)"  # noqa: E731
+        if t["dense"]:
+            lines.append(f"| dense | {cell(t['dense'])} | |")
+        for s in levels:
+            lines.append(f"| {s:g} | {cell(t[s].get('neuroprune'))} | {cell(t[s].get('l1'))} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def plot(rows, out: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tables = by_sparsity(rows)
+    fig, axes = plt.subplots(1, len(tables), figsize=(4.2 * len(tables), 3.4), squeeze=False)
+    for ax, (task, t) in zip(axes[0], tables.items()):
+        levels = sorted(k for k in t if k != "dense")
+        m = main_metric(t["dense"] or next(iter(t[levels[0]].values())))
+        for method, style in (("neuroprune", "o-"), ("l1", "s--")):
+            pts = sorted((t[s][method]["sparsity"], 100 * t[s][method][m]) for s in levels if method in t[s])
+            if pts:
+                ax.plot(*zip(*pts), style, label=method)
+        if t["dense"]:
+            ax.axhline(100 * t["dense"][m], color="gray", ls=":", label="dense")
+        ax.set(title=task, xlabel="sparsity %", ylabel=m)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("files", nargs="+")
     p.add_argument("--tag-suffix", default=None, help="only lines whose tag ends with this")
+    p.add_argument("--by-sparsity", action="store_true", help="Fig. 4's analogue: metric per target sparsity, NeuroPrune vs l1")
+    p.add_argument("--plot", help="with --by-sparsity: also draw metric vs measured sparsity per task (PNG)")
     args = p.parse_args()
     rows = []
     for path in args.files:
@@ -29,6 +97,11 @@ def main():
             rows += [json.loads(line) for line in f if line.strip()]
     if args.tag_suffix:
         rows = [r for r in rows if str(r.get("tag", "")).endswith(args.tag_suffix)]
+    if args.by_sparsity:
+        print(sparsity_tables(rows))
+        if args.plot:
+            plot(rows, args.plot)
+        return
     print("| task | method (tag) | alpha / beta | theta | metrics | before | loss | heads kept | sparsity % "
           "| train s | train n | eval ex/s |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
