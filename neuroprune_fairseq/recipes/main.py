@@ -41,6 +41,9 @@ def evaluate(prep: Path, ckpt: Path, beam: int, logfile: Path) -> dict:
 def updates_per_epoch(bin_dir: Path, src: str, tgt: str, max_tokens: int, multiple: int = 8) -> int:
     """Batches of one epoch of the binarized train split, by fairseq's own batching
     (LanguagePairDataset.batch_by_size with --max-tokens and --required-batch-size-multiple 8)."""
+    import logging
+
+    logging.getLogger("fairseq").setLevel(logging.WARNING)  # its import and loaders log INFO to our stdout
     from fairseq.data import Dictionary, LanguagePairDataset, data_utils
 
     d = Dictionary.load(str(bin_dir / f"dict.{src}.txt"))

@@ -33,9 +33,9 @@ def plain(rows: Sequence[Dict], title: str) -> str:
 def plot(rows: Sequence[Dict], png: Path, title: str) -> None:
     import logging
 
+    logging.getLogger("matplotlib").setLevel(logging.WARNING)  # fairseq's import left the root logger at DEBUG
     import matplotlib
 
-    logging.getLogger("matplotlib").setLevel(logging.WARNING)  # fairseq's import left the root logger at DEBUG
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -48,7 +48,9 @@ def plot(rows: Sequence[Dict], png: Path, title: str) -> None:
                     textcoords="offset points", xytext=(5, 5), fontsize=8)
     ax.set_xlabel("attention heads kept")
     ax.set_ylabel("test BLEU (sacrebleu)")
-    ax.set_title(title, fontsize=9)
+    import textwrap
+
+    ax.set_title("\n".join(textwrap.wrap(title, 75)), fontsize=9)
     ax.set_xlim(0, max(r["heads_dense"] for r in rows) * 1.15)
     ax.grid(alpha=0.3)
     fig.tight_layout()
