@@ -67,7 +67,9 @@ def plot(rows, out: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    tables = by_sparsity(rows)
+    tables = {t: v for t, v in by_sparsity(rows).items() if len(v) > 1}  # tasks with sparsity rows
+    if not tables:
+        raise SystemExit("--plot: no rows with np_target_sparsity")
     fig, axes = plt.subplots(1, len(tables), figsize=(4.2 * len(tables), 3.4), squeeze=False)
     for ax, (task, t) in zip(axes[0], tables.items()):
         levels = sorted(k for k in t if k != "dense")
