@@ -53,6 +53,22 @@ def run(cmd: Sequence[str], logfile: Optional[Path] = None, env: Optional[dict] 
     return time.time() - t0
 
 
+def run_module(module: str, args: Sequence, logfile: Optional[Path] = None) -> float:
+    """``python -m module args`` with this package importable (:func:`run`'s failure handling)."""
+    return run([sys.executable, "-m", module, *args], logfile=logfile, env={"PYTHONPATH": str(REPO)})
+
+
+def append_row(results: Path, row: dict) -> None:
+    """Append one JSON line to a results file under an exclusive lock (parallel jobs may share it)."""
+    import fcntl
+
+    with open(results, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        fh.write(json.dumps(row) + "\n")
+        fh.flush()
+        fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 def _q(s: str) -> str:
     return s if re.fullmatch(r"[\w@%+=:,./-]+", s) else "'" + s.replace("'", "'\\''") + "'"
 
@@ -148,9 +164,9 @@ def finalize(ckpt: Path, out: Path, threshold: float = 1e-3, logfile: Optional[P
     (e.g. a dense model trained elsewhere)."""
     js = Path(out).with_suffix(".json")
     if not (Path(out).exists() and js.exists()):
-        run([sys.executable, "-m", "neuroprune_fairseq.commands.finalize", "--path", ckpt, "--output", out,
-             "--threshold", str(threshold), "--json", js, "--overwrite", *(["--data", data] if data else [])],
-            logfile=logfile, env={"PYTHONPATH": str(REPO)})
+        run_module("neuroprune_fairseq.commands.finalize", ["--path", ckpt, "--output", out, "--threshold", str(threshold),
+                                                             "--json", js, "--overwrite", *(["--data", data] if data else [])],
+                   logfile=logfile)
     return json.loads(js.read_text())
 
 

@@ -21,21 +21,11 @@ import time
 from pathlib import Path
 
 from neuroprune_fairseq.recipes import common, main_table
-from neuroprune_fairseq.recipes.progress import Eta, Job, StageFailed, fmt_s, run_jobs, say
+from neuroprune_fairseq.recipes.prepare import prepare
+from neuroprune_fairseq.recipes.progress import Eta, Job, StageFailed, fmt_s, run_jobs
 
 MODEL_ARGS = ("--arch neuroprune_multi30k_cpu --share-all-embeddings --encoder-normalize-before "
               "--decoder-normalize-before --dropout 0.1 --label-smoothing 0.1 --optimizer adam --adam-betas (0.9,0.98)")
-
-
-def prepare(raw: Path, out: Path, src: str, tgt: str, vocab_size: int, workers: int) -> Path:
-    """Any pair, Multi30k or generic layout (neuroprune-prepare)."""
-    from neuroprune_fairseq.recipes.prepare import prepare as prep
-
-    return prep(raw, out, src, tgt, vocab_size=vocab_size, workers=workers)
-
-
-def evaluate(prep: Path, ckpt: Path, beam: int, logfile: Path) -> dict:
-    return common.evaluate_prep(prep, ckpt, beam=beam, logfile=logfile)
 
 
 def updates_per_epoch(bin_dir: Path, src: str, tgt: str, max_tokens: int, multiple: int = 8) -> int:
@@ -130,9 +120,9 @@ def main(argv=None):
     train_log = {m: logs / f"{t}.train.log" for m, t in tags.items()}
     T = all_threads()
     ft_threads = 1 if a.parallel else T
-    say(f"main job: {a.src_lang}->{a.tgt_lang} from {a.raw}; work dir {work}")
-    say(f"threads: dense {T}; fine-tuning {'2 runs side by side, 1 thread each' if a.parallel else f'one after the other, {T}'}")
-    say("logs (full fairseq output):\n  " + "\n  ".join(
+    common.log(f"main job: {a.src_lang}->{a.tgt_lang} from {a.raw}; work dir {work}")
+    common.log(f"threads: dense {T}; fine-tuning {'2 runs side by side, 1 thread each' if a.parallel else f'one after the other, {T}'}")
+    common.log("logs (full fairseq output):\n  " + "\n  ".join(
         [str(prep / "preprocess.log")] + [str(train_log[m]) for m in tags] + [str(logs / f"{dsp_tag}.dsp_finalize.log")]
         + [str(logs / f"{t}.{s}.log") for t in tags.values() for s in ("finalize", "generate")]))
     stages = [("dense training", {"dense": a.dense_epochs}), ("fine-tuning", {"neuroprune": a.ft_epochs, "dsp-joint": a.ft_epochs})]
@@ -140,7 +130,7 @@ def main(argv=None):
     rows, walls = [], {}
 
     def stage(name, logfile, fn):
-        say(f"stage {name}: start" + (f" (log {logfile})" if logfile else ""))
+        common.log(f"stage {name}: start" + (f" (log {logfile})" if logfile else ""))
         t0 = time.time()
         try:
             out = fn()
@@ -149,7 +139,7 @@ def main(argv=None):
         except Exception as e:  # a failed subprocess (common.run names its log) or bad data
             raise StageFailed(name, logfile or "(none)", f"{type(e).__name__}: {str(e)[:2000]}") from e
         left = eta.total_left(stages[-1][0]) if eta.pace else None
-        say(f"stage {name}: done in {fmt_s(time.time() - t0)}; total elapsed {fmt_s(time.time() - t_start)}"
+        common.log(f"stage {name}: done in {fmt_s(time.time() - t0)}; total elapsed {fmt_s(time.time() - t_start)}"
             + (f", about {fmt_s(left)} left" if left is not None else ""))
         return out
 
@@ -168,7 +158,7 @@ def main(argv=None):
         kept = sum(active_heads(d / "final.pt")[0])  # DSP's emptied module keeps a zeroed placeholder head: not counted
         cache = d / "eval.json"
         ev = (json.loads(cache.read_text()) if cache.exists()
-              else evaluate(prep, d / "final.pt", a.beam, logs / f"{tags[method]}.generate.log"))
+              else common.evaluate_prep(prep, d / "final.pt", beam=a.beam, logfile=logs / f"{tags[method]}.generate.log"))
         cache.write_text(json.dumps(ev))
         if not ev["n_hyps_eq_n_refs"]:
             raise RuntimeError(f"{ev['n_hyps']} hypotheses for {ev['n_refs']} references")
@@ -177,16 +167,16 @@ def main(argv=None):
                "sparsity": fin["sparsity"], "flops_ratio": fin["flops_ratio"], "train_wall_s": round(walls.get(method, 0.0), 1),
                "heads_per_module": fin["heads_per_module"], "params": fin["params"], "params_dense": fin["params_dense"],
                **{k: v for k, v in ev.items() if k != "bleu"}, "run": str(d)}
-        say(f"{method}: BLEU {row['bleu']:.2f}  heads {kept}/{row['heads_dense']}  sparsity {row['sparsity']:.2f}%  "
+        common.log(f"{method}: BLEU {row['bleu']:.2f}  heads {kept}/{row['heads_dense']}  sparsity {row['sparsity']:.2f}%  "
             f"({row['n_hyps']}/{row['n_refs']} test sentences, {row['gen_sentences_per_s']} sent/s)")
         rows.append(row)
         return row
 
     try:
         bin_dir = stage("prepare", prep / "preprocess.log",
-                        lambda: prepare(a.raw, prep, a.src_lang, a.tgt_lang, a.vocab_size, a.workers))
+                        lambda: prepare(a.raw, prep, a.src_lang, a.tgt_lang, vocab_size=a.vocab_size, workers=a.workers))
         upe = a.dense_updates_per_epoch or updates_per_epoch(bin_dir, a.src_lang, a.tgt_lang, a.max_tokens)
-        say(f"{upe} updates per epoch at --max-tokens {a.max_tokens}")
+        common.log(f"{upe} updates per epoch at --max-tokens {a.max_tokens}")
         dense_extra = ["--criterion", "label_smoothed_cross_entropy", "--np-no-head-pruning", "--lr", str(a.dense_lr),
                        "--lr-scheduler", "polynomial_decay", "--warmup-updates", str(a.dense_warmup),
                        "--end-learning-rate", str(a.dense_end_lr), "--total-num-update", str(a.dense_epochs * upe),
@@ -210,10 +200,10 @@ def main(argv=None):
                            lambda: run_jobs("fine-tuning", jobs, eta, parallel=a.parallel)))
         dsp_dir = runs / dsp_tag
         if not (dsp_dir / "pruned.json").exists():
-            stage("dsp-joint hard top-K", logs / f"{dsp_tag}.dsp_finalize.log", lambda: common.run(
-                [sys.executable, "-m", "neuroprune_fairseq.commands.dsp_finalize", "--path", dsp_dir / "train" / "checkpoint_last.pt",
+            stage("dsp-joint hard top-K", logs / f"{dsp_tag}.dsp_finalize.log", lambda: common.run_module(
+                "neuroprune_fairseq.commands.dsp_finalize", ["--path", dsp_dir / "train" / "checkpoint_last.pt",
                  "--output", dsp_dir / "pruned.pt", "--data", bin_dir, "--heads", str(a.heads), "--report", dsp_dir / "pruned.json"],
-                logfile=logs / f"{dsp_tag}.dsp_finalize.log", env={"PYTHONPATH": str(common.REPO)}))
+                logfile=logs / f"{dsp_tag}.dsp_finalize.log"))
         stage("neuroprune finalize + evaluate", logs / f"{np_tag}.generate.log",
               lambda: finish("neuroprune", runs / np_tag / "train" / "checkpoint_last.pt"))
         stage("dsp-joint finalize + evaluate", logs / f"{dsp_tag}.generate.log", lambda: finish("dsp-joint", dsp_dir / "pruned.pt"))
@@ -226,7 +216,7 @@ def main(argv=None):
              f"S={a.sparsity:g}% and DSP joint K={a.heads}, {a.ft_epochs} fine-tuning epochs each")
     out = main_table.write(rows, work, title)
     print("\n" + main_table.plain(rows, title), flush=True)
-    say(f"wrote {out['md']}, {out['json']}, {out['png']}; total {fmt_s(time.time() - t_start)}")
+    common.log(f"wrote {out['md']}, {out['json']}, {out['png']}; total {fmt_s(time.time() - t_start)}")
 
 
 if __name__ == "__main__":

@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
+from neuroprune_fairseq.recipes.common import log
+
 _EPOCH = re.compile(r"\| (train|valid) \| epoch (\d+) \|(.*)$")
 _INNER = re.compile(r"\| train_inner \| epoch (\d+):\s+(\d+) / (\d+) (.*)$")
 
@@ -68,10 +70,6 @@ def fmt_s(s: Optional[float]) -> str:
     if s < 3600:
         return f"{s // 60}m{s % 60:02d}s"
     return f"{s // 3600}h{(s % 3600) // 60:02d}m"
-
-
-def say(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
 @dataclass
@@ -158,7 +156,7 @@ def run_jobs(stage: str, jobs: Sequence[Job], eta: Eta, parallel: bool, poll_s: 
         if done.exists():
             walls[j.name] = float(json.loads(done.read_text())["train_wall_s"])
             eta.done[j.name] = j.epochs
-            say(f"{j.name}: already trained ({fmt_s(walls[j.name])}; {done})")
+            log(f"{j.name}: already trained ({fmt_s(walls[j.name])}; {done})")
         else:
             todo.append(j)
     for group in ([todo] if parallel else [[j] for j in todo]):
@@ -179,7 +177,7 @@ def _run_group(stage: str, group: Sequence[Job], eta: Eta, poll_s: float) -> Dic
             env = dict(os.environ, **j.env)
             procs[j.name] = (subprocess.Popen([str(c) for c in j.cmd], stdout=fh, stderr=subprocess.STDOUT, env=env), fh)
             state[j.name] = {"pos": pos, "buf": "", "t0": time.time(), "first": None, "valid": None}
-            say(f"{j.name}: training started ({j.epochs} epochs, OMP_NUM_THREADS={env.get('OMP_NUM_THREADS', '?')})")
+            log(f"{j.name}: training started ({j.epochs} epochs, OMP_NUM_THREADS={env.get('OMP_NUM_THREADS', '?')})")
         while procs:
             time.sleep(poll_s)
             for j in group:
@@ -198,7 +196,7 @@ def _run_group(stage: str, group: Sequence[Job], eta: Eta, poll_s: float) -> Dic
                 Path(j.save_dir).mkdir(parents=True, exist_ok=True)
                 (Path(j.save_dir) / ".done").write_text(json.dumps({"train_wall_s": walls[j.name]}))
                 eta.done[j.name] = j.epochs
-                say(f"{j.name}: training finished in {fmt_s(walls[j.name])}")
+                log(f"{j.name}: training finished in {fmt_s(walls[j.name])}")
         return walls
     finally:
         for p, fh in procs.values():  # only on failure / interrupt: stop the jobs still running
@@ -229,7 +227,7 @@ def _follow(j: Job, st: dict, eta: Eta) -> None:
         if rec["kind"] == "inner":  # only in a run's first epoch: an early estimate of the pace
             if st["first"] is None and rec["step"] < rec["steps"]:
                 eta.pace[j.name] = (now - st["t0"]) / (rec["step"] / rec["steps"])
-                say(f"{j.name} epoch {rec['epoch']}/{j.epochs}: update {rec['step']}/{rec['steps']}  loss {rec['loss']:.3f}"
+                log(f"{j.name} epoch {rec['epoch']}/{j.epochs}: update {rec['step']}/{rec['steps']}  loss {rec['loss']:.3f}"
                     f"  elapsed {fmt_s(now - st['t0'])}  stage ETA ~{fmt_s(eta.stage_left(stage))}"
                     f"  total ETA ~{fmt_s(eta.total_left(stage))}")
             continue
@@ -241,5 +239,5 @@ def _follow(j: Job, st: dict, eta: Eta) -> None:
         extra = f"  valid {v['loss']:.3f}" if v else ""
         if v and "heads" in v:
             extra += f"  heads {v['heads']:g}" + (f"  sparsity {v['sparsity']:g}%" if "sparsity" in v else "")
-        say(f"{j.name} epoch {rec['epoch']}/{j.epochs}  loss {rec['loss']:.3f}{extra}  elapsed {fmt_s(now - st['t0'])}"
+        log(f"{j.name} epoch {rec['epoch']}/{j.epochs}  loss {rec['loss']:.3f}{extra}  elapsed {fmt_s(now - st['t0'])}"
             f"  stage ETA {fmt_s(eta.stage_left(stage))}  total ETA {fmt_s(eta.total_left(stage))}")

@@ -219,8 +219,7 @@ def main(argv=None):
                "point_wall_s": round(time.time() - t0, 1), "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
         if not row["n_hyps_eq_n_refs"]:
             raise SystemExit(f"{pt}: {row['n_hyps']} hypotheses for {row['n_refs']} references")
-        with open(results, "a") as fh:
-            fh.write(json.dumps(row) + "\n")
+        common.append_row(results, row)
         common.log(f"{pt['method']} a={pt['alpha']} b={pt['beta']} t={pt['theta']} prox={pt.get('proximal', False)} "
                   f"S={pt.get('target_sparsity')}: BLEU {row['bleu']} heads "
                   f"{row['heads_kept']}/{row['heads_dense']} sparsity {row['sparsity']}% flops ratio {row['flops_ratio']}")

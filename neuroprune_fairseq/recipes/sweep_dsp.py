@@ -29,7 +29,6 @@ import hashlib
 import json
 import os
 import shlex
-import sys
 import time
 from pathlib import Path
 
@@ -89,12 +88,12 @@ def finalize_point(a, k: int, src: Path, out: Path, logfile: Path):
     js = out.with_suffix(".json")
     if not (out.exists() and js.exists()):
         if a.method == "dsp":
-            cmd = [sys.executable, "-m", "neuroprune_fairseq.commands.dsp_finalize", "--path", src, "--heads", str(k)]
+            module, args = "neuroprune_fairseq.commands.dsp_finalize", ["--path", src, "--heads", str(k)]
         else:
-            cmd = [sys.executable, "-m", "neuroprune_fairseq.commands.head_importance", "--path", src, "--heads", str(k),
-                   "--subset", a.importance_subset, "--max-tokens", str(a.max_tokens)]
-        cmd += ["--output", out, "--report", js, "--data", a.data_bin, "--empty-modules", a.empty_modules]
-        wall = common.run(cmd, logfile=logfile, env={"PYTHONPATH": str(common.REPO)})
+            module, args = "neuroprune_fairseq.commands.head_importance", [
+                "--path", src, "--heads", str(k), "--subset", a.importance_subset, "--max-tokens", str(a.max_tokens)]
+        args += ["--output", out, "--report", js, "--data", a.data_bin, "--empty-modules", a.empty_modules]
+        wall = common.run_module(module, args, logfile=logfile)
     else:
         wall = None
     return json.loads(js.read_text()), wall
@@ -198,8 +197,7 @@ def main(argv=None):
                "train_wall_s": None if wall is None else round(wall, 1), **{key: v for key, v in ev.items() if key != "bleu"},
                "empty_policy": a.empty_modules,
                "point_wall_s": round(time.time() - t0, 1), "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
-        with open(results, "a") as fh:
-            fh.write(json.dumps(row) + "\n")
+        common.append_row(results, row)
         common.log(f"{a.method} {a.mode or ''} K={k}: BLEU {row['bleu']} heads {row['heads_kept']}/{row['heads_dense']} "
                   f"per module {'.'.join(map(str, row['heads_per_module']))} sparsity {row['sparsity']:.2f}% "
                   f"params {row['params']}")

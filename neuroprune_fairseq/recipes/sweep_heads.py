@@ -29,12 +29,10 @@ n_hyps, n_refs, settings. A point already in --results (same method, K, seed, ep
 settings) is skipped; an interrupted run resumes (fairseq's checkpoint_last.pt, phase markers).
 """
 import argparse
-import fcntl
 import hashlib
 import json
 import os
 import shlex
-import sys
 import time
 from pathlib import Path
 
@@ -94,23 +92,11 @@ def active_heads(ckpt: Path):
     return active, physical
 
 
-def append_row(results: Path, row: dict) -> None:
-    with open(results, "a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        fh.write(json.dumps(row) + "\n")
-        fh.flush()
-        fcntl.flock(fh, fcntl.LOCK_UN)
-
-
 def done_keys(results: Path):
     if not results.exists():
         return set()
     rows = [json.loads(line) for line in results.read_text().splitlines() if line.strip()]
     return {r.get("point_key") for r in rows}
-
-
-def module_run(cmd, logfile):
-    return common.run([sys.executable, "-m", *map(str, cmd)], logfile=logfile, env={"PYTHONPATH": str(common.REPO)})
 
 
 def once(marker: Path, fn):
@@ -145,13 +131,13 @@ def run_point(a, k, run: Path, logs: Path, s: dict):
                 "--dsp-pretrained", str(dense), "--max-epoch", str(gate_epochs), "--dsp-anneal-steps", str(s["anneal_steps"]),
                 "--dsp-lr", str(s["gate_lr"])]
         walls["gates" if mode == "pipelined" else "train"] = common.train(bin_dir, run / "dsp", args, logs / f"{tag}.dsp.log")
-        once(run / "pruned.done", lambda: module_run(
-            ["neuroprune_fairseq.commands.dsp_finalize", "--path", run / "dsp" / "checkpoint_last.pt", "--output", pruned,
+        once(run / "pruned.done", lambda: common.run_module(
+            "neuroprune_fairseq.commands.dsp_finalize", ["--path", run / "dsp" / "checkpoint_last.pt", "--output", pruned,
              "--data", bin_dir, "--heads", k, "--report", run / "pruned.json"], logs / f"{tag}.dsp_finalize.log"))
         ft_epochs = 0 if mode == "joint" else E - 1
     else:  # michel
-        walls["importance"] = once(run / "pruned.done", lambda: module_run(
-            ["neuroprune_fairseq.commands.head_importance", "--path", dense, "--heads", k, "--output", pruned, "--data", bin_dir,
+        walls["importance"] = once(run / "pruned.done", lambda: common.run_module(
+            "neuroprune_fairseq.commands.head_importance", ["--path", dense, "--heads", k, "--output", pruned, "--data", bin_dir,
              "--report", run / "pruned.json"], logs / f"{tag}.importance.log"))
         ft_epochs = E
     if ft_epochs <= 0:
@@ -227,11 +213,7 @@ def main(argv=None):
         run, logs = work / "runs" / tag, work / "logs"
         src, walls = run_point(a, k, run, logs, s)
         final = run / "final.pt"
-        js = run / "final.json"
-        if not (final.exists() and js.exists()):
-            module_run(["neuroprune_fairseq.commands.finalize", "--path", src, "--output", final, "--threshold", a.threshold,
-                        "--json", js, "--data", a.prep / "bin"], logs / f"{tag}.finalize.log")
-        fin = json.loads(js.read_text())
+        fin = common.finalize(src, final, a.threshold, logfile=logs / f"{tag}.finalize.log", data=a.prep / "bin")
         act, phys = active_heads(final)
         ev = evaluate(a, final, logs / f"{tag}.generate.log")
         if not ev["n_hyps_eq_n_refs"]:
@@ -244,7 +226,7 @@ def main(argv=None):
                "train_wall_s": round(sum(walls.values()), 1), "phase_wall_s": {kk: round(v, 1) for kk, v in walls.items()},
                **{key: v for key, v in ev.items() if key != "bleu"},
                "point_wall_s": round(time.time() - t0, 1), "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
-        append_row(results, row)
+        common.append_row(results, row)
         common.log(f"{a.method} K={k} seed={a.seed}: BLEU {row['bleu']} heads {row['heads_kept']} "
                   f"({'.'.join(map(str, act))}) sparsity {row['sparsity']:.2f}% train {row['train_wall_s']} s")
 
