@@ -253,3 +253,40 @@ def test_sweep_heads_iwslt14_recipe_dry_run(tmp_path, capsys):
     assert '"recipe": "iwslt14"' in out and "neuroprune_K25_e3_s1_" in out
     assert sweep_heads.RECIPES["iwslt14"][:2] == ["--arch", "neuroprune_iwslt_de_en"]
     assert "--share-all-embeddings" not in sweep_heads.RECIPES["iwslt14"]
+
+
+def test_sweep_heads_target_epoch(tmp_path, capsys, monkeypatch):
+    """--target-epoch E' hands --np-target-epoch E' (not E) to fairseq-train, is part of the
+    point's identity only when it differs from E, and is refused where it cannot apply."""
+    from types import SimpleNamespace
+
+    from neuroprune_fairseq.recipes import common, sweep_heads
+
+    prep = tmp_path / "m30k"
+    (prep / "bin").mkdir(parents=True)
+    (prep / "raw").mkdir()
+    (prep / "raw" / "test.en").write_text("a b\n")
+    (prep / "prep.json").write_text(json.dumps({"src_lang": "de", "tgt_lang": "en"}))
+    dense = tmp_path / "dense.pt"
+    dense.write_bytes(b"x")
+    args = ["--method", "neuroprune", "--heads", "25", "--epochs", "3", "--dense", str(dense), "--prep", str(prep),
+            "--work-dir", str(tmp_path / "w"), "--results", str(tmp_path / "r.jsonl"), "--dry-run"]
+    sweep_heads.main([*args, "--target-epoch", "2"])
+    assert '"target_epoch": 2' in capsys.readouterr().out
+    sweep_heads.main([*args, "--target-epoch", "3"])
+    assert "\"target_epoch\"" not in capsys.readouterr().out
+    for bad in (["--target-epoch", "4"], ["--model-args", "--np-target-epoch 2"]):
+        with pytest.raises(SystemExit):
+            sweep_heads.main([*args, *bad])
+        assert "--target-epoch" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        sweep_heads.main([*args[:1], "michel", *args[2:], "--target-epoch", "2"])
+    assert "only for neuroprune/l1" in capsys.readouterr().err
+
+    seen = []
+    monkeypatch.setattr(common, "train", lambda bin_dir, save, argv, log: seen.append(list(argv)) or 1.0)
+    a = SimpleNamespace(prep=prep, dense=dense, epochs=3, recipe="multi30k", model_args="", seed=1, method="neuroprune")
+    sweep_heads.run_point(a, 25, tmp_path / "run", tmp_path / "logs", {"alpha": 0.5, "beta": 0.1, "target_epoch": 2})
+    sweep_heads.run_point(a, 25, tmp_path / "run2", tmp_path / "logs", {"alpha": 0.5, "beta": 0.1})
+    te = [argv[argv.index("--np-target-epoch") + 1] for argv in seen]
+    assert te == ["2", "3"] and all(argv[argv.index("--max-epoch") + 1] == "3" for argv in seen)

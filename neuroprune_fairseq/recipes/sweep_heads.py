@@ -6,7 +6,8 @@ same dense checkpoint, finalised the same way, scored on the whole test set. Res
         --dense DENSE.pt --prep PREP --work-dir WORK --results results/frontier.jsonl
 
 Methods (every one trains E epochs over the training set in total):
-  neuroprune     fine-tune with neuroprune_ce and --np-target-heads K (reached after epoch E)
+  neuroprune     fine-tune with neuroprune_ce and --np-target-heads K (reached after epoch E, or after
+                 --target-epoch E' < E: the last E - E' epochs then recover at K)
   l1             the same with --np-penalty l1 (the paper's l1 baseline, same head control)
   dsp-joint      DSP gates and weights together for E epochs (--dsp-mode joint --dsp-pretrained
                  DENSE), temperature annealed over the first --anneal-fraction of the updates;
@@ -118,7 +119,7 @@ def run_point(a, k, run: Path, logs: Path, s: dict):
     run.mkdir(parents=True, exist_ok=True)
     if a.method in ("neuroprune", "l1"):
         args = common.finetune_args(a.method, dense, E, s["alpha"], s["beta"], 0.2, base) + [
-            "--np-target-heads", str(k), "--np-target-epoch", str(E)]
+            "--np-target-heads", str(k), "--np-target-epoch", str(s.get("target_epoch", E))]
         walls["train"] = common.train(bin_dir, run / "train", args, logs / f"{tag}.train.log")
         return run / "train" / "checkpoint_last.pt", walls
     if a.method == "dense":
@@ -168,6 +169,9 @@ def main(argv=None):
     p.add_argument("--recipe", choices=sorted(RECIPES), default="multi30k",
                    help="model/optimizer arguments and scoring: multi30k (the CPU preset, any neuroprune-prepare folder) or "
                         "iwslt14 (the paper's 108-head IWSLT model, examples/iwslt14_de_en; tokenized BLEU too)")
+    p.add_argument("--target-epoch", type=int, default=0,
+                   help="neuroprune/l1: the epoch after which K is reached (--np-target-epoch; default 0 = E, the last); "
+                        "E-1 leaves one epoch of recovery at K, as dsp-pipelined and michel fine-tune after pruning")
     p.add_argument("--model-args", default="", help="extra fairseq-train arguments for every training phase")
     p.add_argument("--label", help="method name in the results (default: --method), e.g. 'neuroprune-sp50' for a variant "
                                    "run with --model-args '--np-target-sparsity 50'; the plot draws each label apart")
@@ -175,6 +179,10 @@ def main(argv=None):
     a = p.parse_args(argv)
     if a.epochs < 1 or (a.method == "dsp-pipelined" and a.epochs < 2):
         p.error("--epochs must be >= 1 (dsp-pipelined: >= 2, one gate epoch then fine-tuning)")
+    if "--np-target-epoch" in a.model_args:
+        p.error("--model-args must not set --np-target-epoch (the sweep sets it): use --target-epoch")
+    if a.target_epoch and (a.method not in ("neuroprune", "l1") or not 1 <= a.target_epoch <= a.epochs):
+        p.error(f"--target-epoch {a.target_epoch}: only for neuroprune/l1, and 1 <= it <= --epochs ({a.epochs})")
     a.dense, a.prep = Path(a.dense).resolve(), Path(a.prep).resolve()
     if not (a.prep / "bin").exists():
         p.error(f"{a.prep / 'bin'} does not exist")
@@ -185,6 +193,8 @@ def main(argv=None):
     s = {"threshold": a.threshold}
     if a.method in ("neuroprune", "l1"):
         s.update(alpha=a.alpha if a.alpha is not None else DEFAULT_ALPHA[a.method], beta=a.beta)
+        if a.target_epoch and a.target_epoch != a.epochs:  # (the default keeps the point keys of earlier rows)
+            s["target_epoch"] = a.target_epoch
     if a.method.startswith("dsp"):
         upe = a.updates_per_epoch or dense_updates_per_epoch(a.dense)
         gate_epochs = a.epochs if a.method == "dsp-joint" else 1
