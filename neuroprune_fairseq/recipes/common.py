@@ -58,6 +58,16 @@ def run_module(module: str, args: Sequence, logfile: Optional[Path] = None) -> f
     return run([sys.executable, "-m", module, *args], logfile=logfile, env={"PYTHONPATH": str(REPO)})
 
 
+def device_desc() -> str:
+    """Where the subprocesses run, for the results rows (train times compare only on one device):
+    the GPU's name, else the CPU cores and the OMP threads each job uses."""
+    import torch
+
+    if torch.cuda.is_available():
+        return f"cuda {torch.cuda.get_device_name(0)}"
+    return f"cpu {os.cpu_count()} cores, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '2')}"
+
+
 def append_row(results: Path, row: dict) -> None:
     """Append one JSON line to a results file under an exclusive lock (parallel jobs may share it)."""
     import fcntl

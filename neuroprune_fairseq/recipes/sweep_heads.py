@@ -26,7 +26,7 @@ Rows (JSON lines, appended under a file lock, so parallel jobs may share --resul
 seed, epochs, bleu, heads_kept (heads with a non-zero weight: DSP/Michel's zeroed placeholder
 of an emptied module counts 0), heads_physical, heads_per_module, sparsity, params, flops_ratio,
 train_wall_s (all phases; michel: importance + fine-tuning), phase_wall_s, gen_sentences_per_s,
-n_hyps, n_refs, settings. A point already in --results (same method, K, seed, epochs, dense,
+n_hyps, n_refs, device, settings. A point already in --results (same method, K, seed, epochs, dense,
 settings) is skipped; an interrupted run resumes (fairseq's checkpoint_last.pt, phase markers).
 """
 import argparse
@@ -235,7 +235,8 @@ def main(argv=None):
                **{key: fin.get(key) for key in ("sparsity", "params", "params_dense", "flops_ratio")},
                "train_wall_s": round(sum(walls.values()), 1), "phase_wall_s": {kk: round(v, 1) for kk, v in walls.items()},
                **{key: v for key, v in ev.items() if key != "bleu"},
-               "point_wall_s": round(time.time() - t0, 1), "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
+               "point_wall_s": round(time.time() - t0, 1), "device": common.device_desc(),
+               "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
         common.append_row(results, row)
         common.log(f"{a.method} K={k} seed={a.seed}: BLEU {row['bleu']} heads {row['heads_kept']} "
                   f"({'.'.join(map(str, act))}) sparsity {row['sparsity']:.2f}% train {row['train_wall_s']} s")
