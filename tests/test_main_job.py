@@ -134,7 +134,13 @@ def test_main_job_progress_lines(main_run):
         for e in range(1, n + 1):
             assert re.search(rf"\] {name} epoch {e}/{n}  loss [\d.]+  valid [\d.]+.*elapsed \S+  stage ETA \S+  total ETA \S+",
                              out), (name, e)
-    assert re.search(r"neuroprune epoch 2/2 .* heads 18 ", out)
+    # K is reached after epoch E - 1 (the default --target-epoch) and kept in the recovery epoch
+    assert re.search(r"neuroprune epoch 1/2 .* heads 18 ", out) and re.search(r"neuroprune epoch 2/2 .* heads 18 ", out)
+
+
+def test_main_job_target_epoch_out_of_range_is_refused(tmp_path):
+    p = _main(["--data-dir", tmp_path, "--ft-epochs", 2, "--target-epoch", 3], REPO)
+    assert p.returncode == 2 and "--target-epoch 3: must be between 1 and --ft-epochs (2)" in p.stderr
 
 
 def test_main_job_resumes_without_retraining(main_run, tmp_path):

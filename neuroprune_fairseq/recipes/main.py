@@ -75,7 +75,10 @@ def parse(argv):
     g.add_argument("--max-tokens", type=int, default=2048, help="of every training stage")
     g.add_argument("--seed", type=int, default=1)
     g = p.add_argument_group("fine-tuning (NeuroPrune and DSP joint, the same budget)")
-    g.add_argument("--ft-epochs", type=int, default=2, help="E: epochs of each fine-tuning run; NeuroPrune reaches K at epoch E")
+    g.add_argument("--ft-epochs", type=int, default=2, help="E: epochs of each fine-tuning run")
+    g.add_argument("--target-epoch", type=int, default=0,
+                   help="NeuroPrune reaches K after this epoch (--np-target-epoch); the epochs after it recover at K. "
+                        "Default 0: E-1 (E when E = 1)")
     g.add_argument("--ft-lr", type=float, default=1e-3)
     g.add_argument("--ft-warmup", type=int, default=100, help="inverse_sqrt --warmup-updates")
     g.add_argument("--heads", type=int, default=54, help="K: heads kept (--np-target-heads, --dsp-heads)")
@@ -101,6 +104,10 @@ def parse(argv):
     if not a.raw.is_dir():
         p.error(f"--data-dir {a.raw} is not a folder")
     a.model = shlex.split(a.model_args)
+    if not a.target_epoch:
+        a.target_epoch = max(a.ft_epochs - 1, 1)
+    if not 1 <= a.target_epoch <= a.ft_epochs:
+        p.error(f"--target-epoch {a.target_epoch}: must be between 1 and --ft-epochs ({a.ft_epochs})")
     return a
 
 
@@ -114,7 +121,7 @@ def main(argv=None):
     dense_tag = tag("dense", {**base, **{k: getattr(a, k) for k in (
         "dense_epochs", "dense_lr", "dense_warmup", "dense_end_lr", "dense_updates_per_epoch")}})
     ft = {"dense": dense_tag, **{k: getattr(a, k) for k in ("ft_epochs", "ft_lr", "ft_warmup", "heads")}}
-    np_tag = tag("neuroprune", {**ft, **{k: getattr(a, k) for k in ("sparsity", "alpha", "beta")}})
+    np_tag = tag("neuroprune", {**ft, **{k: getattr(a, k) for k in ("sparsity", "alpha", "beta", "target_epoch")}})
     dsp_tag = tag("dsp-joint", {**ft, "dsp_lr": a.dsp_lr, "anneal": a.anneal_fraction})
     tags = {"dense": dense_tag, "neuroprune": np_tag, "dsp-joint": dsp_tag}
     train_log = {m: logs / f"{t}.train.log" for m, t in tags.items()}
@@ -189,7 +196,7 @@ def main(argv=None):
             raise SystemExit(f"--heads {a.heads}: the dense model has {dense_row['heads_dense']} heads; choose fewer")
         sched = ["--lr", str(a.ft_lr), "--lr-scheduler", "inverse_sqrt", "--warmup-updates", str(a.ft_warmup)]
         np_extra = [*common.finetune_args("neuroprune", dense_ckpt, a.ft_epochs, a.alpha, a.beta, 0.2, sched),
-                    "--np-target-heads", str(a.heads), "--np-target-epoch", str(a.ft_epochs),
+                    "--np-target-heads", str(a.heads), "--np-target-epoch", str(a.target_epoch),
                     "--np-proximal", "--np-target-sparsity", f"{a.sparsity:g}"]
         anneal = max(1, round(a.anneal_fraction * a.ft_epochs * upe))
         dsp_extra = [*sched, "--task", "dsp_translation", "--criterion", "dsp_ce", "--dsp-mode", "joint",
