@@ -61,6 +61,19 @@ def test_eta_from_measured_and_guessed_pace():
     assert (fmt_s(42), fmt_s(552), fmt_s(3780), fmt_s(None)) == ("42s", "9m12s", "1h03m", "?")
 
 
+def test_resumed_job_gives_its_pace_to_the_eta(tmp_path):
+    """A job trained in an earlier call (its .done) still gives the ETA a measured pace, so a
+    resumed main job estimates the fine-tuning left instead of printing '?'."""
+    from neuroprune_fairseq.recipes.progress import Job, run_jobs
+
+    (tmp_path / "dense").mkdir()
+    (tmp_path / "dense" / ".done").write_text(json.dumps({"train_wall_s": 480.0}))
+    eta = Eta([("dense training", {"dense": 8}), ("fine-tuning", {"neuroprune": 2})], ft_factor=1.5)
+    walls = run_jobs("dense training", [Job("dense", ["false"], tmp_path / "d.log", tmp_path / "dense", 8)], eta, False)
+    assert walls == {"dense": 480.0} and eta.pace["dense"] == 60.0 and eta.done["dense"] == 8
+    assert eta.stage_left("fine-tuning") == 2 * 90.0
+
+
 # --------------------------------------------------------------------------- end to end
 
 

@@ -156,6 +156,7 @@ def run_jobs(stage: str, jobs: Sequence[Job], eta: Eta, parallel: bool, poll_s: 
         if done.exists():
             walls[j.name] = float(json.loads(done.read_text())["train_wall_s"])
             eta.done[j.name] = j.epochs
+            eta.pace.setdefault(j.name, walls[j.name] / max(j.epochs, 1))  # a resumed job's pace is known
             log(f"{j.name}: already trained ({fmt_s(walls[j.name])}; {done})")
         else:
             todo.append(j)
