@@ -113,7 +113,8 @@ def sparsity_speed_table(a, prep, work, refs, dense_sps):
     rows = []
     for i, ck in enumerate(a.more_pruned):
         label = f"{i}_{Path(ck).parent.name}"
-        fin = common.finalize(Path(ck), work / f"more_{label}.pt", a.threshold, logfile=work / "finalize.log")
+        fin = common.finalize(Path(ck), work / f"more_{label}.pt", a.threshold, logfile=work / "finalize.log",
+                               data=prep / "bin")
         runs = [common.generate(prep / "bin", work / f"more_{label}.pt", subset=a.subset, beam=5, batch_size=a.batch_size,
                                extra=common.gen_cap(prep), logfile=work / f"gen_more_{label}.log") for _ in range(a.reps)]
         best = max(runs, key=lambda g: g.get("sentences_per_s", 0))
@@ -190,8 +191,8 @@ def main(argv=None):
             Path(a.out).parent.mkdir(parents=True, exist_ok=True)
             Path(a.out).write_text(json.dumps(res, indent=1))
         return res
-    fin_d = common.finalize(Path(a.dense), work / "dense_final.pt", a.threshold, logfile=work / "finalize.log")
-    fin_p = common.finalize(Path(a.pruned), work / "pruned_final.pt", a.threshold, logfile=work / "finalize.log")
+    fin_d = common.finalize(Path(a.dense), work / "dense_final.pt", a.threshold, logfile=work / "finalize.log", data=prep / "bin")
+    fin_p = common.finalize(Path(a.pruned), work / "pruned_final.pt", a.threshold, logfile=work / "finalize.log", data=prep / "bin")
     n_masked = pad_to_dense(work / "pruned_final.pt", work / "pruned_masked.pt", prep / "bin")
     models = {"dense": work / "dense_final.pt", "pruned_finalized": work / "pruned_final.pt",
               "pruned_masked": work / "pruned_masked.pt"}
