@@ -290,3 +290,20 @@ def test_sweep_heads_target_epoch(tmp_path, capsys, monkeypatch):
     sweep_heads.run_point(a, 25, tmp_path / "run2", tmp_path / "logs", {"alpha": 0.5, "beta": 0.1})
     te = [argv[argv.index("--np-target-epoch") + 1] for argv in seen]
     assert te == ["2", "3"] and all(argv[argv.index("--max-epoch") + 1] == "3" for argv in seen)
+
+
+def test_bench_speed_builds_plugin_trainers_in_a_fresh_process(tiny_data):
+    """bench_speed's in-process trainers get the plugin's task and criterion even though the
+    package is imported before fairseq's --user-dir import (which then skips it)."""
+    import subprocess
+    import sys
+
+    from conftest import TINY_ARCH
+
+    code = ("import sys; from neuroprune_fairseq.recipes import bench_speed as b; "
+            "task, tr = b.build_trainer(sys.argv[1], ['--criterion', 'neuroprune_ce', '--max-epoch', '1'], "
+            "sys.argv[2:], None); print(type(task).__name__, type(tr.criterion).__name__)")
+    p = subprocess.run([sys.executable, "-c", code, str(tiny_data / "bin"), *TINY_ARCH], capture_output=True, text=True,
+                       env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert p.stdout.split()[-2:] == ["NeuroPruneTranslationTask", "NeuroPruneCriterion"], p.stdout[-500:]

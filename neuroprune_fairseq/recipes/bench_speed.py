@@ -38,6 +38,8 @@ def build_trainer(bin_dir, crit_args, model_args, ckpt):
     from fairseq.dataclass.utils import convert_namespace_to_omegaconf
     from fairseq.trainer import Trainer
 
+    import neuroprune_fairseq.plugin  # noqa: F401  (this package is imported already, so --user-dir would skip it)
+
     parser = options.get_training_parser()
     args = options.parse_args_and_arch(parser, [str(bin_dir), "--user-dir", common.USER_DIR, *common.COMMON_TRAIN,
                                                 *model_args, *crit_args, "--np-no-head-pruning", "--cpu"])
