@@ -34,7 +34,7 @@ from neuroprune_fairseq.recipes import common
 
 def build_trainer(bin_dir, crit_args, model_args, ckpt):
     import torch
-    from fairseq import options, tasks, utils
+    from fairseq import options, tasks
     from fairseq.dataclass.utils import convert_namespace_to_omegaconf
     from fairseq.trainer import Trainer
 
@@ -44,7 +44,6 @@ def build_trainer(bin_dir, crit_args, model_args, ckpt):
     args = options.parse_args_and_arch(parser, [str(bin_dir), "--user-dir", common.USER_DIR, *common.COMMON_TRAIN,
                                                 *model_args, *crit_args, "--np-no-head-pruning", "--cpu"])
     cfg = convert_namespace_to_omegaconf(args)
-    utils.import_user_module(cfg.common)
     torch.manual_seed(1)
     task = tasks.setup_task(cfg.task)
     task.load_dataset("train")
@@ -108,6 +107,12 @@ def bench_updates(bin_dir, ckpt, n_updates, alpha, beta, warmup=2, modes=tuple(U
     return out
 
 
+def finalize_into(a, prep: Path, work: Path, ckpt, name: str) -> dict:
+    """``finalize --threshold`` of one checkpoint into ``work/name`` (the prep's dictionaries: a
+    checkpoint's own data path may be relative to where it was trained); its report."""
+    return common.finalize(Path(ckpt), work / name, a.threshold, logfile=work / "finalize.log", data=prep / "bin")
+
+
 def sparsity_speed_table(a, prep, work, refs, dense_sps):
     """(c) how much sparsity becomes speed: every --more-pruned checkpoint (e.g. one per
     --np-target-sparsity) finalised with --threshold and decoded like (b); one row each with
@@ -115,8 +120,7 @@ def sparsity_speed_table(a, prep, work, refs, dense_sps):
     rows = []
     for i, ck in enumerate(a.more_pruned):
         label = f"{i}_{Path(ck).parent.name}"
-        fin = common.finalize(Path(ck), work / f"more_{label}.pt", a.threshold, logfile=work / "finalize.log",
-                               data=prep / "bin")
+        fin = finalize_into(a, prep, work, ck, f"more_{label}.pt")
         runs = [common.generate(prep / "bin", work / f"more_{label}.pt", subset=a.subset, beam=5, batch_size=a.batch_size,
                                extra=common.gen_cap(prep), logfile=work / f"gen_more_{label}.log") for _ in range(a.reps)]
         best = max(runs, key=lambda g: g.get("sentences_per_s", 0))
@@ -193,8 +197,8 @@ def main(argv=None):
             Path(a.out).parent.mkdir(parents=True, exist_ok=True)
             Path(a.out).write_text(json.dumps(res, indent=1))
         return res
-    fin_d = common.finalize(Path(a.dense), work / "dense_final.pt", a.threshold, logfile=work / "finalize.log", data=prep / "bin")
-    fin_p = common.finalize(Path(a.pruned), work / "pruned_final.pt", a.threshold, logfile=work / "finalize.log", data=prep / "bin")
+    fin_d = finalize_into(a, prep, work, a.dense, "dense_final.pt")
+    fin_p = finalize_into(a, prep, work, a.pruned, "pruned_final.pt")
     n_masked = pad_to_dense(work / "pruned_final.pt", work / "pruned_masked.pt", prep / "bin")
     models = {"dense": work / "dense_final.pt", "pruned_finalized": work / "pruned_final.pt",
               "pruned_masked": work / "pruned_masked.pt"}

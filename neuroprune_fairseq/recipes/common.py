@@ -20,6 +20,8 @@ PACKAGE = Path(__file__).resolve().parent.parent
 REPO = PACKAGE.parent
 USER_DIR = str(PACKAGE)
 BIN = Path(sys.executable).parent
+#: OMP_NUM_THREADS of every subprocess unless the caller's environment sets it
+DEFAULT_THREADS = "2"
 
 
 def tool(name: str) -> str:
@@ -37,7 +39,7 @@ def run(cmd: Sequence[str], logfile: Optional[Path] = None, env: Optional[dict] 
     cmd = [str(c) for c in cmd]
     log("$ " + " ".join(_q(c) for c in cmd))
     full_env = dict(os.environ)
-    full_env.setdefault("OMP_NUM_THREADS", "2")
+    full_env.setdefault("OMP_NUM_THREADS", DEFAULT_THREADS)
     if env:
         full_env.update(env)
     t0 = time.time()
@@ -65,7 +67,7 @@ def device_desc() -> str:
 
     if torch.cuda.is_available():
         return f"cuda {torch.cuda.get_device_name(0)}"
-    return f"cpu {os.cpu_count()} cores, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '2')}"
+    return f"cpu {os.cpu_count()} cores, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', DEFAULT_THREADS)}"
 
 
 def append_row(results: Path, row: dict) -> None:

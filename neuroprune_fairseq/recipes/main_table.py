@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import textwrap
 from pathlib import Path
 from typing import Dict, List, Sequence
 
@@ -48,8 +49,6 @@ def plot(rows: Sequence[Dict], png: Path, title: str) -> None:
                     textcoords="offset points", xytext=(5, 5), fontsize=8)
     ax.set_xlabel("attention heads kept")
     ax.set_ylabel("test BLEU (sacrebleu)")
-    import textwrap
-
     ax.set_title("\n".join(textwrap.wrap(title, 75)), fontsize=9)
     ax.set_xlim(0, max(r["heads_dense"] for r in rows) * 1.15)
     ax.grid(alpha=0.3)
