@@ -29,7 +29,7 @@ WORK=$(realpath "$WORK"); RESULTS=$(realpath -m "$RESULTS")
 PY=${PYTHON:-}
 if [ -z "$PY" ]; then if [ -x .venv/bin/python ]; then PY=.venv/bin/python; else PY=python3; fi; fi
 JOBS=${JOBS:-8}; EPOCHS=${EPOCHS:-3}; export OMP_NUM_THREADS=${THREADS:-2}
-TARGET_EPOCH=${TARGET_EPOCH:-$(( EPOCHS > 1 ? EPOCHS - 1 : 1 ))}
+TARGET_EPOCH=${TARGET_EPOCH:-$("$PY" -c 'import sys; from neuroprune_fairseq.recipes.common import recovery_target_epoch as r; print(r(sys.argv[1]))' "$EPOCHS")}
 
 {
   for k in 10 18 25 50 75 100; do echo "dsp-joint $k 1"; done
@@ -40,7 +40,7 @@ TARGET_EPOCH=${TARGET_EPOCH:-$(( EPOCHS > 1 ? EPOCHS - 1 : 1 ))}
   for k in 10 18 25 50 75 100; do echo "dsp-pipelined $k 1"; echo "michel $k 1"; done
   echo "dense 108 1"
 } | { grep -E "${ONLY:-.}" || true; } > "$WORK/jobs.txt"
-echo "$(wc -l < "$WORK/jobs.txt") jobs, $JOBS at a time, E=$EPOCHS -> $RESULTS (logs: $WORK/jobs/)"
+echo "$(wc -l < "$WORK/jobs.txt") jobs, $JOBS at a time, E=$EPOCHS (NeuroPrune/l1 reach K after epoch $TARGET_EPOCH) -> $RESULTS (logs: $WORK/jobs/)"
 
 run_one() {  # method K seed; neuroprune-S<S> = neuroprune with --np-proximal --np-target-sparsity S
   local m=$1 label=$1 extra=()

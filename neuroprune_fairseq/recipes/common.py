@@ -70,6 +70,13 @@ def device_desc() -> str:
     return f"cpu {os.cpu_count()} cores, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', DEFAULT_THREADS)}"
 
 
+def recovery_target_epoch(epochs: int) -> int:
+    """The default epoch after which NeuroPrune/l1 reach the head target K: E - 1 (E when E = 1),
+    so the last epoch fine-tunes at K after the final merge (as DSP pipelined and Michel do after
+    pruning). The main job and ``frontier_gpu.sh`` both take it from here."""
+    return max(int(epochs) - 1, 1)
+
+
 def append_row(results: Path, row: dict) -> None:
     """Append one JSON line to a results file under an exclusive lock (parallel jobs may share it)."""
     import fcntl

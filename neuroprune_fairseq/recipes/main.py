@@ -105,7 +105,7 @@ def parse(argv):
         p.error(f"--data-dir {a.raw} is not a folder")
     a.model = shlex.split(a.model_args)
     if not a.target_epoch:
-        a.target_epoch = max(a.ft_epochs - 1, 1)
+        a.target_epoch = common.recovery_target_epoch(a.ft_epochs)
     if not 1 <= a.target_epoch <= a.ft_epochs:
         p.error(f"--target-epoch {a.target_epoch}: must be between 1 and --ft-epochs ({a.ft_epochs})")
     return a
