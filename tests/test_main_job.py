@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from neuroprune_fairseq.recipes.progress import Eta, fmt_s, parse_line
+from neuroprune_fairseq.recipes.progress import Eta, fmt_s, ft_pace_factor, parse_line
 from conftest import TINY_ARCH
 
 REPO = Path(__file__).resolve().parent.parent
@@ -45,7 +45,7 @@ def test_parse_fairseq_epoch_lines():
 
 def test_eta_from_measured_and_guessed_pace():
     stages = [("dense training", {"dense": 8}), ("fine-tuning", {"neuroprune": 2, "dsp-joint": 2})]
-    eta = Eta(stages, parallel=True, ft_factor=3.0, models_left=3)
+    eta = Eta(stages, parallel=True, ft_factor=3.0, post_factor=0.5, models_left=3)
     assert eta.total_left("dense training") is None  # nothing measured yet
     eta.pace["dense"], eta.done["dense"] = 60.0, 3
     assert eta.stage_left("dense training") == 5 * 60
@@ -59,6 +59,9 @@ def test_eta_from_measured_and_guessed_pace():
     eta.parallel = False
     assert eta.total_left("fine-tuning") == 100 + 360 + 40
     assert (fmt_s(42), fmt_s(552), fmt_s(3780), fmt_s(None)) == ("42s", "9m12s", "1h03m", "?")
+    # the default guesses: 2 cores, two 1-thread runs side by side ~1.6x the dense pace (measured 1.57-1.60)
+    assert 1.55 < ft_pace_factor(2, 1) < 1.7 and ft_pace_factor(2, 2) == pytest.approx(1.05)
+    assert Eta(stages).post_factor == 0.15
 
 
 def test_resumed_job_gives_its_pace_to_the_eta(tmp_path):

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from neuroprune_fairseq.recipes import common, main_table
 from neuroprune_fairseq.recipes.prepare import prepare
-from neuroprune_fairseq.recipes.progress import Eta, Job, StageFailed, fmt_s, run_jobs
+from neuroprune_fairseq.recipes.progress import Eta, Job, StageFailed, fmt_s, ft_pace_factor, run_jobs
 
 MODEL_ARGS = ("--arch neuroprune_multi30k_cpu --share-all-embeddings --encoder-normalize-before "
               "--decoder-normalize-before --dropout 0.1 --label-smoothing 0.1 --optimizer adam --adam-betas (0.9,0.98)")
@@ -133,7 +133,7 @@ def main(argv=None):
         [str(prep / "preprocess.log")] + [str(train_log[m]) for m in tags] + [str(logs / f"{dsp_tag}.dsp_finalize.log")]
         + [str(logs / f"{t}.{s}.log") for t in tags.values() for s in ("finalize", "generate")]))
     stages = [("dense training", {"dense": a.dense_epochs}), ("fine-tuning", {"neuroprune": a.ft_epochs, "dsp-joint": a.ft_epochs})]
-    eta = Eta(stages, parallel=a.parallel, ft_factor=1.5 * T / ft_threads, models_left=3)
+    eta = Eta(stages, parallel=a.parallel, ft_factor=ft_pace_factor(T, ft_threads), models_left=3)
     rows, walls = [], {}
 
     def stage(name, logfile, fn):

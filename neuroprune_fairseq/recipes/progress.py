@@ -72,15 +72,24 @@ def fmt_s(s: Optional[float]) -> str:
     return f"{s // 3600}h{(s % 3600) // 60:02d}m"
 
 
+def ft_pace_factor(threads: int, ft_threads: int) -> float:
+    """Guessed seconds per fine-tuning epoch / seconds per dense epoch, until a fine-tuning epoch is
+    measured. Measured on the 2-core CPU (fresh main job, 2026-11-23): each of the two runs side by
+    side with 1 thread took 1.6x the 2-thread dense epoch (298 and 292 s vs 186 s). Thread scaling is
+    sublinear, so (threads / ft_threads) ** 0.65 (2 -> 1.57), x 1.05 for the penalties and gates."""
+    return 1.05 * (max(threads, 1) / max(ft_threads, 1)) ** 0.65
+
+
 @dataclass
 class Eta:
     """stages: ordered ``[(stage name, {job name: planned epochs})]``; the jobs of one stage run side
     by side when ``parallel`` (the stage lasts as long as its slowest job), else one after the
     other. ``post_s_per_model`` x ``models_left``: finalize + evaluate (before the first model was
-    evaluated: half a dense epoch each, a rough guess)."""
+    evaluated: ``post_factor`` x a dense epoch each; 0.15 measured on Multi30k, 31 s vs 186 s)."""
     stages: List[tuple]
     parallel: bool = False
     ft_factor: float = 1.5
+    post_factor: float = 0.15
     post_s_per_model: Optional[float] = None
     models_left: int = 0
     pace: Dict[str, float] = field(default_factory=dict)  # job -> measured seconds per epoch
@@ -115,7 +124,7 @@ class Eta:
             post = self.post_s_per_model
             if post is None:
                 p = self._pace(next(iter(self.stages[0][1])))
-                post = None if p is None else 0.5 * p
+                post = None if p is None else self.post_factor * p
             if post is None:
                 return None
             total += post * self.models_left
