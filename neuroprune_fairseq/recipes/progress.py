@@ -88,7 +88,7 @@ class Eta:
     evaluated: ``post_factor`` x a dense epoch each; 0.15 measured on Multi30k, 31 s vs 186 s)."""
     stages: List[tuple]
     parallel: bool = False
-    ft_factor: float = 1.5
+    ft_factor: float = field(default_factory=lambda: ft_pace_factor(1, 1))  # fine-tuning on the dense stage's threads
     post_factor: float = 0.15
     post_s_per_model: Optional[float] = None
     models_left: int = 0
