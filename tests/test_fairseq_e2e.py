@@ -186,13 +186,13 @@ def _free_port():
         return s.getsockname()[1]
 
 
-def train_two_workers(args, cwd):
-    """``fairseq-train args`` as 2 data-parallel CPU workers (gloo, legacy_ddp); both must succeed.
-    Returns each worker's output."""
+def train_two_workers(args, cwd, backend="legacy_ddp"):
+    """``fairseq-train args`` as 2 data-parallel CPU workers (gloo, ``--ddp-backend backend``); both
+    must succeed. Returns each worker's output."""
     import subprocess, sys
 
     port = _free_port()
-    args = [*args, "--distributed-world-size", "2", "--ddp-backend", "legacy_ddp", "--distributed-backend", "gloo",
+    args = [*args, "--distributed-world-size", "2", "--ddp-backend", backend, "--distributed-backend", "gloo",
             "--distributed-no-spawn", "--distributed-init-method", f"tcp://127.0.0.1:{port}"]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     procs = [subprocess.Popen([sys.executable, "-m", "fairseq_cli.train", *args, "--distributed-rank", str(r)],
@@ -256,7 +256,9 @@ def test_criterion_with_stock_translation_task_warns_once_that_nothing_is_pruned
 
 @pytest.mark.parametrize("extra, message", [
     (["--np-theta", "-0.1"], "--np-theta must be a finite number >= 0"),
-    (["--distributed-world-size", "2", "--ddp-backend", "pytorch_ddp"], "needs --ddp-backend legacy_ddp"),
+    (["--distributed-world-size", "2", "--ddp-backend", "slowmo"], "needs --ddp-backend c10d / pytorch_ddp"),
+    (["--distributed-world-size", "2", "--ddp-backend", "pytorch_ddp"], None),  # rebuilt after each pruning
+    (["--distributed-world-size", "2", "--ddp-backend", "c10d"], None),
     (["--bf16"], "on GPUs use --fp16, --memory-efficient-fp16 or --amp"),
     (["--memory-efficient-bf16"], "on GPUs use --fp16, --memory-efficient-fp16 or --amp"),
     (["--memory-efficient-fp16", "--np-proximal"], None),  # accepted: the optimizer steps the model's own weights

@@ -68,3 +68,56 @@ def test_load_pruned_rejects_plain_folder(tmp_path):
     tiny_bert().save_pretrained(str(tmp_path))
     with pytest.raises(FileNotFoundError, match="save_pruned"):
         load_pruned(str(tmp_path))
+
+
+def _zero_structure_(model):
+    """Input groups 0..2 of the first attention's [Q; K; V], fc2 rows 1 and 3 and fc2 columns
+    (neurons) 0..4 of the first MLP, out-projection row 2 of the last attention."""
+    from neuroprune_fairseq.hf.roles import mlp_sites
+
+    a, m = attention_sites(model), mlp_sites(model)
+    with torch.no_grad():
+        for lin in (a[0].q, a[0].k, a[0].v):
+            lin.weight[:, :3] = 0
+        m[0].fc2.weight[[1, 3]] = 0
+        m[0].fc2.weight[:, :5] = 0
+        a[-1].out.weight[2] = 0
+
+
+@pytest.mark.parametrize("make,inputs", [
+    (tiny_bert, lambda: dict(input_ids=torch.tensor([[5, 7, 9, 11, 2]]), attention_mask=torch.ones(1, 5, dtype=torch.long))),
+    (tiny_t5, lambda: dict(input_ids=torch.tensor([[5, 7, 9, 1]]), decoder_input_ids=torch.tensor([[0, 4, 6]]))),
+    (tiny_opt, lambda: dict(input_ids=torch.tensor([[2, 5, 7, 9, 11]]))),
+])
+def test_save_removes_zeroed_structure_with_outputs_equal(tmp_path, make, inputs):
+    """save_pruned removes zeroed input groups (gathers), zero fc2 / out rows (scatters) and unread
+    neurons; load_pruned rebuilds them; outputs equal; the sparsity and structure counts agree."""
+    from neuroprune_fairseq.core.policy import structure
+    from neuroprune_fairseq.core.structured_linear import StructuredLinear
+    from neuroprune_fairseq.hf.roles import mlp_sites
+
+    model = make()
+    _prune_some(model)
+    _zero_structure_(model)
+    x = inputs()
+    with torch.no_grad():
+        ref = model(**x).logits
+    before = structure(attention_sites(model), mlp_sites(model))
+    assert before["input_groups_zeroed"] >= 3 and before["mlp_neurons_dead"] >= 5
+    save_pruned(model, str(tmp_path))
+    assert not any(isinstance(m, StructuredLinear) for m in model.modules())  # the caller's model is untouched
+    loaded = load_pruned(str(tmp_path))
+    a0 = attention_sites(loaded)[0]
+    assert isinstance(a0.q, StructuredLinear) and a0.q.weight.shape[1] == a0.q.full_in - 3
+    m0 = mlp_sites(loaded)[0]
+    assert m0.fc1[0].weight.shape[0] == m0.dense_dim - 5
+    with torch.no_grad():
+        out = loaded(**x).logits
+    torch.testing.assert_close(out, ref, rtol=0, atol=1e-5)
+    # the unread neurons' fc1 rows (non-zero, but never read) count as removed now
+    dead_fc1 = sum(int((f.weight[:5] != 0).sum()) for f in mlp_sites(model)[0].fc1)
+    rep, rep0 = model_sparsity(loaded), model_sparsity(model)
+    assert rep.dense == rep0.dense and rep.zero + rep.removed == rep0.zero + rep0.removed + dead_fc1
+    after = structure(attention_sites(loaded), mlp_sites(loaded))
+    for key in ("input_groups_zeroed", "mlp_neurons_dead", "fc2_rows_zero"):
+        assert after[key] == before[key], key

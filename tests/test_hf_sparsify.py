@@ -57,10 +57,10 @@ def test_proximal_training_makes_exact_zeros(tmp_path):
 
 
 @pytest.mark.parametrize("penalty,target", [("neuroprune", 70.0), ("l1", 40.0)])
-def test_target_sparsity_is_reached(tmp_path, penalty, target):
+def test_target_sparsity_is_reached_by_the_cut(tmp_path, penalty, target):
     model = tiny_bert().train()
     np_args = NeuroPruneArguments(alpha=1e-3, beta=1e-3, penalty=penalty, theta=0.02, proximal=True,
-                                  target_sparsity=target, target_end=0.5)
+                                  target_sparsity=target, target_end=0.5, target_mode="cut")
     trainer = NeuroPruneTrainer(model=model, args=_args(tmp_path, epochs=3), train_dataset=_Data(16),
                                 neuroprune=np_args)
     trainer.train()
@@ -69,3 +69,24 @@ def test_target_sparsity_is_reached(tmp_path, penalty, target):
     logged = [h for h in trainer.state.log_history if "np_target_sparsity" in h]
     assert logged[0]["np_target_sparsity"] < target and logged[-1]["np_target_sparsity"] == pytest.approx(target)
     assert all(h["np_sparsity"] >= h["np_target_sparsity"] - 1e-6 for h in logged)
+
+
+@pytest.mark.parametrize("penalty,target", [("neuroprune", 60.0), ("l1", 40.0)])
+def test_target_sparsity_is_made_by_the_penalties(tmp_path, penalty, target):
+    """target_mode='penalty' (the default): the controller drives alpha and beta so that the
+    proximal maps make the zeros; the cut closes at most a little at the end of the ramp, and
+    the result is within half a point above S."""
+    model = tiny_bert().train()
+    np_args = NeuroPruneArguments(alpha=1e-3, beta=1e-3, penalty=penalty, prune_heads=False,
+                                  target_sparsity=target, target_end=0.6, target_gain=0.3)
+    assert np_args.by_proximal_step and np_args.target_mode == "penalty"
+    trainer = NeuroPruneTrainer(model=model, args=_args(tmp_path, epochs=4), train_dataset=_Data(64),
+                                neuroprune=np_args)
+    trainer.train()
+    rep = model_sparsity(model)
+    assert target <= rep.sparsity <= target + 0.5, rep
+    logged = [h for h in trainer.state.log_history if "np_target_sparsity" in h]
+    assert logged[-1]["np_cut_sparsity"] < 0.25 * target  # the penalties made most of it
+    assert logged[-1]["np_mult_attn"] != 1.0 and logged[-1]["np_mult_mlp"] != 1.0  # the strengths were driven
+    sp = trainer.np_sparsify
+    assert rep.sparsity - sp.cut_sparsity >= 0.75 * target

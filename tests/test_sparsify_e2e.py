@@ -77,7 +77,7 @@ def test_setup_errors_name_the_fix():
     def cfg(**kw):
         base = dict(np_proximal=False, np_target_sparsity=None, np_target_start=0.0, np_target_end=0.75,
                     fp16=False, bf16=False, memory_efficient_fp16=False, memory_efficient_bf16=False,
-                    max_epoch=3, max_update=0)
+                    max_epoch=3, max_update=0, np_target_gain=0.05)
         return SimpleNamespace(**{**base, **kw})
 
     with pytest.raises(ValueError, match="0 <= S < 100"):
@@ -87,6 +87,8 @@ def test_setup_errors_name_the_fix():
     with pytest.raises(ValueError, match="memory-efficient"):
         check_sparsify_setup(cfg(np_proximal=True, fp16=True))
     check_sparsify_setup(cfg(np_proximal=True, fp16=True, memory_efficient_fp16=True))  # the model's own weights
+    with pytest.raises(ValueError, match="--np-target-gain must be a finite number > 0"):
+        check_sparsify_setup(cfg(np_target_sparsity=50.0, np_target_gain=0.0))
 
 
 def test_task_config_reads_precision_flags_from_fairseq():
@@ -115,7 +117,7 @@ def _row_weights(path, eps):
 def test_proximal_run_makes_exact_zeros_and_eq1_row_weights_grow(tiny_data):
     p = run_cli("fairseq_cli.train", ["bin", *BASE, "--criterion", "neuroprune_ce", "--np-penalty-scale", "token",
                                       "--np-alpha", "1", "--np-beta", "10", "--np-eps", "1e-2", "--np-proximal",
-                                      "--max-epoch", "3", "--save-dir", "ck_prox"], cwd=tiny_data)
+                                      "--np-prox-metric", "euclidean", "--max-epoch", "3", "--save-dir", "ck_prox"], cwd=tiny_data)
     log = p.stdout + p.stderr
     r = [_row_weights(tiny_data / "ck_prox" / f"checkpoint{e}.pt", 1e-2) for e in (1, 2, 3)]
     assert r[0] < r[1] < r[2], r  # rich get richer: sparse MLP rows get sparser
@@ -132,6 +134,7 @@ def test_target_sparsity_reached_without_finalize(tiny_data):
     target = 60.0
     p = run_cli("fairseq_cli.train", ["bin", *BASE, "--criterion", "neuroprune_ce", "--np-alpha", "0.05", "--np-beta", "0.1",
                                       "--np-proximal", "--np-target-sparsity", str(target), "--max-epoch", "3",
+                                      "--np-target-mode", "cut", "--np-prox-metric", "euclidean",
                                       "--save-dir", "ck_target_sparsity"], cwd=tiny_data)
     log = p.stdout + p.stderr
     _, model, _, _ = load(str(tiny_data / "ck_target_sparsity" / "checkpoint_last.pt"), str(tiny_data / "bin"))
@@ -141,3 +144,46 @@ def test_target_sparsity_reached_without_finalize(tiny_data):
     assert len(inner) >= 4 and inner[0][0] < inner[-1][0] == target  # logged every interval, ramping up
     epoch3 = [l for l in log.splitlines() if "| train | epoch 003" in l][0]
     assert "| target_sparsity 60 " in epoch3
+
+
+@pytest.mark.parametrize("penalty", ["neuroprune", "l1"])
+def test_target_sparsity_made_by_the_penalties(tiny_data, penalty):
+    """--np-target-mode penalty (the default): the controller drives the proximal strengths so the
+    penalties make the zeros; the run ends within half a point above S, the cut made little, and
+    the log says how much the cut made (cut_sparsity) and where the strengths went."""
+    target = 50.0
+    save = f"ck_driven_{penalty}"
+    p = run_cli("fairseq_cli.train", ["bin", *BASE, "--criterion", "neuroprune_ce", "--np-penalty", penalty,
+                                      "--np-alpha", "0.05", "--np-beta", "0.1", "--np-no-head-pruning",
+                                      "--np-target-sparsity", str(target), "--np-target-gain", "0.5",
+                                      "--max-epoch", "6", "--save-dir", save], cwd=tiny_data)
+    log = p.stdout + p.stderr
+    assert "mode penalty, proximal metric optimizer" in log
+    # the sparsity of the model that is evaluated: finalize removes the neurons with no input
+    # (the controller counts their fc2 columns as removed) and nothing else changes
+    from neuroprune_fairseq.commands.finalize import finalize
+
+    info = finalize(str(tiny_data / save / "checkpoint_last.pt"), str(tiny_data / save / "final.pt"), 0.0,
+                    str(tiny_data / "bin"), overwrite=True)
+    assert target <= info["sparsity"] <= target + 0.5, info
+    last = [l for l in log.splitlines() if "| train | epoch 006" in l][0]
+    cut = float(re.search(r"\| cut_sparsity ([\d.]+)", last).group(1))
+    assert cut < 0.25 * target, last  # the penalties made at least three quarters of S
+    mults = [float(m) for m in re.findall(r"mult_mlp=([\d.e+-]+)", log)]
+    assert mults and max(mults) > 1.5  # the strengths were driven up from beta
+
+
+def test_strong_penalties_zero_whole_input_groups_and_mlp_rows(tiny_data):
+    """Eq. 2's prox zeroes whole input groups of [Q; K; V] and Eq. 1's zeroes whole rows, and
+    finalize removes them with the same outputs (counted by the structure report)."""
+    from neuroprune_fairseq.core.policy import structure
+    from neuroprune_fairseq.fairseq_adapter.sites import attention_sites, mlp_sites
+
+    run_cli("fairseq_cli.train", ["bin", *BASE, "--criterion", "neuroprune_ce", "--np-penalty-scale", "token",
+                                  "--np-alpha", "2", "--np-beta", "2", "--np-proximal", "--np-no-head-pruning",
+                                  "--max-epoch", "2", "--save-dir", "ck_strong"], cwd=tiny_data)
+    _, model, _, _ = load(str(tiny_data / "ck_strong" / "checkpoint_last.pt"), str(tiny_data / "bin"))
+    st = structure(attention_sites(model), mlp_sites(model))
+    assert st["input_groups_zeroed"] > 0, st
+    assert st["fc2_rows_zero"] + st["mlp_neurons_dead"] > 0, st
+    assert st["structured_share"] > 0

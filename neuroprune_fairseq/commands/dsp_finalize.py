@@ -111,6 +111,13 @@ def finalize_and_report(model, task, state: Dict, keep, scores, empty: str, outp
     return info
 
 
+def check_heads(k: int, total: int, name: str = "--heads") -> None:
+    """The bounds training uses for ``--dsp-heads``: 1 <= K <= the model's heads."""
+    if not 1 <= k <= total:
+        raise SystemExit(f"{name} must be in [1, {total}] (the model has {total} heads; training accepts the "
+                         f"same range for --dsp-heads), got {k}")
+
+
 def main(argv=None) -> Dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--path", required=True, help="checkpoint of a dsp_ce run (holds the gate logits)")
@@ -135,6 +142,7 @@ def main(argv=None) -> Dict:
     if sum(counts) != logits.numel():
         raise SystemExit(f"{logits.numel()} gate logits for a model with {sum(counts)} heads")
     k = args.heads if args.heads is not None else int(state["cfg"].criterion.dsp_heads)
+    check_heads(k, sum(counts), "--heads" if args.heads is not None else "the run's --dsp-heads")
     keep = top_k_heads(logits, k, counts)
     info = finalize_and_report(model, task, state, keep, logits, args.empty_modules, args.output,
                                {"method": "dsp", "K": k}, args.report)

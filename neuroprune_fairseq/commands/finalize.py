@@ -6,7 +6,11 @@
 1. zeroes every attention (q, k, v, out) and MLP (fc1, fc2) weight with |w| < threshold
    (``--threshold 0`` keeps the weights as they are: only exact zeros count);
 2. removes dead MLP neurons: an all-zero fc2 column, or an all-zero fc1 row whose
-   constant activation is folded into fc2's bias (exact in eval mode);
+   constant activation is folded into fc2's bias (exact in eval mode), then the other zeroed
+   structure: all-zero input columns of q, k, v and fc1 (the layer gathers its live inputs; an
+   input group of Eq. 2 zeroed in a module's [Q; K; V]) and all-zero output rows of the out
+   projection and fc2 (the layer computes its live outputs and scatters them among the dead
+   outputs' constant biases); ``--no-structure-removal`` keeps them in place;
 3. writes a smaller checkpoint that loads in ``fairseq-generate --user-dir neuroprune_fairseq``
    (the optimizer state is dropped: it no longer matches the shapes). A checkpoint of a stock
    fairseq transformer arch (``transformer_iwslt_de_en``) is written as the plugin's
@@ -52,6 +56,17 @@ def remove_dead_mlp_neurons_(model: nn.Module) -> None:
     disable_fused_paths_(model)
 
 
+def remove_zeroed_structure_(model: nn.Module) -> Dict[str, int]:
+    """Remove the all-zero input columns of q, k, v, fc1 (gathers) and the all-zero output rows
+    of the out projections and fc2 (scatters): :func:`neuroprune_fairseq.core.policy.remove_structure_`."""
+    from ..core.policy import remove_structure_
+    from ..fairseq_adapter.sites import attention_sites, disable_fused_paths_, mlp_sites
+
+    removed = remove_structure_(attention_sites(model), mlp_sites(model))
+    disable_fused_paths_(model)
+    return removed
+
+
 def flops_per_token(model: nn.Module, seq_len: int = 20) -> Dict[str, float]:
     """Multiply-add FLOPs (x2) for one source token through the encoder plus one target
     token through the decoder, at source and target length ``seq_len``.
@@ -62,7 +77,7 @@ def flops_per_token(model: nn.Module, seq_len: int = 20) -> Dict[str, float]:
     from ..fairseq_adapter.sites import attention_sites, mlp_sites
 
     body = 0.0
-    for s in attention_sites(model):
+    for s in attention_sites(model):  # removed inputs / outputs (gathers, scatters) cost no multiply
         d_attn = s.num_heads * s.head_dim
         body += 2 * sum(lin.weight.numel() for lin in (s.q, s.k, s.v, s.out)) + 2 * 2 * seq_len * d_attn
     for s in mlp_sites(model):
@@ -76,11 +91,13 @@ def flops_per_token(model: nn.Module, seq_len: int = 20) -> Dict[str, float]:
 
 
 def describe(model: nn.Module, dense: nn.Module, seq_len: int) -> Dict:
+    from ..core.policy import structure
     from ..fairseq_adapter.sites import attention_sites, head_counts, mlp_sites, model_sparsity
 
     rep = model_sparsity(model)
     f, fd = flops_per_token(model, seq_len), flops_per_token(dense, seq_len)
     return {
+        **structure(attention_sites(model), mlp_sites(model)),
         "heads_kept": sum(head_counts(model)),
         "heads_dense": sum(s.dense_heads for s in attention_sites(model)),
         "heads_per_module": head_counts(model),
@@ -101,6 +118,8 @@ def describe(model: nn.Module, dense: nn.Module, seq_len: int) -> Dict:
 
 
 def format_report(d: Dict) -> str:
+    from ..core.structure import format_structure
+
     return "\n".join([
         f"heads kept        {d['heads_kept']} / {d['heads_dense']}  per module {'.'.join(map(str, d['heads_per_module']))}",
         f"MLP neurons kept  {d['mlp_neurons_kept']} / {d['mlp_neurons_dense']}",
@@ -110,6 +129,7 @@ def format_report(d: Dict) -> str:
         f"of {d['matrix_weights_dense']:,})",
         f"FLOPs per token   {d['flops_per_token']:.4g} vs dense {d['flops_per_token_dense']:.4g} "
         f"(ratio {d['flops_ratio']:.3f}; attention+MLP only {d['body_flops_ratio']:.3f}; length {d['flops_seq_len']})",
+        f"structure         {format_structure(d)}",
     ])
 
 
@@ -176,11 +196,32 @@ def load(path: str, data: str = None):
     return state, model.eval(), dense, task
 
 
+def same_file(a: str, b: str) -> bool:
+    """Whether two paths name one file: the same resolved path (symlinks followed), or, when
+    both exist, the same file under two names (hard link)."""
+    return os.path.realpath(a) == os.path.realpath(b) or (
+        os.path.exists(a) and os.path.exists(b) and os.path.samefile(a, b))
+
+
+def check_distinct(**paths: str) -> None:
+    """Refuse two options naming the same file (``--path``, ``--output``, ``--json``...): the
+    second write would replace the first, or an input, whatever ``--overwrite`` says."""
+    named = [(k, v) for k, v in paths.items() if v]
+    for i, (k1, v1) in enumerate(named):
+        for k2, v2 in named[i + 1:]:
+            if not same_file(v1, v2):
+                continue
+            o1, o2 = f"--{k1.replace('_', '-')}", f"--{k2.replace('_', '-')}"
+            if k1 == "path":
+                raise ValueError(f"{o2} {v2} is the input checkpoint --path {v1} (the same file); write it to "
+                                 "another file (--overwrite never replaces the input)")
+            raise ValueError(f"{o1} {v1} and {o2} {v2} are the same file: the second write would replace the "
+                             "first; give each its own file (--overwrite does not allow this)")
+
+
 def check_output(path: str, output: str, overwrite: bool = False) -> None:
     """Never replace the input checkpoint; never replace any other file unless told to."""
-    same = os.path.abspath(output) == os.path.abspath(path) or (
-        os.path.exists(output) and os.path.exists(path) and os.path.samefile(output, path))
-    if same:
+    if same_file(output, path):
         raise ValueError(f"--output {output} is the input checkpoint --path; write the finalised model to another file")
     if os.path.exists(output) and not overwrite:
         raise FileExistsError(f"--output {output} exists; pass --overwrite to replace it, or choose another file")
@@ -191,12 +232,17 @@ def generate_command(output: str, data: str) -> str:
     import shlex
 
     user_dir = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the package: neuroprune_fairseq
-    return (f"fairseq-generate {shlex.quote(str(data))} --user-dir {shlex.quote(user_dir)} "
-            f"--path {shlex.quote(os.path.abspath(output))} --beam 5")
+    # absolute paths: a checkpoint's data path may be relative to where it was trained (prep/bin);
+    # fairseq resolves it against the current directory, as the check in load() did
+    data = os.pathsep.join(os.path.abspath(d) for d in str(data).split(os.pathsep))
+    # fairseq's default --required-batch-size-multiple 8 loses hypotheses in this fairseq (see the README)
+    return (f"fairseq-generate {shlex.quote(data)} --user-dir {shlex.quote(user_dir)} "
+            f"--path {shlex.quote(os.path.abspath(output))} --beam 5 --required-batch-size-multiple 1")
 
 
 def finalize(path: str, output: str, threshold: float = 0.0, data: str = None, seq_len: int = 20,
-             overwrite: bool = False) -> Dict:
+             overwrite: bool = False, structured: bool = True) -> Dict:
+    """``structured``: also remove all-zero input columns and output rows (gathers / scatters)."""
     if not (threshold >= 0 and math.isfinite(threshold)):
         raise ValueError(f"--threshold must be a finite number >= 0, got {threshold}")
     check_output(path, output, overwrite)
@@ -205,18 +251,22 @@ def finalize(path: str, output: str, threshold: float = 0.0, data: str = None, s
     state, model, dense, _ = load(path, data)
     arch = neuroprune_arch(state["cfg"].model)
     zeroed = zero_small_weights_(model, threshold) if threshold > 0 else 0
+    removed_io = {"inputs": 0, "outputs": 0}
     if arch is None:
         logger.warning(f"{type(model).__name__} is not a fairseq transformer this plugin can reload with "
                        "resized MLPs: dead MLP neurons are zeroed but not removed")
     else:
         remove_dead_mlp_neurons_(model)
+        if structured:
+            removed_io = remove_zeroed_structure_(model)
         if arch:  # a stock transformer arch: save as its neuroprune_ twin, which loads resized MLPs
             set_arch_(state["cfg"].model, arch)
             if state.get("args") is not None:
                 state["args"].arch = arch
     info = describe(model, dense, seq_len)
     info.update({"zeroed_below_threshold": zeroed, "threshold": threshold, "source": path, "output": output,
-                 "arch": getattr(state["cfg"].model, "arch", None), "neurons_removed": arch is not None})
+                 "arch": getattr(state["cfg"].model, "arch", None), "neurons_removed": arch is not None,
+                 "inputs_removed": removed_io["inputs"], "output_rows_removed": removed_io["outputs"]})
     state["model"] = model.state_dict()
     state["last_optimizer_state"] = None
     state.setdefault("extra_state", {})["neuroprune_finalized"] = {"threshold": threshold}
@@ -235,12 +285,17 @@ def cli_main(argv=None):
     p.add_argument("--flops-seq-len", type=int, default=20, help="source/target length for attention FLOPs (default 20)")
     p.add_argument("--json", default=None, help="also write the report as JSON here")
     p.add_argument("--overwrite", action="store_true", help="replace --output (and --json) if they exist (never --path)")
+    p.add_argument("--no-structure-removal", action="store_true",
+                   help="keep all-zero input columns (q, k, v, fc1) and output rows (out projection, fc2) in place; "
+                        "by default they are removed (gathers / scatters, same outputs). Heads and dead neurons are removed anyway")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     try:
+        check_distinct(path=args.path, output=args.output, json=args.json)
         if args.json:
             check_output(args.path, args.json, args.overwrite)
-        info = finalize(args.path, args.output, args.threshold, args.data, args.flops_seq_len, args.overwrite)
+        info = finalize(args.path, args.output, args.threshold, args.data, args.flops_seq_len, args.overwrite,
+                        structured=not args.no_structure_removal)
     except (FileNotFoundError, FileExistsError, ValueError) as e:
         print(f"neuroprune-finalize: error: {e}", file=sys.stderr)
         return 2

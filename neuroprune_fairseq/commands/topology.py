@@ -66,6 +66,7 @@ class Loaded:
     attention: List[AttnView]
     mlp: List[MlpView]
     positions_source: str
+    structure: Optional[Dict] = None  # core.structure.structure_report of the loaded model
 
 
 # ----------------------------------------------------------------------------- loading
@@ -108,7 +109,10 @@ def load_fairseq(path: str, data: Optional[str] = None) -> Loaded:
         d = dense_mlp[site.name]
         mlp.append(MlpView(site.name, site.kind, [f.weight.detach() for f in site.fc1], site.fc2.weight.detach(),
                            d.dense_dim, sum(f.weight.numel() for f in d.fc1) + d.fc2.weight.numel()))
-    return Loaded(path, "fairseq", attention, mlp, source if recorded is not None else "not recorded")
+    from ..core.policy import structure
+
+    return Loaded(path, "fairseq", attention, mlp, source if recorded is not None else "not recorded",
+                  structure(sites, mlp_sites(model)))
 
 
 def load_hf(path: str) -> Loaded:
@@ -147,7 +151,9 @@ def load_hf(path: str) -> Loaded:
         d = dense_mlp[s.name]
         mlp.append(MlpView(s.name, s.kind, [f.weight.detach() for f in s.fc1], s.fc2.weight.detach(),
                            d.fc2.weight.shape[1], sum(f.weight.numel() for f in d.fc1) + d.fc2.weight.numel()))
-    return Loaded(path, "hf", attention, mlp, source)
+    from ..core.policy import structure
+
+    return Loaded(path, "hf", attention, mlp, source, structure(attention_sites(model), mlp_sites(model)))
 
 
 def load_any(path: str, data: Optional[str] = None) -> Loaded:
@@ -222,6 +228,7 @@ def checkpoint_report(c: Loaded, label: str, eps: float, removed: str) -> Dict:
         "mlp_degree": degree_stats(all_deg),
         "dead_neurons": sum(m["dead_neurons"] for m in mlp),
         "zero_input_groups": sum(a["zero_input_groups"] for a in attn), "input_groups": sum(a["input_groups"] for a in attn),
+        "structure": c.structure,
     }
     return {"label": label, "path": c.path, "format": c.format, "summary": summary, "attention": attn, "mlp": mlp}
 
@@ -234,6 +241,8 @@ def default_labels(paths: Sequence[str]) -> List[str]:
 
 
 def format_summary(report: Dict) -> str:
+    from ..core.structure import format_structure
+
     lines = []
     for c in report["checkpoints"]:
         s, d = c["summary"], c["summary"]["mlp_degree"]
@@ -241,7 +250,8 @@ def format_summary(report: Dict) -> str:
             f"{c['label']}: sparsity {s['sparsity']:.2f}% | heads {s['heads_kept']}/{s['heads_dense']} "
             f"(positions {s['head_positions']}) | MLP neurons {s['mlp_neurons_present']}/{s['mlp_neurons_dense']}, "
             f"degree mean {d['mean']:.2f} sd {d['sd']:.2f} min {d['min']} max {d['max']} | dead neurons "
-            f"{s['dead_neurons']} | zeroed input groups {s['zero_input_groups']}/{s['input_groups']}")
+            f"{s['dead_neurons']} | zeroed input groups {s['zero_input_groups']}/{s['input_groups']}"
+            + (f"\n  structure: {format_structure(s['structure'])}" if s.get("structure") else ""))
     return "\n".join(lines)
 
 

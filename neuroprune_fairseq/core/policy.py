@@ -13,6 +13,7 @@ from .penalties import attention_group_penalty, l1_penalty, mlp_preferential_att
 from .redundancy import RedundancyPlan, head_distance_matrix, min_pair_distance
 from .sites import AttentionSite, MlpSite
 from .sparsity import SparsityReport, sparsity_report
+from .structured_linear import full_in, full_out
 from .surgery import apply_redundancy_plan_, elim_redundant_, pad_heads_, pad_linear_, prune_heads_
 
 PENALTIES = ("neuroprune", "l1", "none")
@@ -171,9 +172,9 @@ def dense_matrix_count(attn: Sequence[AttentionSite], mlp: Sequence[MlpSite]) ->
     total = 0
     for s in attn:
         d_attn = s.dense_heads * s.head_dim
-        total += d_attn * (s.q.in_features + s.k.in_features + s.v.in_features) + s.out.out_features * d_attn
+        total += d_attn * (full_in(s.q) + full_in(s.k) + full_in(s.v)) + full_out(s.out) * d_attn
     for s in mlp:
-        total += s.dense_dim * (sum(f.in_features for f in s.fc1) + s.fc2.out_features)
+        total += s.dense_dim * (sum(full_in(f) for f in s.fc1) + full_out(s.fc2))
     return total
 
 
@@ -192,3 +193,50 @@ def sparsify_roles(attn: Sequence[AttentionSite], mlp: Sequence[MlpSite], attn_a
         attn=[(s.q.weight, s.k.weight, s.v.weight) for s in attn],
         mlp=[([f.weight for f in s.fc1], s.fc2.weight) for s in mlp],
         counted=matrices(attn_all, mlp_all), dense=dense_matrix_count(attn_all, mlp_all), penalty=penalty, eps=eps)
+
+
+# --------------------------------------------------------------------------- structure
+def structure(attn: Sequence[AttentionSite], mlp: Sequence[MlpSite]) -> Dict:
+    """:func:`neuroprune_fairseq.core.structure.structure_report` of the model these sites make."""
+    from .structure import structure_report
+
+    rep = sparsity(attn, mlp)
+    return structure_report(attn, mlp, rep.dense, rep.present, rep.zero)
+
+
+def remove_structure_(attn: Sequence[AttentionSite], mlp: Sequence[MlpSite]) -> Dict[str, int]:
+    """Physically remove the zeroed structure beyond heads and dead neurons (run
+    :func:`neuroprune_fairseq.core.surgery.remove_dead_neurons_` first): every all-zero input
+    column of q, k, v and fc1 (a gather) and every all-zero output row of the out projection and
+    fc2 (a scatter), :func:`neuroprune_fairseq.core.structured_linear.structure_linear_`. Same
+    outputs. Returns how many input columns and output rows were removed."""
+    from .structured_linear import structure_linear_
+
+    total = {"inputs": 0, "outputs": 0}
+    for lin, inputs in [(lin, True) for s in attn for lin in (s.q, s.k, s.v)] + [(s.out, False) for s in attn] \
+            + [(f, True) for s in mlp for f in s.fc1] + [(s.fc2, False) for s in mlp]:
+        for k, v in structure_linear_(lin, inputs=inputs, outputs=not inputs).items():
+            total[k] += v
+    return total
+
+
+def remove_unread_neurons_(mlp: Sequence[MlpSite]) -> int:
+    """Remove the MLP neurons whose fc2 column is all zero (their output is never read: exact
+    for any activation, gated or not); records the dense width on the block. Returns how many."""
+    from .surgery import prune_linear_
+
+    removed = 0
+    for s in mlp:
+        dense = s.dense_dim
+        live = (s.fc2.weight.detach() != 0).any(0)
+        if bool(live.all()):
+            continue
+        keep = live.nonzero().flatten()
+        if keep.numel() == 0:
+            keep = torch.zeros(1, dtype=torch.long, device=live.device)
+        for f in s.fc1:
+            prune_linear_(f, 0, keep)
+        prune_linear_(s.fc2, 1, keep)
+        s.module._np_dense_dim = dense
+        removed += live.numel() - keep.numel()
+    return removed

@@ -136,3 +136,61 @@ def attention_group_prox(q: Tensor, k: Tensor, v: Tensor, lam: float) -> Tuple[T
     a = torch.cat([q, k, v], 0)
     out = sqrt_l1_group_prox(a.t(), lam).t()
     return tuple(out.split([q.shape[0], k.shape[0], v.shape[0]], 0))
+
+
+# ------------------------------------------------------------------ a diagonal (Adam) metric
+# The prox in the metric ``||x - w||_D^2 = sum_i (x_i - w_i)^2 / s_i`` with a per-weight step
+# ``s_i`` (Adam's ``lr / (sqrt(v_hat_i) + eps)``): the step the penalty's gradient would get
+# from Adam in the gradient mode, so ``alpha`` means the same in both modes. For the separable
+# maps (l1, Eq. 1's weighted l1) it is the soft-threshold at ``coef * s_i`` (exact).
+
+
+def sqrt_l1_group_prox_metric(x: Tensor, coef, step: Tensor, iters: int = 8) -> Tensor:
+    """prox of ``coef * sqrt(||x_g||_1)`` per row ``g`` of ``x`` in the diagonal metric with
+    per-entry steps ``step`` (same shape as ``x``, ``> 0``).
+
+    Stationary points are ``x_i = soft(w_i, tau * s_i)`` with ``tau = coef / (2 sqrt(S(tau)))``,
+    ``S(tau) = sum_i max(|w_i| - tau s_i, 0)``. The fixed-point iteration from
+    ``coef / (2 sqrt(||w_g||_1))`` rises to the smallest root (the minimum that keeps most of the
+    group); it is kept when its objective is below the zero group's
+    ``0.5 sum w_i^2 / s_i``, otherwise the group is zero (also when no root exists: ``S`` reaches
+    0). With a uniform step this is :func:`sqrt_l1_group_prox` at ``lam = coef * s`` up to the
+    certificate, which this version replaces by the comparison with zero.
+    ``coef``: a scalar or one value per group (``>= 0``).
+    """
+    g, n, coef = _check_groups(x, coef)
+    if step.shape != x.shape:
+        raise ValueError(f"step must have the shape of x {tuple(x.shape)}, got {tuple(step.shape)}")
+    if g == 0 or n == 0:
+        return x.clone()
+    dt = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
+    a = x.detach().abs().to(dt)
+    s = step.detach().to(dt).clamp(min=torch.finfo(dt).tiny)
+    coef = coef.to(dt)
+    tiny = torch.finfo(dt).tiny
+    l1 = a.sum(1)
+    alive = l1 > 0
+
+    def s_of(t):
+        return (a - t.unsqueeze(1) * s).clamp_(min=0).sum(1)
+
+    tau = coef / (2 * l1.clamp(min=tiny).sqrt())
+    for _ in range(iters):
+        tau = coef / (2 * s_of(tau).clamp(min=tiny).sqrt())
+    thr = tau.unsqueeze(1) * s
+    kept = (a - thr).clamp(min=0)
+    big = kept.sum(1)
+    obj = 0.5 * (torch.minimum(a, thr).pow(2) / s).sum(1) + coef * big.sqrt()
+    zero_obj = 0.5 * (a * a / s).sum(1)
+    keep = alive & (big > 0) & (obj < zero_obj)
+    out = x.sign() * kept.to(x.dtype)
+    return torch.where(keep.unsqueeze(1), out, torch.zeros_like(out))
+
+
+def attention_group_prox_metric(q: Tensor, k: Tensor, v: Tensor, coef: float,
+                                steps: Tuple[Tensor, Tensor, Tensor]) -> Tuple[Tensor, Tensor, Tensor]:
+    """:func:`attention_group_prox` in the diagonal metric (one step tensor per matrix)."""
+    a = torch.cat([q, k, v], 0)
+    s = torch.cat(list(steps), 0)
+    out = sqrt_l1_group_prox_metric(a.t(), coef, s.t()).t()
+    return tuple(out.split([q.shape[0], k.shape[0], v.shape[0]], 0))

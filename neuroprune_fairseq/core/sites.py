@@ -97,5 +97,6 @@ class MlpSite:
 
     @property
     def dense_dim(self) -> int:
-        """Neurons of the dense block (adapters whose MLPs can shrink say where it is kept)."""
-        return self.fc1[0].out_features
+        """Neurons of the dense block: ``module._np_dense_dim`` where a surgery or a loader
+        recorded it, else the present width (adapters that know better override this)."""
+        return int(getattr(self.module, "_np_dense_dim", self.fc1[0].out_features))

@@ -23,15 +23,17 @@ Target sparsity (our choice; the paper only reports the sparsity reached):
 """
 import math
 from dataclasses import dataclass
-from typing import Callable, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
 
 from .penalties import pa_row_weight
-from .proximal import attention_group_prox, preferential_attachment_prox, soft_threshold
+from .proximal import (attention_group_prox, attention_group_prox_metric, preferential_attachment_prox,
+                       soft_threshold)
 
 Mlp = Tuple[Sequence[Tensor], Tensor]  # (fc1 weights: one, or two for a gated MLP; fc2 weight)
+StepOf = Callable[[Tensor], Union[float, Tensor]]  # a weight -> its per-entry proximal step
 
 
 def cubic_target(step: int, total: int, final: float, start: float = 0.0, end: float = 0.75) -> float:
@@ -99,16 +101,23 @@ def enforce_pool_(pool: Pool, target: float) -> int:
     """Zero the lowest-scoring non-zero weights of the pool until at least ``target`` percent of
     its present weights are exactly zero; returns how many were zeroed."""
     present = sum(w.numel() for w in pool.weights)
+    return cut_pool_to_(pool, math.ceil(target / 100.0 * present - 1e-9)) if present else 0
+
+
+def cut_pool_to_(pool: Pool, zeros_wanted: int) -> int:
+    """Zero the lowest-scoring non-zero weights of the pool until ``zeros_wanted`` of its
+    weights are exactly zero; returns how many were zeroed."""
+    present = sum(w.numel() for w in pool.weights)
     if not present:
         return 0
     zeros = int(sum(int((w == 0).sum()) for w in pool.weights))
-    need = math.ceil(target / 100.0 * present - 1e-9) - zeros
+    need = min(zeros_wanted, present) - zeros
     if need <= 0:
         return 0
     scores = pool.scores()
     # zeros rank first (-inf): the cut is the (zeros + need)-th smallest score
     flat = torch.cat([torch.where(w != 0, s, float("-inf")).reshape(-1).float() for s, w in zip(scores, pool.weights)])
-    cut = kth_smallest(flat, min(zeros + need, present))
+    cut = kth_smallest(flat, zeros + need)
     n = 0
     for s, w in zip(scores, pool.weights):
         kill = (s <= cut) & (w != 0)
@@ -127,6 +136,7 @@ class SparsifyRoles:
     dense: int = 0  # weights of those matrices in the dense model (0: what is present)
     penalty: str = "neuroprune"  # 'neuroprune' | 'l1'
     eps: float = 1e-4
+    folds_constant_neurons: bool = False  # the adapter's finalise removes neurons with all-zero fc1 rows
 
     def pools(self) -> List[Pool]:
         penalty, eps = self.penalty, self.eps
@@ -141,25 +151,52 @@ class SparsifyRoles:
         ]
 
 
-def proximal_step_(roles: SparsifyRoles, lam_attn: float, lam_mlp: float) -> None:
+def proximal_step_(roles: SparsifyRoles, lam_attn: float, lam_mlp: float, step_of: Optional[StepOf] = None) -> None:
     """In place: the prox of ``lam_attn * sum R_attn + lam_mlp * sum R_mlp`` (or of the l1
-    baseline with the same two strengths), one step."""
+    baseline with the same two strengths), one step.
+
+    ``step_of=None``: the Euclidean prox, ``lam_*`` already include the learning rate.
+    ``step_of(w)``: the per-weight step of ``w`` (a tensor of its shape, e.g. Adam's
+    ``lr / (sqrt(v_hat) + eps)``, or a float); ``lam_*`` are then the penalty coefficients and
+    the prox is taken in that diagonal metric (:mod:`.proximal`): what the same coefficients do
+    in the gradient mode under that optimizer."""
     with torch.no_grad():
         for q, k, v in roles.attn:
             if lam_attn <= 0:
                 break
+            if step_of is None:
+                if roles.penalty == "l1":
+                    for w in (q, k, v):
+                        w.copy_(soft_threshold(w, lam_attn))
+                else:
+                    for w, new in zip((q, k, v), attention_group_prox(q, k, v, lam_attn)):
+                        w.copy_(new)
+                continue
+            steps = tuple(_as_step(step_of(w), w) for w in (q, k, v))
             if roles.penalty == "l1":
-                for w in (q, k, v):
-                    w.copy_(soft_threshold(w, lam_attn))
+                for w, st in zip((q, k, v), steps):
+                    w.copy_(soft_threshold(w, lam_attn * st))
             else:
-                for w, new in zip((q, k, v), attention_group_prox(q, k, v, lam_attn)):
+                for w, new in zip((q, k, v), attention_group_prox_metric(q, k, v, lam_attn, steps)):
                     w.copy_(new)
         for fc1s, fc2 in roles.mlp:
             if lam_mlp <= 0:
                 break
             for w in (*fc1s, fc2):
-                w.copy_(soft_threshold(w, lam_mlp) if roles.penalty == "l1"
-                        else preferential_attachment_prox(w, lam_mlp, roles.eps))
+                if step_of is None:
+                    w.copy_(soft_threshold(w, lam_mlp) if roles.penalty == "l1"
+                            else preferential_attachment_prox(w, lam_mlp, roles.eps))
+                    continue
+                thr = lam_mlp * _as_step(step_of(w), w)
+                if roles.penalty != "l1":
+                    thr = thr * pa_row_weight(w, roles.eps).unsqueeze(1)
+                w.copy_(soft_threshold(w, thr))
+
+
+def _as_step(step, w: Tensor) -> Tensor:
+    if torch.is_tensor(step):
+        return step.to(w.dtype).expand_as(w)
+    return torch.full_like(w, float(step))
 
 
 def zero_masks(weights: Sequence[Tensor]) -> List[Tensor]:
@@ -175,11 +212,12 @@ def reapply_masks_(weights: Sequence[Tensor], masks: Sequence[Tensor]) -> None:
 
 
 def sparsify_step_(roles: SparsifyRoles, lam_attn: float, lam_mlp: float, proximal: bool,
-                   target: Optional[float]) -> int:
-    """After an optimizer step: the proximal step (if ``proximal``), then the target (percent, or
-    None). Returns the number of weights the target enforcement zeroed."""
+                   target: Optional[float], step_of: Optional[StepOf] = None) -> int:
+    """After an optimizer step: the proximal step (if ``proximal``; ``step_of`` as in
+    :func:`proximal_step_`), then the cut to the target (percent, or None): the ``cut`` mode.
+    Returns the number of weights the cut zeroed."""
     if proximal:
-        proximal_step_(roles, lam_attn, lam_mlp)
+        proximal_step_(roles, lam_attn, lam_mlp, step_of)
     if target is None or target <= 0:
         return 0
     present = sum(w.numel() for w in roles.counted)

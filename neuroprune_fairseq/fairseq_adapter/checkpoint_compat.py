@@ -6,7 +6,9 @@ torch 2.6 made ``torch.load(weights_only=True)`` the default, and fairseq 0.12 c
 scalars), so ``fairseq-generate`` fails on every checkpoint. Rather than turning the
 safe loader off, we allow-list exactly these plain data types with
 ``torch.serialization.add_safe_globals``, when fairseq loads this plugin (``--user-dir``).
-No environment variable is needed.
+No environment variable is needed. With several workers, rank 0 loads the checkpoint and sends it
+to the others through ``torch.save`` / ``torch.load`` with fairseq's ``_TensorPlaceholder`` in it:
+allowed too, so data-parallel runs resume.
 
 Also: checkpoints saved mid-epoch by version 0.1.0 of this plugin hold a custom ``TextMeter``
 in their logged metrics, and fairseq rebuilds meters on resume by looking their class name up
@@ -39,6 +41,13 @@ def _safe_types():
         except ImportError:  # numpy < 2
             from numpy.core.multiarray import _reconstruct, scalar
         types += [scalar, _reconstruct]
+    except ImportError:  # pragma: no cover
+        pass
+    try:  # resuming with several workers: rank 0 loads the checkpoint and broadcasts it with torch.save /
+        # torch.load, its tensors replaced by this placeholder (fairseq.distributed.utils.broadcast_object)
+        from fairseq.distributed.utils import _TensorPlaceholder
+
+        types.append(_TensorPlaceholder)
     except ImportError:  # pragma: no cover
         pass
     return types

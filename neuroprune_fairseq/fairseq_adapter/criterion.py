@@ -128,9 +128,12 @@ class NeuroPruneCriterion(LabelSmoothedCrossEntropyCriterion):
             sites = self._np_sites(inner)
             heads = policy.head_counts(sites["attn_all"])
             ws = policy.matrices(sites["attn_all"], sites["mlp_all"])  # weights read now: loading may replace them
-            zero = torch.stack([(w == 0).sum() for w in ws]).sum().to(reg.dtype)
+            # the count in int64 and all logged values in float64: a count cast to the loss dtype
+            # overflows fp16 (max 65,504) to inf under --fp16 / --memory-efficient-fp16
+            zero = torch.stack([(w == 0).sum() for w in ws]).sum()
             # one device->host transfer for all logged tensors
-            r_a, r_m, pen, nz = torch.stack([r_attn.detach(), r_mlp.detach(), added.detach(), zero]).tolist()
+            r_a, r_m, pen, nz = torch.stack([r_attn.detach().double(), r_mlp.detach().double(),
+                                             added.detach().double(), zero.double()]).tolist()
             report = SparsityReport(sites["dense_count"], sum(w.numel() for w in ws), nz)
         logging_output.update({
             "np_r_attn": r_a,

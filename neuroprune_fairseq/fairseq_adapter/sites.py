@@ -20,6 +20,7 @@ from ..core import policy, resize_linear_
 from ..core.policy import HeadPruneResult
 from ..core.sites import ATTN_KINDS, MLP_KINDS, AttentionSite, MlpSite
 from ..core.sparsity import SparsityReport
+from ..core.structured_linear import StructuredLinear, as_structured_like_, full_in
 
 logger = logging.getLogger(__name__)
 
@@ -106,7 +107,7 @@ def set_num_heads_(mha: MultiheadAttention, num_heads: int) -> None:
     """
     mha.num_heads = num_heads
     mha.embed_dim = mha.head_dim * num_heads
-    if mha.embed_dim != getattr(mha, ATTN_ROLES["q"]).in_features:
+    if mha.embed_dim != full_in(getattr(mha, ATTN_ROLES["q"])):
         mha.skip_embed_dim_check = True
 
 
@@ -116,9 +117,11 @@ def resize_to_state_dict_(model: nn.Module, state_dict: Dict[str, torch.Tensor])
     take their head count from their q_proj rows."""
     for name, m in model.named_modules():
         if isinstance(m, nn.Linear):
-            w = state_dict.get(f"{name}.weight" if name else "weight")
+            prefix = f"{name}." if name else ""
+            w = state_dict.get(f"{prefix}weight")
             if w is not None and tuple(w.shape) != tuple(m.weight.shape):
                 resize_linear_(m, w.shape[0], w.shape[1])
+            as_structured_like_(m, state_dict, prefix)  # inputs / outputs removed by finalize
     for s in attention_sites(model):
         rows = s.q.weight.shape[0]
         if rows % s.head_dim:
@@ -131,19 +134,25 @@ def resize_to_state_dict_(model: nn.Module, state_dict: Dict[str, torch.Tensor])
 def disable_fused_paths_(model: nn.Module) -> None:
     """fairseq versions with the BetterTransformer encoder path
     (``torch._transformer_encoder_layer_fwd``, flag ``BT_version``) take it in eval mode and it
-    assumes the layer's original shapes; layers whose attention or MLP was resized must not."""
+    assumes the layer's original shapes; layers whose attention or MLP was resized must not.
+    Attention modules with removed inputs or outputs (:class:`StructuredLinear`) must not take
+    torch's fused ``F.multi_head_attention_forward`` either: it reads the weights, not the layers."""
+    for s in attention_sites(model):
+        if any(isinstance(lin, StructuredLinear) for lin in (s.q, s.k, s.v, s.out)):
+            s.module.skip_embed_dim_check = True
     for m in model.modules():
         if getattr(m, "BT_version", False):
             attn, fc1 = getattr(m, "self_attn", None), getattr(m, MLP_ROLES["fc1"], None)
             pruned = attn is not None and attn.num_heads != dense_head_count(attn)
             shrunk = fc1 is not None and fc1.weight.shape[0] != dense_ffn_dim(m)
-            if pruned or shrunk:
+            structured = any(isinstance(x, StructuredLinear) for x in m.modules())
+            if pruned or shrunk or structured:
                 m.BT_version = False
 
 
 def dense_head_count(mha: MultiheadAttention) -> int:
     """Heads the module had before pruning (its attention width equals its input width)."""
-    return getattr(mha, ATTN_ROLES["q"]).in_features // mha.head_dim
+    return full_in(getattr(mha, ATTN_ROLES["q"])) // mha.head_dim
 
 
 def dense_ffn_dim(layer: nn.Module, model_cfg=None) -> int:

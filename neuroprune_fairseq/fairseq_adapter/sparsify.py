@@ -9,8 +9,16 @@ sparsity is enforced (:mod:`neuroprune_fairseq.core.target`).
 The proximal step optimises the same objective as the gradient mode on the same
 ``--np-penalty-scale``: fairseq divides the summed gradient by the update's sample size, so
 'batch' (the penalty added once per micro-batch) weighs it ``alpha * micro_batches /
-sample_size`` per target token and 'token' weighs it ``alpha``. The step is ``lr`` times
-that (decoupled, as AdamW's weight decay).
+sample_size`` per target token and 'token' weighs it ``alpha``. The step is that coefficient
+times the optimizer's per-weight step (``--np-prox-metric optimizer``, the default: Adam's
+``lr / (sqrt(v_hat) + eps)``, what the gradient mode's step is under Adam) or times ``lr``
+(``euclidean``: decoupled, as AdamW's weight decay).
+
+``--np-target-sparsity S`` is reached by the penalties themselves (``--np-target-mode
+penalty``, the default): a controller drives the proximal strengths along the schedule
+(:mod:`..core.controller`) and the cut only closes what is left at the end of the ramp;
+``--np-target-mode cut`` is the earlier behaviour (a cut of penalty-shaped scores after every
+update). The log says how many points of S the removed heads, the penalties and the cut made.
 """
 import logging
 import math
@@ -19,9 +27,10 @@ from typing import List, Optional
 
 import torch
 from fairseq import metrics
-from fairseq.dataclass import FairseqDataclass
+from fairseq.dataclass import ChoiceEnum, FairseqDataclass
 from omegaconf import II
 
+from ..core.controller import StrengthController, optimizer_step_of, penalty_driven_step_, ramp_done
 from ..core.target import SparsifyRoles, check_target_options, cubic_target, reapply_masks_, sparsify_step_, zero_masks
 from ..core.policy import sparsify_roles
 from .sites import attention_sites, matrices, mlp_sites
@@ -35,6 +44,9 @@ class SparsifyConfig(FairseqDataclass):
     np_target_sparsity: Optional[float] = field(default=None, metadata={"help": "percent S (0 <= S < 100): end the run with at least S%% of the attention+MLP matrix weights exactly zero or removed; the target ramps up cubically (Zhu & Gupta) from --np-target-start to --np-target-end (fractions of the run) and zeros stay zero. Needs --max-epoch or --max-update"})
     np_target_start: float = field(default=0.0, metadata={"help": "fraction of the run's updates at which the target ramp starts"})
     np_target_end: float = field(default=0.75, metadata={"help": "fraction of the run's updates at which the target reaches --np-target-sparsity (the rest trains at that sparsity)"})
+    np_target_mode: ChoiceEnum(["penalty", "cut"]) = field(default="penalty", metadata={"help": "how --np-target-sparsity is reached: 'penalty' (a controller drives the strengths of the proximal steps of the criterion's penalties along the schedule, so the penalties make the zeros; whatever is left at --np-target-end is cut) or 'cut' (after every update the lowest penalty-shaped scores are cut to the schedule; the earlier behaviour)"})
+    np_target_gain: float = field(default=0.05, metadata={"help": "'penalty' mode: the controller's step in log strength per percentage point of gap per update"})
+    np_prox_metric: ChoiceEnum(["optimizer", "euclidean"]) = field(default="optimizer", metadata={"help": "the proximal step's per-weight step: 'optimizer' (Adam's lr / (sqrt(v_hat) + eps), what the gradient mode's step is under Adam, so alpha and beta mean the same in both modes; lr for optimizers without second moments) or 'euclidean' (lr for every weight)"})
     # read from the global config (same names, as fairseq requires for interpolated fields)
     max_update: int = II("optimization.max_update")
     max_epoch: int = II("optimization.max_epoch")
@@ -51,6 +63,9 @@ def check_sparsify_setup(cfg) -> None:
     if flat_master:
         raise ValueError("--fp16/--bf16 keep fp32 copies of the weights that the proximal step / target mask "
                          "would not reach; use --memory-efficient-fp16 or --amp")
+    gain = getattr(cfg, "np_target_gain", 0.05)
+    if not (math.isfinite(gain) and gain > 0):
+        raise ValueError(f"--np-target-gain must be a finite number > 0, got {gain}")
     if target is not None and not ((cfg.max_epoch or 0) > 0 or (cfg.max_update or 0) > 0):
         raise ValueError("--np-target-sparsity ramps over the run: give its length with --max-epoch or --max-update")
 
@@ -60,21 +75,38 @@ class Sparsifier:
 
     def __init__(self, cfg):
         self.cfg = cfg
-        self.proximal = bool(cfg.np_proximal)
         self.target = cfg.np_target_sparsity
+        self.mode = str(getattr(cfg, "np_target_mode", "cut"))
+        self.driven = self.target is not None and self.mode == "penalty"
+        self.proximal = bool(cfg.np_proximal) or self.driven
+        self.metric = str(getattr(cfg, "np_prox_metric", "euclidean"))
+        self.controller = StrengthController(gain=float(getattr(cfg, "np_target_gain", 0.05))) if self.driven else None
         self.criterion = None
         self._micro = [0.0, 0.0]  # sample size and micro-batches since the last update
         self._masks = None
         self._total = None
         self.last_target = None
+        self.cut_zeros = 0  # weights the target's cut set to zero over the run
+        self.dense = None
 
     @staticmethod
-    def check_criterion(criterion) -> None:
+    def check_criterion(criterion, driven: bool = False) -> None:
         from .criterion import NeuroPruneCriterion
 
         if not isinstance(criterion, NeuroPruneCriterion):
             raise ValueError(f"--np-proximal / --np-target-sparsity take the penalty from the criterion: use "
                              f"--criterion neuroprune_ce or l1_ce (got {type(criterion).__name__})")
+        if driven and not (criterion.alpha > 0 or criterion.beta > 0):
+            raise ValueError("--np-target-mode penalty drives the strengths --np-alpha / --np-beta up or down from "
+                             "the values given: give at least one > 0 (or use --np-target-mode cut)")
+
+    def state_dict(self):
+        return {"controller": self.controller.state_dict() if self.controller else None, "cut_zeros": self.cut_zeros}
+
+    def load_state_dict(self, state) -> None:
+        if state.get("controller") and self.controller is not None:
+            self.controller.load_state_dict(state["controller"])
+        self.cut_zeros = int(state.get("cut_zeros", 0))
 
     def record(self, criterion, sample_size, ignore_grad: bool) -> None:
         self.criterion = criterion
@@ -85,8 +117,10 @@ class Sparsifier:
     def roles(self, model) -> SparsifyRoles:
         c = self.criterion
         attn_all, mlp_all = attention_sites(model), mlp_sites(model)
-        return sparsify_roles([s for s in attn_all if s.kind in c.attn_kinds], [s for s in mlp_all if s.kind in c.mlp_kinds],
-                              attn_all, mlp_all, c.penalty, c.np_eps)
+        roles = sparsify_roles([s for s in attn_all if s.kind in c.attn_kinds], [s for s in mlp_all if s.kind in c.mlp_kinds],
+                               attn_all, mlp_all, c.penalty, c.np_eps)
+        roles.folds_constant_neurons = True  # neuroprune-finalize folds them (remove_dead_neurons_)
+        return roles
 
     def total_updates(self, train_itr) -> int:
         if self._total is None:
@@ -100,11 +134,15 @@ class Sparsifier:
                 raise ValueError("--np-target-sparsity: cannot tell the run's length (--max-epoch/--max-update)")
             self._total = min(total)
             logger.info(f"NeuroPrune target sparsity {self.target}% over {self._total} updates "
-                        f"(ramp {cfg.np_target_start:g}..{cfg.np_target_end:g} of the run)")
+                        f"(ramp {cfg.np_target_start:g}..{cfg.np_target_end:g} of the run, mode {self.mode}, "
+                        f"proximal metric {self.metric})")
         return self._total
 
-    def before_step(self, model) -> None:
-        if self.target is not None:
+    def _ramp_done(self, step: int, train_itr) -> bool:
+        return ramp_done(step, self.total_updates(train_itr), self.cfg.np_target_end)
+
+    def before_step(self, model, update_num: int = 0, train_itr=None) -> None:
+        if self.target is not None and (not self.driven or self._ramp_done(update_num + 1, train_itr)):
             self._masks = zero_masks(matrices(model))
 
     def _coefficients(self, device):
@@ -120,10 +158,19 @@ class Sparsifier:
         per = micro / sample_size if sample_size > 0 else 0.0
         return c.alpha * per, c.beta * per
 
-    def after_step(self, model, lr: float, update_num: int, train_itr) -> None:
+    def _step_of(self, optimizer):
+        if self.metric != "optimizer" or optimizer is None:
+            return None
+        from .fairseq_optim import _torch_optimizer
+
+        opt = _torch_optimizer(optimizer)
+        return optimizer_step_of(opt) if isinstance(opt, torch.optim.Optimizer) else None
+
+    def after_step(self, model, lr: float, update_num: int, train_itr, optimizer=None) -> None:
         if self.criterion is None:
             return
         roles = self.roles(model)
+        self.dense = roles.dense
         if self._masks is not None:
             reapply_masks_(roles.counted, self._masks)
             self._masks = None
@@ -135,7 +182,40 @@ class Sparsifier:
             metrics.log_scalar("target_sparsity", target, round=2)
         a, b = self._coefficients(roles.counted[0].device) if self.proximal else (0.0, 0.0)
         self._micro = [0.0, 0.0]
-        sparsify_step_(roles, lr * a, lr * b, self.proximal, target)
+        step_of = self._step_of(optimizer)
+        if step_of is None:  # Euclidean: the strengths include the learning rate
+            a, b = lr * a, lr * b
+        if self.driven:
+            rep = penalty_driven_step_(roles, a, b, step_of, target, self.controller, update_num + 1,
+                                       self.total_updates(train_itr), self.cfg.np_target_end)
+            self.cut_zeros += rep["cut"]
+            metrics.log_scalar("mult_attn", rep["multipliers"]["attn"], round=3)
+            metrics.log_scalar("mult_mlp", rep["multipliers"]["mlp"], round=3)
+        else:
+            self.cut_zeros += sparsify_step_(roles, a, b, self.proximal, target, step_of=step_of)
+        if self.target is not None and roles.dense:
+            metrics.log_scalar("cut_sparsity", 100.0 * self.cut_zeros / roles.dense, round=2)
+        self._log_structure_at_epoch_end(model, train_itr)
+
+    def _log_structure_at_epoch_end(self, model, train_itr) -> None:
+        """Once per epoch, after its last update: the structure report and the points of sparsity
+        made by removed heads (and other removed weights), by the penalties and by the cut."""
+        try:
+            epoch = train_itr.epoch if train_itr is not None and train_itr.end_of_epoch() else None
+        except AttributeError:
+            return
+        if epoch is None or epoch == getattr(self, "_logged_epoch", None):
+            return
+        self._logged_epoch = epoch
+        from ..core.policy import structure, sparsity
+        from ..core.structure import format_structure
+
+        attn, mlp = attention_sites(model), mlp_sites(model)
+        rep = sparsity(attn, mlp)
+        removed = 100.0 * (rep.dense - rep.present) / max(rep.dense, 1)
+        cut = min(100.0 * self.cut_zeros / max(rep.dense, 1), rep.sparsity - removed)
+        logger.info(f"NeuroPrune epoch {epoch:03d} sparsity {rep.sparsity:.2f}% = removed {removed:.2f} + penalties "
+                    f"{rep.sparsity - removed - cut:.2f} + cut {cut:.2f} points; {format_structure(structure(attn, mlp))}")
 
 
 class SparsifyTaskMixin:
@@ -151,13 +231,13 @@ class SparsifyTaskMixin:
         super().__init__(cfg, *args, **kwargs)
         active = cfg.np_proximal or cfg.np_target_sparsity is not None
         self.np_sparsifier = Sparsifier(cfg) if active else None
-        # read by the criterion: with --np-proximal the penalty's gradient is not added
-        self.penalty_by_proximal_step = bool(cfg.np_proximal)
+        # read by the criterion: with a proximal step the penalty's gradient is not added
+        self.penalty_by_proximal_step = bool(self.np_sparsifier.proximal) if self.np_sparsifier else False
 
     def build_criterion(self, cfg, from_checkpoint=False):
         criterion = super().build_criterion(cfg, from_checkpoint)
         if self.np_sparsifier is not None:
-            Sparsifier.check_criterion(criterion)
+            Sparsifier.check_criterion(criterion, self.np_sparsifier.driven)
         return criterion
 
     def train_step(self, sample, model, criterion, optimizer, update_num, ignore_grad=False):
@@ -171,6 +251,7 @@ class SparsifyTaskMixin:
         if sp is None:
             return super().optimizer_step(optimizer, model, update_num)
         inner = getattr(model, "module", model)
-        sp.before_step(inner)
+        itr = getattr(self, "_train_itr", None)
+        sp.before_step(inner, update_num, itr)
         super().optimizer_step(optimizer, model, update_num)
-        sp.after_step(inner, optimizer.get_lr(), update_num, getattr(self, "_train_itr", None))
+        sp.after_step(inner, optimizer.get_lr(), update_num, itr, optimizer)

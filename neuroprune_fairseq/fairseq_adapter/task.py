@@ -7,7 +7,9 @@ one hook fairseq calls before the end-of-epoch validation and checkpoint in ever
 with or without validation, with ``--update-freq``, and when fp16 loss scaling skips the epoch's
 last update. So the end-of-epoch checkpoint is always of the pruned model, a run resumed from it
 continues exactly as the uninterrupted one, and the last epoch is pruned too. The epoch's last
-update is then taken by the pruned model.
+update is then taken by the pruned model. With several workers the data-parallel wrapper
+(``--ddp-backend c10d`` / ``pytorch_ddp`` / ``legacy_ddp``) is rebuilt on the pruned parameters
+before that forward pass, in place inside fairseq's wrapper (:mod:`.ddp`).
 """
 import logging
 from dataclasses import dataclass, field
@@ -19,15 +21,22 @@ from omegaconf import II
 from torch import nn
 
 from .criterion import check_nonnegative_finite
+from .dictionaries import TASK_STATE_KEY, fingerprint
 from ..core.policy import format_results
+from .ddp import SUPPORTED_DDP, sync_data_parallel_
 from .fairseq_optim import optimizer_surgery
 from .sites import attention_sites, head_counts, kept_heads_record, model_sparsity, prune_redundant_heads_
 from .sparsify import SparsifyConfig, SparsifyTaskMixin
-from .target_heads import check_model_budget, check_target_setup, prune_to_target_, target_enabled
+from .target_heads import (
+    check_model_budget,
+    check_target_setup,
+    prune_to_target_,
+    target_enabled,
+    warn_if_max_update_ends_first,
+    warn_if_target_not_reached,
+)
 
 logger = logging.getLogger(__name__)
-
-LEGACY_DDP = ("legacy_ddp", "no_c10d")
 
 
 @dataclass
@@ -69,10 +78,11 @@ def check_setup(cfg: NeuroPruneTranslationConfig) -> None:
     if cfg.store_ema:
         raise ValueError("--store-ema keeps a dense copy of the model that head pruning cannot follow; "
                          "drop --store-ema (or add --np-no-head-pruning)")
-    if (cfg.distributed_world_size or 1) > 1 and cfg.ddp_backend not in LEGACY_DDP:
+    if (cfg.distributed_world_size or 1) > 1 and cfg.ddp_backend not in SUPPORTED_DDP:
         raise ValueError(
             f"--ddp-backend {cfg.ddp_backend} cannot follow parameters that change shape; physical head "
-            "pruning with several workers needs --ddp-backend legacy_ddp (or no_c10d)"
+            "pruning with several workers needs --ddp-backend c10d / pytorch_ddp (fairseq's default; the "
+            "wrapper is rebuilt after each pruning) or legacy_ddp / no_c10d"
         )
 
 
@@ -114,12 +124,16 @@ class NeuroPruneTranslationTask(SparsifyTaskMixin, TranslationTask):
         self._last_pruned_epoch = 0
         self._budget_checked = False
         self._kept_heads = None  # kept_heads_record after the last pruning; saved in the checkpoint
+        self._target_watch = {"start": False, "end": False}  # the head target's warnings, once each
 
     def state_dict(self):
         """fairseq saves this as the checkpoint's ``task_state``: after a pruning it holds
         ``neuroprune_kept_heads`` (module name -> original indices of the heads kept), which the
-        topology report reads to show which head positions survive."""
+        topology report reads to show which head positions survive, and always the fingerprint
+        of the dictionaries (:mod:`.dictionaries`)."""
         state = dict(super().state_dict())
+        # which dictionaries the model was trained with: neuroprune-evaluate refuses other ones
+        state[TASK_STATE_KEY] = fingerprint([self.src_dict, self.tgt_dict])
         if self._kept_heads is not None:
             state["neuroprune_kept_heads"] = self._kept_heads
         return state
@@ -153,7 +167,30 @@ class NeuroPruneTranslationTask(SparsifyTaskMixin, TranslationTask):
         epoch = self._last_step_of_epoch()
         if epoch is not None and self._due(epoch):
             self.prune(epoch, model, optimizer)
+        # after a pruning, or a resume from a pruned checkpoint: rebuild the DDP wrapper in place (.ddp)
+        sync_data_parallel_(model)
+        if target_enabled(self.cfg):
+            self._watch_target(model, update_num, epoch)
         return super().train_step(sample, model, criterion, optimizer, update_num, ignore_grad)
+
+    def _watch_target(self, model, update_num: int, epoch_ending) -> None:
+        """Say when the head target will not be / was not reached: at the run's first step when
+        --max-update stops it before the target epoch ends, and at its last step (--max-update,
+        or the end of --max-epoch) when the model still has more heads than the target."""
+        watch, c = self._target_watch, self.cfg
+        if not watch["start"]:
+            watch["start"] = True
+            warn_if_max_update_ends_first(c, self._train_itr, update_num, check_target_setup(c, warn=False))
+        why = None
+        if (c.max_update or 0) > 0 and update_num + 1 >= c.max_update:
+            why = f"--max-update {c.max_update}"
+        elif epoch_ending is not None and (c.max_epoch or 0) > 0 and epoch_ending >= c.max_epoch:
+            why = f"--max-epoch {c.max_epoch}"
+        if why and not watch["end"]:
+            watch["end"] = True
+            while isinstance(getattr(model, "module", None), nn.Module):  # a data-parallel wrapper
+                model = model.module
+            warn_if_target_not_reached(c, model, why)
 
     def _due(self, epoch: int) -> bool:
         c = self.cfg
@@ -177,7 +214,8 @@ class NeuroPruneTranslationTask(SparsifyTaskMixin, TranslationTask):
 
     def prune(self, epoch, model, optimizer=None):
         """Prune every attention module of ``model`` (a data-parallel wrapper is fine), slicing
-        the optimizer state (and fairseq's fp32 master copy under ``--fp16``/``--bf16``) with it."""
+        the optimizer state (and fairseq's fp32 master copy under ``--fp16``/``--bf16``) with it.
+        ``train_step`` then rebuilds the data-parallel wrapper on the new shapes (:mod:`.ddp`)."""
         while isinstance(getattr(model, "module", None), nn.Module):  # a data-parallel wrapper
             model = model.module
         before = sum(head_counts(model))

@@ -26,6 +26,7 @@ from typing import Optional
 from torch import nn
 
 from ..core import resize_linear_
+from ..core.structured_linear import as_structured_like_
 from ..core.surgery import prune_heads_
 from .roles import attention_sites, family_of
 
@@ -34,6 +35,17 @@ CONFIG = "neuroprune_config.json"
 WEIGHTS = "neuroprune_model.safetensors"
 STUB_MODEL_TYPE = "neuroprune_pruned (a head-pruned model: load it with neuroprune_fairseq.hf.load_pruned(dir))"
 FORMAT_VERSION = 1
+
+
+def remove_structure_(model: nn.Module) -> dict:
+    """In place: remove the MLP neurons whose fc2 column is zero, then every all-zero input column
+    of q, k, v, fc1 and output row of the out projection and fc2 (gathers / scatters,
+    :func:`neuroprune_fairseq.core.policy.remove_structure_`); the outputs stay the same."""
+    from ..core.policy import remove_structure_ as core_remove, remove_unread_neurons_
+    from .roles import mlp_sites
+
+    neurons = remove_unread_neurons_(mlp_sites(model))
+    return {"neurons": neurons, **core_remove(attention_sites(model), mlp_sites(model))}
 
 
 def pruning_record(model: nn.Module) -> dict:
@@ -50,8 +62,10 @@ def pruning_record(model: nn.Module) -> dict:
         name: list(m.weight.shape) for name, m in model.named_modules() if isinstance(m, nn.Linear)
     }
     import transformers
+    from .roles import mlp_sites
 
     return {
+        "mlp_dense_dims": {s.name: s.dense_dim for s in mlp_sites(model)},
         "format_version": FORMAT_VERSION,
         "model_class": type(model).__name__ if not type(model).__name__.startswith("NeuroPrune") else type(model).__mro__[1].__name__,
         "model_type": model.config.model_type,
@@ -62,8 +76,15 @@ def pruning_record(model: nn.Module) -> dict:
     }
 
 
-def save_pruned(model: nn.Module, save_directory: str, **save_pretrained_kwargs) -> str:
-    """``model.save_pretrained(save_directory)`` plus the pruning record; see the module doc."""
+def save_pruned(model: nn.Module, save_directory: str, structured: bool = True, **save_pretrained_kwargs) -> str:
+    """``model.save_pretrained(save_directory)`` plus the pruning record; see the module doc.
+    ``structured`` (default): what the penalties zeroed beyond heads is removed in the saved
+    copy (:func:`remove_structure_`; ``model`` itself is not changed)."""
+    if structured:
+        import copy
+
+        model = copy.deepcopy(model)
+        remove_structure_(model)
     record = pruning_record(model)
     os.makedirs(save_directory, exist_ok=True)
     save_pretrained_kwargs.setdefault("safe_serialization", True)
@@ -140,11 +161,19 @@ def load_pruned(directory: str, model_class=None, device: Optional[str] = None) 
             site.mark_dense_()
             prune_heads_(site.q, site.k, site.v, site.out, site.head_dim, kept)
             site.set_kept_heads_(kept)
+    state = _load_state_dict(directory, record.get("weights", WEIGHTS))
     for name, m in model.named_modules():
         shape = record["linear_shapes"].get(name)
         if isinstance(m, nn.Linear) and shape is not None and list(m.weight.shape) != shape:
             resize_linear_(m, shape[0], shape[1])
-    state = _load_state_dict(directory, record.get("weights", WEIGHTS))
+        if isinstance(m, nn.Linear):
+            as_structured_like_(m, state, f"{name}.")
+    from .roles import mlp_sites
+
+    for s in mlp_sites(model):
+        dense = record.get("mlp_dense_dims", {}).get(s.name)
+        if dense is not None and dense != s.fc1[0].out_features:
+            s.module._np_dense_dim = int(dense)
     missing, unexpected = model.load_state_dict(state, strict=False)
     if unexpected:
         raise ValueError(f"{directory}: unexpected weights {unexpected[:5]}")

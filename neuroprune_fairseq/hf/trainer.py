@@ -12,6 +12,7 @@ from typing import Dict, List, Optional, Tuple
 import torch
 from transformers import Trainer, TrainerCallback
 
+from ..core.controller import TARGET_MODES
 from ..core.target import check_target_options
 from .pruning import (
     PENALTIES,
@@ -38,7 +39,11 @@ class NeuroPruneArguments:
     penalty as a proximal step after every optimizer step (exact zeros) instead of adding its
     gradient; ``target_sparsity=S`` (percent) ends the run with at least S% of the attention +
     MLP matrix weights exactly zero or removed, along a cubic ramp from ``target_start`` to
-    ``target_end`` (fractions of the run); see :mod:`neuroprune_fairseq.hf.sparsify`.
+    ``target_end`` (fractions of the run), made by the penalties themselves
+    (``target_mode='penalty'``: a controller drives the proximal strengths, ``target_gain`` its
+    step) or by a cut of penalty-shaped scores after every step (``'cut'``); ``prox_metric``
+    'optimizer' takes the proximal step in Adam's diagonal metric (what alpha and beta do in the
+    gradient mode), 'euclidean' at the learning rate; see :mod:`neuroprune_fairseq.hf.sparsify`.
 
     ``target_heads=K`` (total over the pruned modules) or ``target_heads_per_module=k``: theta
     is chosen at every epoch end (bisection over the head distances) so that the count follows
@@ -60,6 +65,9 @@ class NeuroPruneArguments:
     target_sparsity: Optional[float] = None
     target_start: float = 0.0
     target_end: float = 0.75
+    target_mode: str = "penalty"
+    target_gain: float = 0.05
+    prox_metric: str = "optimizer"
     target_heads: int = 0
     target_heads_per_module: int = 0
     target_epoch: int = 0
@@ -84,9 +92,21 @@ class NeuroPruneArguments:
         if self.penalty not in PENALTIES:
             raise ValueError(f"penalty must be one of {PENALTIES}, got {self.penalty!r}")
         check_target_options(self.target_sparsity, self.target_start, self.target_end)
+        if self.target_mode not in TARGET_MODES:
+            raise ValueError(f"target_mode must be one of {TARGET_MODES}, got {self.target_mode!r}")
+        if self.prox_metric not in ("optimizer", "euclidean"):
+            raise ValueError(f"prox_metric must be 'optimizer' or 'euclidean', got {self.prox_metric!r}")
+        if not (isinstance(self.target_gain, (int, float)) and math.isfinite(self.target_gain) and self.target_gain > 0):
+            raise ValueError(f"target_gain must be a finite number > 0, got {self.target_gain!r}")
+        if (self.target_sparsity is not None and self.target_mode == "penalty" and self.penalty != "none"
+                and not (self.alpha > 0 or self.beta > 0)):
+            raise ValueError("target_mode='penalty' drives the strengths alpha / beta up or down from the values given: "
+                             "give at least one > 0 (or target_mode='cut')")
         if (self.proximal or self.target_sparsity is not None) and self.penalty == "none":
             raise ValueError("proximal / target_sparsity shape the zeros by the penalty: use penalty='neuroprune' or 'l1'")
         self.attn_kinds = parse_kinds(self.attn_modules, ATTN_KINDS, "attn_modules")
+        # with a proximal step (asked for, or the penalty-driven target) the penalty adds no gradient
+        self.by_proximal_step = bool(self.proximal or (self.target_sparsity is not None and self.target_mode == "penalty"))
         self.mlp_kinds = parse_kinds(self.mlp_modules, MLP_KINDS, "mlp_modules")
 
 
@@ -198,12 +218,12 @@ class NeuroPruneTrainerMixin:
             return None
         if self._np_sites is None:
             self._np_sites = (attention_sites(self.model, a.attn_kinds), mlp_sites(self.model, a.mlp_kinds))
-        with torch.set_grad_enabled(torch.is_grad_enabled() and not a.proximal):
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not a.by_proximal_step):
             r_attn, r_mlp = neuroprune_penalties(self.model, a.eps, a.penalty, sites=self._np_sites)
         self._np_log_sums[0] += float(r_attn.detach())
         self._np_log_sums[1] += float(r_mlp.detach())
         self._np_log_sums[2] += 1
-        if a.proximal:  # applied as a proximal step after the optimizer step (hf/sparsify.py); logged only
+        if a.by_proximal_step:  # applied as a proximal step after the optimizer step (hf/sparsify.py); logged only
             return None
         return a.alpha * r_attn + a.beta * r_mlp
 
@@ -237,6 +257,9 @@ class NeuroPruneTrainerMixin:
             logs = {**logs, "np_sparsity": sp.last_sparsity}
             if sp.last_target is not None:
                 logs["np_target_sparsity"] = sp.last_target
+                logs["np_cut_sparsity"] = sp.cut_sparsity
+            if sp.multipliers is not None:
+                logs["np_mult_attn"], logs["np_mult_mlp"] = sp.multipliers["attn"], sp.multipliers["mlp"]
         return super().log(logs, *args, **kwargs)
 
 

@@ -14,10 +14,18 @@ max source positions is an error naming it (before decoding). With --ref (as man
 multi30k (any neuroprune-prepare folder): sacrebleu on the prepared split vs raw/SPLIT.TGT.
 iwslt14: sacrebleu (lowercase, 13a) on Moses-detokenized output + tokenized BLEU (as fairseq/DSP).
 Fails when the number of hypotheses differs from the number of references. Prints JSON.
+
+Refused before decoding, with the fix: a --path that is not a fairseq checkpoint; a prep folder
+whose dictionaries are not the ones the checkpoint was trained with (the fingerprint that
+neuroprune_translation saves in the checkpoint, else the dictionaries in the checkpoint's data
+folder when it is found: as stored, from here or from the checkpoint's folder and its parents);
+an empty --src; an --output or --json naming an input (--src, --ref, --path) or each other,
+with or without --overwrite (which replaces an earlier output only).
 """
 import argparse
 import contextlib
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -26,35 +34,122 @@ from pathlib import Path
 from neuroprune_fairseq.recipes import common
 
 
-def max_source_positions(ckpt: Path) -> int:
-    import torch
+def read_checkpoint(ckpt) -> dict:
+    """The checkpoint, through finalize's loader: a file that is not a fairseq checkpoint is a
+    ValueError saying so (not a KeyError / UnpicklingError from deep inside torch)."""
+    from neuroprune_fairseq.commands.finalize import read_checkpoint as read
 
-    import neuroprune_fairseq.fairseq_adapter.checkpoint_compat  # noqa: F401  (safe loading of fairseq checkpoints)
+    return read(str(ckpt))
 
-    state = torch.load(ckpt, map_location="cpu")
+
+def _data_candidates(data: str, ckpt: Path):
+    """Where the checkpoint's data folder may be: as stored (fairseq resolves a relative path
+    against the current directory), else relative to the checkpoint's folder and its parents."""
+    first = str(data).split(os.pathsep)[0]
+    if not first:
+        return []
+    if os.path.isabs(first):
+        return [Path(first)]
+    seen, out = set(), []
+    for base in [Path.cwd(), *list(Path(ckpt).resolve().parents)[:4]]:
+        c = (base / first).resolve()
+        if c not in seen:
+            seen.add(c)
+            out.append(c)
+    return out
+
+
+def check_dictionaries(prep_dir, ckpt, state: dict) -> str:
+    """Refuse a prep folder whose dictionaries are not the checkpoint's training dictionaries
+    (same size but other tokens decodes into word salad without any error). Returns how it was
+    checked (for the JSON summary)."""
+    from neuroprune_fairseq.fairseq_adapter.dictionaries import TASK_STATE_KEY, bin_fingerprint, dict_files, dict_sizes
+
+    prep_dir, ckpt = Path(prep_dir), Path(ckpt)
+    src, tgt = common.prep_langs(prep_dir)
+    bin_dir = prep_dir / "bin"
+    mine = bin_fingerprint(bin_dir, src, tgt)
+    if mine is None:
+        raise ValueError(f"--prep-dir {prep_dir} has no {' / '.join(dict_files(bin_dir, src, tgt))}: "
+                         "is it a neuroprune-prepare folder?")
+    fix = (f"pass the --prep-dir that the model was trained on (a prep folder of another run, or re-prepared "
+           f"with another corpus or --vocab-size, numbers tokens differently)")
+    recorded = (state.get("task_state") or {}).get(TASK_STATE_KEY)
+    if recorded:
+        if recorded != mine:
+            raise ValueError(f"the dictionaries of --prep-dir {prep_dir} ({bin_dir}/dict.{src}.txt, dict.{tgt}.txt: "
+                             f"{'/'.join(map(str, dict_sizes(bin_dir, src, tgt)))} entries) are not the ones checkpoint "
+                             f"--path {ckpt} was trained with (its data folder {state['cfg'].task.data}; dictionary "
+                             f"fingerprint {recorded[:12]}, this prep's {mine[:12]}): the translations would be word "
+                             f"salad. {fix}")
+        return "checkpoint fingerprint"
+    found = []
+    for cand in _data_candidates(getattr(state["cfg"].task, "data", "") or "", ckpt):
+        theirs = bin_fingerprint(cand, src, tgt)
+        if theirs is None:
+            continue
+        if theirs == mine:
+            return f"same dictionaries as {cand}"
+        found.append(cand)
+    if found:
+        raise ValueError(f"the dictionaries of --prep-dir {prep_dir} ({bin_dir}/dict.{src}.txt, dict.{tgt}.txt: "
+                         f"{'/'.join(map(str, dict_sizes(bin_dir, src, tgt)))} entries) differ from those in the data "
+                         f"folder of checkpoint --path {ckpt} ({', '.join(str(c) for c in found)}: "
+                         f"{'/'.join(map(str, dict_sizes(found[0], src, tgt)))} entries): the translations would be "
+                         f"word salad. {fix}")
+    print(f"neuroprune-evaluate: warning: cannot check that --prep-dir {prep_dir} has the dictionaries checkpoint "
+          f"{ckpt} was trained with: it records no fingerprint and its data folder {state['cfg'].task.data!r} is not "
+          "found from here", file=sys.stderr, flush=True)
+    return "unchecked"
+
+
+def max_source_positions(ckpt: Path, state: dict = None) -> int:
+    state = read_checkpoint(ckpt) if state is None else state
     cfg = (state.get("cfg") or {}).get("model") if state.get("cfg") else None
     cfg = cfg if cfg is not None else state.get("args")
     value = cfg.get("max_source_positions") if hasattr(cfg, "get") else getattr(cfg, "max_source_positions", None)
     return int(value) if value else 1024
 
 
+def check_outputs(inputs: dict, outputs: dict) -> None:
+    """No output may name an input (``--overwrite`` replaces an earlier output, never an input of the
+    same command), nor another output."""
+    from neuroprune_fairseq.commands.finalize import check_distinct, same_file
+
+    check_distinct(**{k: v for k, v in outputs.items() if v})
+    for ko, vo in outputs.items():
+        for ki, vi in inputs.items():
+            if vo and vi and same_file(str(vo), str(vi)):
+                raise ValueError(f"--{ko} {vo} is the input --{ki} {vi} (the same file): write the {ko} to another "
+                                 "file (--overwrite replaces an earlier output, never an input)")
+
+
 def translate(prep_dir, ckpt, src_file, output=None, ref_file=None, beam: int = 5, batch_size: int = 64,
-              overwrite: bool = False, logfile=None) -> dict:
+              overwrite: bool = False, logfile=None, state: dict = None) -> dict:
     """Decode every line of the raw ``src_file`` with the prep's sentencepiece model and dictionaries.
-    Returns the hypotheses (input order) and, with ``ref_file``, BLEU and the sacrebleu signature."""
+    Returns the hypotheses (input order) and, with ``ref_file``, BLEU and the sacrebleu signature.
+    ``state``: the checkpoint, already read and its dictionaries checked against the prep's."""
     import sentencepiece as spm
 
     prep_dir, ckpt = Path(prep_dir), Path(ckpt)
+    if output is not None:
+        check_outputs({"src": src_file, "ref": ref_file, "path": ckpt}, {"output": output})
     if output is not None and Path(output).exists() and not overwrite:
         raise FileExistsError(f"{output} exists: pass --overwrite to replace it, or another --output")
+    if state is None:
+        state = read_checkpoint(ckpt)
+        check_dictionaries(prep_dir, ckpt, state)
     src_lang, tgt_lang = common.prep_langs(prep_dir)
     lines = [" ".join(s.split()) for s in common.read_lines(src_file)]
+    if not lines:
+        raise ValueError(f"--src {src_file} is empty: there is nothing to translate (give a file with one "
+                         "sentence per line)")
     refs = common.read_lines(ref_file) if ref_file else None
     if refs is not None and len(refs) != len(lines):
         raise ValueError(f"--ref {ref_file} has {len(refs)} lines but --src {src_file} has {len(lines)}")
     sp = spm.SentencePieceProcessor(model_file=str(prep_dir / "spm.model"))
     pieces = sp.encode(lines, out_type=str)
-    limit = max_source_positions(ckpt)
+    limit = max_source_positions(ckpt, state)
     too_long = [i + 1 for i, p in enumerate(pieces) if len(p) + 1 > limit]  # + end-of-sentence
     if too_long:
         raise ValueError(f"{src_file}: line(s) {too_long[:10]}{' ...' if len(too_long) > 10 else ''} have more than "
@@ -113,7 +208,13 @@ def main(argv=None):
         if not Path(need).exists():
             p.error(f"{need} does not exist")
     ckpt = Path(a.path)
-    out = {"checkpoint": str(ckpt)}
+    try:
+        check_outputs({"src": a.src, "ref": a.ref, "path": a.path}, {"output": a.output, "json": a.json})
+        state = read_checkpoint(ckpt)  # before --finalize too: a clear error for a file that is not a checkpoint
+        checked = check_dictionaries(a.prep_dir, ckpt, state)
+    except (FileNotFoundError, ValueError) as e:
+        raise SystemExit(f"neuroprune-evaluate: {e}")
+    out = {"checkpoint": str(ckpt), "dictionaries": checked}
     if a.finalize:
         fin = ckpt.with_name(ckpt.stem + f".final_t{a.threshold:g}.pt")
         out["finalize"] = common.finalize(ckpt, fin, a.threshold)
@@ -122,8 +223,8 @@ def main(argv=None):
         try:  # progress lines to stderr when the hypotheses go to stdout
             with contextlib.redirect_stdout(sys.stderr if a.output is None else sys.stdout):
                 res = translate(a.prep_dir, ckpt, a.src, a.output, a.ref, beam=a.beam, batch_size=a.batch_size,
-                                overwrite=a.overwrite)
-        except (FileExistsError, ValueError, RuntimeError) as e:
+                                overwrite=a.overwrite, state=None if a.finalize else state)
+        except (FileExistsError, FileNotFoundError, ValueError, RuntimeError) as e:
             raise SystemExit(f"neuroprune-evaluate: {e}")
         hyps = res.pop("hyps")
         if a.output is None:

@@ -14,8 +14,13 @@ Output: ``PREP/raw/{train,valid,test}.{X,Y}`` (whitespace-normalised text; the r
 ``PREP/spm.model``, ``PREP/spm/{split}.{lang}``, ``PREP/bin`` (fairseq binary, one pair) and
 ``PREP/prep.json`` (languages, layout, source files and line counts, vocabulary size and the
 generation length cap ``--max-len-a 1.5 --max-len-b B``, B the smallest integer for which every
-training target fits, in sentencepiece tokens). Idempotent: returns at once when ``PREP/bin/.done``
-exists for the same pair. A vocabulary too large for the corpus is an error naming ``--vocab-size``.
+training target fits, in sentencepiece tokens, and ``dict_sha256``, the fingerprint of the
+dictionaries that ``neuroprune-evaluate`` checks). Idempotent: returns at once when ``PREP/bin/.done``
+exists for the same pair, --data-dir and --vocab-size (omitted: the one prepared); different
+settings are an error naming them (``--overwrite`` rebuilds the folder). A vocabulary too large
+for the corpus is an error naming ``--vocab-size``. Bad input is an error naming the file and the
+fix, before anything is written: an empty split (or a training side with no text), a line that
+is not UTF-8 (file, line and byte), ``--vocab-size`` <= 0; a failure leaves no partial folder.
 """
 from __future__ import annotations
 
@@ -24,7 +29,7 @@ import json
 import math
 import shutil
 from pathlib import Path
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from neuroprune_fairseq.recipes import common
 
@@ -76,6 +81,71 @@ def gen_len_b(src_tok: Sequence[int], tgt_tok: Sequence[int], a: float = GEN_LEN
     return max(1, max((math.ceil(t - a * s) for s, t in zip(src_tok, tgt_tok)), default=1))
 
 
+DEFAULT_VOCAB = 8000
+OUTPUTS = ("raw", "spm", "bin", "spm.model", "spm.vocab", "prep.json", "preprocess.log")  # what prepare writes
+
+
+def read_text_lines(path: Path) -> List[str]:
+    """:func:`common.read_lines`, with a non-UTF-8 byte reported by file, line and byte."""
+    try:
+        return common.read_lines(path)
+    except UnicodeDecodeError:
+        pass
+    import gzip
+
+    opener = gzip.open if str(path).endswith(".gz") else open
+    with opener(path, "rb") as fh:
+        for n, raw in enumerate(fh, 1):
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise ValueError(f"{path}, line {n}: byte 0x{raw[e.start]:02x} at byte {e.start + 1} of the line "
+                                 f"is not UTF-8 ({e.reason}); convert the file to UTF-8 (e.g. iconv -f latin1 -t utf-8) "
+                                 "or fix that line") from None
+    raise ValueError(f"{path} is not UTF-8 text; convert it to UTF-8")  # a multi-byte sequence cut by the end of file
+
+
+def check_vocab_size(vocab_size) -> None:
+    if not isinstance(vocab_size, int) or isinstance(vocab_size, bool) or vocab_size <= 0:
+        raise ValueError(f"--vocab-size must be a positive integer (the joint sentencepiece vocabulary, "
+                         f"e.g. {DEFAULT_VOCAB}), got {vocab_size!r}")
+
+
+def check_not_empty(split: str, paths: Dict[str, Path], pair: Dict[str, List[str]]) -> None:
+    """An empty split (or a training side without text) fails later and far from its cause."""
+    files = " and ".join(str(p) for p in paths.values())
+    n = len(next(iter(pair.values())))
+    if n == 0:
+        raise ValueError(f"the {split} split is empty ({files} have no lines): every split needs sentence pairs; "
+                         "fill the files, or point --data-dir at the complete corpus")
+    if split == "train":
+        for lang, lines in pair.items():
+            if not any(lines):
+                raise ValueError(f"{paths[lang]} has {n} lines but all are empty: sentencepiece has no {lang} text "
+                                 "to train on; fill the file, or point --data-dir at the complete corpus")
+
+
+def check_same_settings(out_dir: Path, m: Dict, raw_dir, vocab_size) -> None:
+    """An existing prepared folder serves a re-run only for the same settings."""
+    diffs = []
+    if vocab_size is not None and m.get("vocab_size") is not None and int(m["vocab_size"]) != vocab_size:
+        diffs.append(f"--vocab-size {vocab_size} (prepared with {m['vocab_size']})")
+    if raw_dir is not None and m.get("raw_dir") and Path(raw_dir).resolve() != Path(m["raw_dir"]):
+        diffs.append(f"--data-dir {Path(raw_dir).resolve()} (prepared from {m['raw_dir']})")
+    if diffs:
+        raise ValueError(f"{out_dir} is already prepared with other settings: " + "; ".join(diffs) +
+                         ". Use another --out, or pass --overwrite to rebuild it")
+
+
+def _remove_outputs(out_dir: Path) -> None:
+    for name in OUTPUTS:
+        q = out_dir / name
+        if q.is_dir() and not q.is_symlink():
+            shutil.rmtree(q)
+        elif q.exists() or q.is_symlink():
+            q.unlink()
+
+
 def _train_spm(raw: Path, out_dir: Path, src: str, tgt: str, vocab_size: int, workers: int) -> None:
     import sentencepiece as spm
 
@@ -86,35 +156,76 @@ def _train_spm(raw: Path, out_dir: Path, src: str, tgt: str, vocab_size: int, wo
             num_threads=max(1, workers), minloglevel=2, bos_id=-1, eos_id=-1, pad_id=-1, unk_id=0,
         )
     except RuntimeError as e:
+        import re
+
+        small = re.search(r"smaller than required_chars\. (\d+) vs (\d+)", str(e))
+        if small:
+            raise ValueError(f"--vocab-size {vocab_size} is too small for this training corpus: its characters "
+                             f"and the unknown token need {small.group(2)} pieces (sentencepiece: {e}); pass "
+                             f"--vocab-size {small.group(2)} or more") from e
         if "Vocabulary size" in str(e):
             raise ValueError(f"--vocab-size {vocab_size} is too large for this training corpus "
                              f"(sentencepiece: {e}); pass a smaller --vocab-size") from e
         raise
 
 
-def prepare(raw_dir, out_dir, src_lang: str, tgt_lang: str, vocab_size: int = 8000, workers: int = 1) -> Path:
-    """Raw corpus -> ``out_dir/bin`` (returned). See the module docstring."""
+def prepare(raw_dir, out_dir, src_lang: str, tgt_lang: str, vocab_size: Optional[int] = None, workers: int = 1,
+            overwrite: bool = False) -> Path:
+    """Raw corpus -> ``out_dir/bin`` (returned). See the module docstring. ``vocab_size`` None:
+    the prepared folder's, or :data:`DEFAULT_VOCAB` for a new one. ``overwrite``: rebuild a
+    folder prepared with other settings."""
     out_dir = Path(out_dir)
+    if vocab_size is not None:
+        check_vocab_size(vocab_size)
     done, meta = out_dir / "bin" / ".done", out_dir / "prep.json"
     if done.exists():
-        if meta.exists():
-            m = json.loads(meta.read_text())
-            if (m["src_lang"], m["tgt_lang"]) != (src_lang, tgt_lang):
-                raise ValueError(f"{out_dir} is prepared for {m['src_lang']}->{m['tgt_lang']}, not "
-                                 f"{src_lang}->{tgt_lang}: use another --out")
-        common.log(f"{src_lang}->{tgt_lang} already prepared in {out_dir}")
-        return out_dir / "bin"
+        m = json.loads(meta.read_text()) if meta.exists() else {}
+        if m and (m["src_lang"], m["tgt_lang"]) != (src_lang, tgt_lang) and not overwrite:
+            raise ValueError(f"{out_dir} is prepared for {m['src_lang']}->{m['tgt_lang']}, not "
+                             f"{src_lang}->{tgt_lang}: use another --out")
+        if not overwrite:
+            check_same_settings(out_dir, m, raw_dir, vocab_size)
+            common.log(f"{src_lang}->{tgt_lang} already prepared in {out_dir}")
+            return out_dir / "bin"
+        common.log(f"--overwrite: rebuilding {out_dir}")
+    vocab_size = DEFAULT_VOCAB if vocab_size is None else vocab_size
     layout, files = find_files(Path(raw_dir), src_lang, tgt_lang)
-    raw = out_dir / "raw"
-    counts = {}
+    for name in OUTPUTS:  # the corpus must survive a rebuild of the outputs
+        if (out_dir / name).resolve() in (Path(raw_dir).resolve(), *Path(raw_dir).resolve().parents):
+            raise ValueError(f"--data-dir {raw_dir} is inside --out {out_dir} ({name}/ is rewritten): "
+                             "use another --out")
+    # read and check every input before anything is written
+    pairs, counts = {}, {}
     for split, paths in files.items():
-        pair = {lang: [" ".join(s.split()) for s in common.read_lines(p)] for lang, p in paths.items()}
+        pair = {lang: [" ".join(s.split()) for s in read_text_lines(p)] for lang, p in paths.items()}
         if len(pair[src_lang]) != len(pair[tgt_lang]):
             raise ValueError(f"{split}: {paths[src_lang]} has {len(pair[src_lang])} lines but {paths[tgt_lang]} has "
                              f"{len(pair[tgt_lang])}: the two sides must be line-aligned")
+        check_not_empty(split, paths, pair)
+        pairs[split] = pair
+        counts[split] = len(pair[src_lang])
+    created = not out_dir.exists()
+    try:
+        return _write(out_dir, raw_dir, src_lang, tgt_lang, vocab_size, workers, layout, files, pairs, counts)
+    except BaseException:
+        # leave no partial output: what this call wrote goes (the folder too when it made it)
+        if created:
+            shutil.rmtree(out_dir, ignore_errors=True)
+        elif out_dir.is_dir():
+            _remove_outputs(out_dir)
+        raise
+
+
+def _write(out_dir: Path, raw_dir, src_lang: str, tgt_lang: str, vocab_size: int, workers: int, layout: str,
+           files, pairs, counts) -> Path:
+    from ..fairseq_adapter.dictionaries import bin_fingerprint
+
+    done, meta = out_dir / "bin" / ".done", out_dir / "prep.json"
+    _remove_outputs(out_dir)  # an earlier failed or --overwrite'd preparation
+    raw = out_dir / "raw"
+    for split, pair in pairs.items():
         for lang, lines in pair.items():
             common.write_lines(raw / f"{split}.{lang}", lines)
-        counts[split] = len(pair[src_lang])
         common.log(f"{split}: {counts[split]} {src_lang}-{tgt_lang} pairs ({layout} layout)")
     _train_spm(raw, out_dir, src_lang, tgt_lang, vocab_size, workers)
     import sentencepiece as spm
@@ -140,6 +251,7 @@ def prepare(raw_dir, out_dir, src_lang: str, tgt_lang: str, vocab_size: int = 80
         "src_lang": src_lang, "tgt_lang": tgt_lang, "layout": layout, "raw_dir": str(Path(raw_dir).resolve()),
         "files": {s: {lang: {"path": str(p), "lines": counts[s]} for lang, p in f.items()} for s, f in files.items()},
         "vocab_size": vocab_size, "gen_max_len_a": GEN_LEN_A, "gen_max_len_b": b,
+        "dict_sha256": bin_fingerprint(bin_dir, src_lang, tgt_lang),
     }, indent=1))
     common.log(f"generation cap --max-len-a {GEN_LEN_A:g} --max-len-b {b} (every training target fits)")
     done.write_text("ok\n")
@@ -152,11 +264,15 @@ def main(argv=None):
     p.add_argument("--src-lang", required=True, help="source language suffix of the raw files, e.g. de")
     p.add_argument("--tgt-lang", required=True, help="target language suffix, e.g. en")
     p.add_argument("--out", required=True, help="output folder (raw/, spm.model, spm/, bin/, prep.json)")
-    p.add_argument("--vocab-size", type=int, default=8000, help="joint sentencepiece BPE vocabulary size")
+    p.add_argument("--vocab-size", type=int, default=None,
+                   help=f"joint sentencepiece BPE vocabulary size (default {DEFAULT_VOCAB}; for an existing --out: the one it was prepared with)")
     p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--overwrite", action="store_true",
+                   help="rebuild an existing --out prepared with other settings (default: refuse, naming the difference)")
     a = p.parse_args(argv)
     try:
-        bin_dir = prepare(common.data_dir(a.data_dir, "multi30k"), a.out, a.src_lang, a.tgt_lang, a.vocab_size, a.workers)
+        bin_dir = prepare(common.data_dir(a.data_dir, "multi30k"), a.out, a.src_lang, a.tgt_lang, a.vocab_size, a.workers,
+                          overwrite=a.overwrite)
     except (FileNotFoundError, ValueError) as e:
         raise SystemExit(f"neuroprune-prepare: {e}")
     print(bin_dir)

@@ -60,6 +60,9 @@ def expand(grid):
     (``--np-target-sparsity S``, one point per S)."""
     pts = []
     for g in grid:
+        if g["method"] == "dense-ft":  # the dense fine-tuned control: one point
+            pts.append({"method": "dense-ft", "alpha": None, "beta": None, "theta": None})
+            continue
         vals = [g[k] if isinstance(g[k], list) else [g[k]] for k in ("alpha", "beta", "theta")]
         ts = g.get("target_sparsity")
         ts = [None] if ts is None else (ts if isinstance(ts, list) else [ts])
@@ -69,6 +72,10 @@ def expand(grid):
                 pt["proximal"] = True
             if s is not None:
                 pt["target_sparsity"] = float(s)
+                pt["target_mode"] = g.get("target_mode", "penalty")
+            for k in ("target_heads", "target_epoch"):
+                if g.get(k):
+                    pt[k] = int(g[k])
             pts.append(pt)
     return pts
 
@@ -76,8 +83,13 @@ def expand(grid):
 def sparsify_args(pt, cfg):
     """The fine-tuning flags of a point's --np-proximal / --np-target-sparsity (none if unset)."""
     out = ["--np-proximal"] if pt.get("proximal") else []
+    for k in ("target_heads", "target_epoch"):
+        if pt.get(k):
+            out += [f"--np-{k.replace('_', '-')}", str(pt[k])]
     if pt.get("target_sparsity") is not None:
         out += ["--np-target-sparsity", f"{pt['target_sparsity']:g}"]
+        if pt.get("target_mode"):
+            out += ["--np-target-mode", pt["target_mode"]]
         for k in ("target_start", "target_end"):
             if cfg.get(k) is not None:
                 out += [f"--np-{k.replace('_', '-')}", str(cfg[k])]
@@ -87,8 +99,11 @@ def sparsify_args(pt, cfg):
 def key(row):
     # rows written before --np-penalty-scale existed were trained with the per-token scale
     scale = row.get("penalty_scale", "token") if row["method"] in ("neuroprune", "l1") else None
+    # rows written before --np-target-mode existed were made by the cut
+    mode = row.get("target_mode", "cut") if row.get("target_sparsity") is not None else None
     return (row["method"], row.get("alpha"), row.get("beta"), row.get("theta"), row.get("finetune_epochs"),
-            row.get("dense_init"), scale, bool(row.get("proximal", False)), row.get("target_sparsity"))
+            row.get("dense_init"), scale, bool(row.get("proximal", False)), row.get("target_sparsity"), mode,
+            row.get("target_heads"), row.get("target_epoch"))
 
 
 def done_keys(results):
@@ -104,7 +119,24 @@ def evaluate(cfg, prep, ckpt, logfile):
 
 
 STAT_KEYS = ("heads_kept", "heads_dense", "heads_per_module", "mlp_neurons_kept", "mlp_neurons_dense", "sparsity",
-             "params", "params_dense", "flops_per_token", "flops_per_token_dense", "flops_ratio")
+             "params", "params_dense", "flops_per_token", "flops_per_token_dense", "flops_ratio",
+             # core.structure.structure_report of the finalised model
+             "input_groups_zeroed", "input_groups", "mlp_neurons_dead", "mlp_neurons", "fc2_rows_zero", "fc2_rows",
+             "structured_share", "structured_share_beyond_heads", "mlp_degree_sd", "blocks_1x4_at_most_2_nonzero")
+
+
+def penalty_points(log: Path) -> dict:
+    """From a fine-tuning log: the last epoch's split of the sparsity into points made by removed
+    weights, by the penalties and by the cut (``NeuroPrune epoch ... = removed R + penalties P + cut C``)."""
+    import re
+
+    if not log.exists():
+        return {}
+    found = re.findall(r"= removed ([\d.]+) \+ penalties ([\d.]+) \+ cut ([\d.]+) points", log.read_text(errors="replace"))
+    if not found:
+        return {}
+    r, p_, c = (float(x) for x in found[-1])
+    return {"points_removed": r, "points_penalties": p_, "points_cut": c}
 
 
 def epochs_trained(checkpoint) -> int:
@@ -126,6 +158,9 @@ def main(argv=None):
     p.add_argument("--work-dir", default=os.environ.get("NEUROPRUNE_WORK", "/tmp/neuroprune_sweep"))
     p.add_argument("--results", default="results/sweep.jsonl")
     p.add_argument("--dense-dir", help="use this trained dense save-dir (its checkpoint_last.pt) instead of training one")
+    p.add_argument("--init", help="fine-tune from this dense checkpoint (e.g. $NEUROPRUNE_MODELS/multi30k_de_en_prenorm/"
+                   "checkpoint_dense_prenorm_e8.pt); needs --prep-dir, the preparation it was trained on")
+    p.add_argument("--prep-dir", help="multi30k: an existing neuroprune-prepare folder (bin/, raw/) instead of preparing --data-dir")
     p.add_argument("--dense-epochs", type=int)
     p.add_argument("--finetune-epochs", type=int)
     p.add_argument("--threshold", type=float)
@@ -158,7 +193,15 @@ def main(argv=None):
     results = Path(a.results)
     results.parent.mkdir(parents=True, exist_ok=True)
 
-    if cfg["dataset"] == "multi30k":
+    if a.init and not (a.prep_dir or cfg["dataset"] != "multi30k"):
+        p.error("--init needs --prep-dir: the preparation (dictionaries) the checkpoint was trained on")
+    if a.init and not Path(a.init).is_file():
+        p.error(f"--init {a.init}: no such checkpoint file")
+    if a.prep_dir:
+        prep = Path(a.prep_dir).resolve()
+        if not (prep / "bin").is_dir():
+            p.error(f"--prep-dir {a.prep_dir} has no bin/ folder (not a neuroprune-prepare output)")
+    elif cfg["dataset"] == "multi30k":
         prep = work / (f"prep_{a.src_lang}_{a.tgt_lang}" if (a.src_lang, a.tgt_lang) != ("de", "en") else "prep")
         if not a.dry_run:
             prepare.prepare(common.data_dir(a.data_dir, "multi30k"), prep, a.src_lang, a.tgt_lang)
@@ -166,26 +209,29 @@ def main(argv=None):
         prep = common.data_dir(a.data_dir, "iwslt14_prepared")
     bin_dir = prep / "bin"
 
-    if a.dense_dir:
+    if a.init:
+        dense_dir = Path(a.init).resolve().parent
+        dense_wall = None
+    elif a.dense_dir:
         dense_dir = Path(a.dense_dir)
         cfg["dense_epochs"] = epochs_trained(dense_dir / "checkpoint_last.pt")  # what was really trained
         dense_wall = json.loads((dense_dir / ".done").read_text())["train_wall_s"] if (dense_dir / ".done").exists() else None
     else:
         dense_dir = work / f"dense_e{cfg['dense_epochs']}"
         dense_wall = None
-    dense_init = str(dense_dir.resolve() / "checkpoint_last.pt")
+    dense_init = str(Path(a.init).resolve()) if a.init else str(dense_dir.resolve() / "checkpoint_last.pt")
     fe = cfg["finetune_epochs"]
     todo = ([{"method": "dense", "alpha": None, "beta": None, "theta": None}] if cfg["include_dense"] else []) + points
     have = done_keys(results)
     pending = [pt for pt in todo
                if key({**pt, "finetune_epochs": None if pt["method"] == "dense" else fe, "dense_init": dense_init,
-                       "penalty_scale": cfg["penalty_scale"]}) not in have]
+                       "penalty_scale": cfg["penalty_scale"] if pt["method"] in ("neuroprune", "l1") else None}) not in have]
     common.log(f"{len(todo)} points, {len(todo) - len(pending)} already in {results}, {len(pending)} to run")
     if a.dry_run:
         for pt in pending:
             print(json.dumps(pt))
         return
-    if not a.dense_dir:
+    if not (a.dense_dir or a.init):
         dense_wall = common.train(bin_dir, dense_dir, [*model_args, "--criterion", "label_smoothed_cross_entropy",
                                                      "--np-no-head-pruning", "--max-epoch", str(cfg["dense_epochs"])],
                                  work / "logs" / f"{dense_dir.name}.log")
@@ -193,24 +239,38 @@ def main(argv=None):
         if a.max_points is not None and n >= a.max_points:
             break
         t0 = time.time()
-        if pt["method"] == "dense":
+        log = None
+        if pt["method"] == "dense" and a.init:  # never write next to a shared checkpoint
+            run_dir, wall = work / "runs" / dense_dir.name / "dense", dense_wall
+            run_dir.mkdir(parents=True, exist_ok=True)
+        elif pt["method"] == "dense":
             run_dir, wall = dense_dir, dense_wall
+        elif pt["method"] == "dense-ft":  # the control: the same fine-tuning epochs and schedule, no penalty
+            run_dir = work / "runs" / dense_dir.name / f"dense-ft_e{fe}"
+            log = work / "logs" / f"{dense_dir.name}.{run_dir.name}.log"
+            wall = common.train(bin_dir, run_dir, [*model_args, "--criterion", "label_smoothed_cross_entropy",
+                                                   "--np-no-head-pruning", "--finetune-from-model", dense_init,
+                                                   "--max-epoch", str(fe)], log)
         else:
             tag = f"{pt['method']}_a{pt['alpha']:g}_b{pt['beta']:g}_t{pt['theta']:g}_e{fe}"
             tag += "_token" if cfg["penalty_scale"] == "token" else ""
             tag += "_prox" if pt.get("proximal") else ""
             tag += f"_s{pt['target_sparsity']:g}" if pt.get("target_sparsity") is not None else ""
+            tag += f"_{pt['target_mode']}" if pt.get("target_mode") else ""
+            tag += f"_k{pt['target_heads']}" if pt.get("target_heads") else ""
             run_dir = work / "runs" / dense_dir.name / tag
+            log = work / "logs" / f"{dense_dir.name}.{tag}.log"
             wall = common.train(bin_dir, run_dir,
                                common.finetune_args(pt["method"], Path(dense_init), fe, pt["alpha"], pt["beta"], pt["theta"],
-                                                   model_args, cfg["penalty_scale"]) + sparsify_args(pt, cfg),
-                               work / "logs" / f"{dense_dir.name}.{tag}.log")
+                                                   model_args, cfg["penalty_scale"]) + sparsify_args(pt, cfg), log)
         fin_path = run_dir / f"final_t{cfg['threshold']:g}.pt"
-        fin = common.finalize(run_dir / "checkpoint_last.pt", fin_path, cfg["threshold"],
+        ckpt = Path(dense_init) if pt["method"] == "dense" else run_dir / "checkpoint_last.pt"
+        fin = common.finalize(ckpt, fin_path, cfg["threshold"],
                              logfile=work / "logs" / f"{run_dir.name}.finalize.log", data=bin_dir)
         ev = evaluate(cfg, prep, fin_path, work / "logs" / f"{run_dir.name}.generate.log")
+        penalised = pt["method"] in ("neuroprune", "l1")
         row = {**pt, "finetune_epochs": None if pt["method"] == "dense" else fe, "dense_epochs": cfg.get("dense_epochs"),
-               "penalty_scale": None if pt["method"] == "dense" else cfg["penalty_scale"],
+               "penalty_scale": cfg["penalty_scale"] if penalised else None, **(penalty_points(log) if log else {}),
                "dense_init": dense_init, "dataset": cfg["dataset"], "threshold": cfg["threshold"],
                "bleu": ev["bleu"], "sacrebleu_signature": ev["sacrebleu_signature"],
                **{k: fin.get(k) for k in STAT_KEYS},
