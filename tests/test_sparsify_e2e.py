@@ -187,3 +187,26 @@ def test_strong_penalties_zero_whole_input_groups_and_mlp_rows(tiny_data):
     assert st["input_groups_zeroed"] > 0, st
     assert st["fc2_rows_zero"] + st["mlp_neurons_dead"] > 0, st
     assert st["structured_share"] > 0
+
+
+def test_penalty_mode_resumes_with_the_controllers_state(tiny_data):
+    """The controller's strengths are saved in the checkpoint (task_state) and a run resumed from
+    a checkpoint inside the first epoch ends with exactly the uninterrupted run's weights."""
+    import shutil
+
+    run = ["bin", *BASE, "--criterion", "neuroprune_ce", "--np-alpha", "0.05", "--np-beta", "0.1", "--np-no-head-pruning",
+           "--np-target-sparsity", "40", "--np-target-gain", "0.5", "--max-epoch", "2", "--disable-validation",
+           "--save-interval-updates", "3", "--dropout", "0"]
+    run_cli("fairseq_cli.train", [*run, "--save-dir", "ck_ctl_ref"], cwd=tiny_data)
+    mid = torch.load(tiny_data / "ck_ctl_ref" / "checkpoint_1_3.pt", map_location="cpu", weights_only=False)
+    saved = mid["task_state"]["neuroprune_sparsifier"]["controller"]
+    assert saved["updates"] == 3 and saved["log_mult"]["mlp"] != 0.0
+    os_dir = tiny_data / "ck_ctl_resume"
+    os_dir.mkdir(exist_ok=True)
+    shutil.copy(tiny_data / "ck_ctl_ref" / "checkpoint_1_3.pt", os_dir / "checkpoint_last.pt")
+    p = run_cli("fairseq_cli.train", [*run, "--save-dir", "ck_ctl_resume"], cwd=tiny_data)
+    assert "resumed the target controller" in p.stdout + p.stderr
+    a = torch.load(tiny_data / "ck_ctl_ref" / "checkpoint_last.pt", map_location="cpu", weights_only=False)
+    b = torch.load(os_dir / "checkpoint_last.pt", map_location="cpu", weights_only=False)
+    assert a["task_state"]["neuroprune_sparsifier"] == b["task_state"]["neuroprune_sparsifier"]
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])

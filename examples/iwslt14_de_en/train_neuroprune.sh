@@ -4,8 +4,8 @@
 #   DATA=OUT_DIR DENSE=checkpoints/iwslt14/dense ALPHA=0.05 BETA=0.1 THETA=0.2 \
 #     bash examples/iwslt14_de_en/train_neuroprune.sh [extra fairseq args]
 # PENALTY=l1 gives the paper's l1 baseline (same pruning, plain L1 penalties).
-# Head pruning needs fp32 or --memory-efficient-fp16/bf16 (not --fp16) and a single
-# worker or --ddp-backend legacy_ddp (the task refuses other set-ups with a message).
+# Head pruning needs fp32 or --memory-efficient-fp16/bf16 (not --fp16); several workers run
+# with --ddp-backend c10d (fairseq's default) or legacy_ddp (the task refuses other set-ups).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 DATA=${DATA:?set DATA to the prepare.sh output folder}

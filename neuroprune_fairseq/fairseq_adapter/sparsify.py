@@ -36,6 +36,7 @@ from ..core.policy import sparsify_roles
 from .sites import attention_sites, matrices, mlp_sites
 
 logger = logging.getLogger(__name__)
+STATE_KEY = "neuroprune_sparsifier"  # the Sparsifier's state in the checkpoint's task_state
 
 
 @dataclass
@@ -48,6 +49,8 @@ class SparsifyConfig(FairseqDataclass):
     np_target_gain: float = field(default=0.05, metadata={"help": "'penalty' mode: the controller's step in log strength per percentage point of gap per update"})
     np_prox_metric: ChoiceEnum(["optimizer", "euclidean"]) = field(default="optimizer", metadata={"help": "the proximal step's per-weight step: 'optimizer' (Adam's lr / (sqrt(v_hat) + eps), what the gradient mode's step is under Adam, so alpha and beta mean the same in both modes; lr for optimizers without second moments) or 'euclidean' (lr for every weight)"})
     # read from the global config (same names, as fairseq requires for interpolated fields)
+    save_dir: str = II("checkpoint.save_dir")  # a resumed run reads the controller's state from its checkpoint
+    restore_file: str = II("checkpoint.restore_file")
     max_update: int = II("optimization.max_update")
     max_epoch: int = II("optimization.max_epoch")
     update_freq: List[int] = II("optimization.update_freq")
@@ -102,6 +105,34 @@ class Sparsifier:
 
     def state_dict(self):
         return {"controller": self.controller.state_dict() if self.controller else None, "cut_zeros": self.cut_zeros}
+
+    def _resume(self, update_num: int) -> None:
+        """A run resumed from a checkpoint (its first update is not update 0) continues with the
+        controller's strengths and the cut count that the checkpoint saved in its ``task_state``."""
+        if getattr(self, "_resumed", False):
+            return
+        self._resumed = True
+        if update_num == 0:
+            return
+        import os
+
+        restore = str(getattr(self.cfg, "restore_file", "") or "checkpoint_last.pt")
+        save_dir = str(getattr(self.cfg, "save_dir", "") or "")
+        path = restore if os.path.isabs(restore) else os.path.join(save_dir, restore)
+        if restore == "checkpoint_last.pt" or not os.path.exists(path):
+            path = os.path.join(save_dir, "checkpoint_last.pt")
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=False)
+            saved = (state.get("task_state") or {}).get(STATE_KEY)
+        except Exception as e:  # no readable checkpoint: say so, start the controller afresh
+            saved = None
+            logger.warning(f"NeuroPrune: resumed at update {update_num} but {path} is not readable ({e})")
+        if saved:
+            self.load_state_dict(saved)
+            logger.info(f"NeuroPrune: resumed the target controller from {path}: {saved}")
+        elif self.controller is not None:
+            logger.warning(f"NeuroPrune: resumed at update {update_num} without the controller's saved state "
+                           f"(none in {path}); the strengths start again from --np-alpha / --np-beta")
 
     def load_state_dict(self, state) -> None:
         if state.get("controller") and self.controller is not None:
@@ -169,6 +200,7 @@ class Sparsifier:
     def after_step(self, model, lr: float, update_num: int, train_itr, optimizer=None) -> None:
         if self.criterion is None:
             return
+        self._resume(update_num)
         roles = self.roles(model)
         self.dense = roles.dense
         if self._masks is not None:
@@ -195,7 +227,19 @@ class Sparsifier:
             self.cut_zeros += sparsify_step_(roles, a, b, self.proximal, target, step_of=step_of)
         if self.target is not None and roles.dense:
             metrics.log_scalar("cut_sparsity", 100.0 * self.cut_zeros / roles.dense, round=2)
+            if update_num + 1 == self.total_updates(train_itr):
+                self._warn_if_below_target(roles)
         self._log_structure_at_epoch_end(model, train_itr)
+
+    def _warn_if_below_target(self, roles) -> None:
+        """At the run's last update: say so when the model holds less than the target."""
+        from ..core.sparsity import count_weights
+
+        present, zero = count_weights(roles.counted)
+        got = 100.0 * (roles.dense - present + zero) / max(roles.dense, 1)
+        if got + 1e-9 < self.target:
+            logger.warning(f"NeuroPrune: --np-target-sparsity {self.target:g} was not reached: the run ends at "
+                           f"{got:.2f}% (the cut could not close the gap; see the log's cut_sparsity)")
 
     def _log_structure_at_epoch_end(self, model, train_itr) -> None:
         """Once per epoch, after its last update: the structure report and the points of sparsity
@@ -233,6 +277,12 @@ class SparsifyTaskMixin:
         self.np_sparsifier = Sparsifier(cfg) if active else None
         # read by the criterion: with a proximal step the penalty's gradient is not added
         self.penalty_by_proximal_step = bool(self.np_sparsifier.proximal) if self.np_sparsifier else False
+
+    def state_dict(self):
+        state = dict(super().state_dict())
+        if self.np_sparsifier is not None:
+            state[STATE_KEY] = self.np_sparsifier.state_dict()
+        return state
 
     def build_criterion(self, cfg, from_checkpoint=False):
         criterion = super().build_criterion(cfg, from_checkpoint)

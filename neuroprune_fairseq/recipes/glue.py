@@ -43,6 +43,11 @@ def add_neuroprune_args(p: argparse.ArgumentParser) -> None:
                    help="percent S (0 <= S < 100): end with >= S%% of the attention+MLP matrix weights exactly zero or removed")
     g.add_argument("--np-target-start", type=float, default=0.0, help="fraction of the run where the target ramp starts")
     g.add_argument("--np-target-end", type=float, default=0.75, help="fraction of the run where the target reaches S")
+    g.add_argument("--np-target-mode", choices=["penalty", "cut"], default="penalty",
+                   help="how S is reached: the penalties, their strengths driven by a controller (default), or a cut after every step")
+    g.add_argument("--np-target-gain", type=float, default=0.05, help="'penalty' mode: the controller's step (log strength per point per step)")
+    g.add_argument("--np-prox-metric", choices=["optimizer", "euclidean"], default="optimizer",
+                   help="the proximal step's per-weight step: Adam's lr / (sqrt(v_hat) + eps) (default) or lr")
 
 
 def neuroprune_arguments(args):
@@ -54,7 +59,8 @@ def neuroprune_arguments(args):
         return NeuroPruneArguments(penalty="none", prune_heads=False)
     return NeuroPruneArguments(
         proximal=args.np_proximal, target_sparsity=args.np_target_sparsity,
-        target_start=args.np_target_start, target_end=args.np_target_end,
+        target_start=args.np_target_start, target_end=args.np_target_end, target_mode=args.np_target_mode,
+        target_gain=args.np_target_gain, prox_metric=args.np_prox_metric,
         alpha=args.np_alpha, beta=args.np_beta, eps=args.np_eps, theta=args.np_theta,
         dominating=args.np_dominating, penalty="neuroprune" if args.method == "neuroprune" else "l1",
         prune_heads=args.method == "neuroprune" and not args.np_no_prune_heads,
@@ -218,7 +224,9 @@ def main(argv=None):
                               TrainingArguments, set_seed)
     from transformers.utils import logging as hf_logging
 
+    from neuroprune_fairseq.core.policy import structure
     from neuroprune_fairseq.hf import NeuroPruneTrainer, heads_summary, head_distances, model_sparsity
+    from neuroprune_fairseq.hf.roles import attention_sites, mlp_sites
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -254,6 +262,10 @@ def main(argv=None):
     train_time = time.time() - t0
     epoch_losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     model = trainer.model.eval()
+    # the model that is evaluated and timed: what the penalties zeroed is removed (same outputs)
+    from neuroprune_fairseq.hf.io import remove_structure_
+
+    removed_structure = remove_structure_(model)
 
     t0 = time.time()
     preds, labels = predict(trainer, dev_ds, task)
@@ -266,6 +278,7 @@ def main(argv=None):
         "before": {k: round(v, 4) for k, v in before.items()}, "seed": args.seed,
         "train_loss_last_epoch": round(epoch_losses[-1], 4), "train_loss": round(train_out.training_loss, 4),
         "heads_kept": kept, "heads_dense": dense, "sparsity": round(sp.sparsity, 3),
+        "structure": structure(attention_sites(model), mlp_sites(model)), "structure_removed": removed_structure,
         "train_time_s": round(train_time, 1), "eval_examples_per_s": round(len(dev_ds) / eval_time, 1),
         "train_samples": len(train_ds), "dev_samples": len(dev_ds), "epochs": args.epochs, "lr": args.lr,
         "batch_size": args.batch_size, "max_seq_length": args.max_seq_length, "lr_scheduler": args.lr_scheduler,
@@ -284,6 +297,11 @@ def finish_run(result, args, np_args, trainer, model, tok):
     if args.method != "dense":
         result.update({"np_alpha": args.np_alpha, "np_beta": args.np_beta, "np_eps": args.np_eps,
                        "np_proximal": args.np_proximal, "np_target_sparsity": args.np_target_sparsity})
+        sp = getattr(trainer, "np_sparsify", None)
+        if args.np_target_sparsity is not None and sp is not None:
+            result.update({"np_target_mode": args.np_target_mode, "np_prox_metric": args.np_prox_metric,
+                           "points_cut": round(sp.cut_sparsity or 0.0, 3),
+                           "np_multipliers": sp.multipliers})
     if np_args.prune_heads:
         hist = trainer.np_callback.history
         modules = hist[-1]["modules"].values() if hist else None

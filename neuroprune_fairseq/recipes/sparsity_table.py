@@ -17,7 +17,23 @@ from pathlib import Path
 
 FIELDS = [("bleu", "BLEU", "{:.2f}"), ("sparsity", "sparsity %", "{:.2f}"), ("heads_kept", "heads", "{}"),
           ("flops_ratio", "FLOPs ratio", "{:.3f}"), ("gen_sentences_per_s", "gen sent/s", "{:.1f}"),
-          ("train_wall_s", "train s", "{:.0f}")]
+          ("train_wall_s", "train s", "{:.0f}"),
+          # the split of the sparsity and the structure (rows of runs with --np-target-mode)
+          ("points_removed", "points made by removed heads", "{:.2f}"),
+          ("points_penalties", "points made by the penalties", "{:.2f}"),
+          ("points_cut", "points made by the cut", "{:.2f}"),
+          ("structured_share", "% of zeros+removed in removed structures", "{:.1f}"),
+          ("structured_share_beyond_heads", "% of zeros+removed in removed structures beyond heads", "{:.1f}"),
+          ("input_groups_zeroed", "zeroed input groups (of 2160)", "{}"),
+          ("mlp_neurons_dead", "dead MLP neurons (of 5760)", "{}"),
+          ("fc2_rows_zero", "zero fc2 rows (of 1440)", "{}"),
+          ("mlp_degree_sd", "MLP degree sd (live neurons)", "{:.1f}"),
+          ("blocks_1x4_at_most_2_nonzero", "% of 1x4 blocks with <= 2 non-zeros", "{:.1f}")]
+
+
+def label(r) -> str:
+    """A column: the method, and how its target was reached where the row says."""
+    return f"{r['method']} {r['target_mode']}" if r.get("target_mode") else r["method"]
 
 
 def read_rows(paths):
@@ -30,19 +46,30 @@ def read_rows(paths):
 def table(rows, dense_bleu=None) -> str:
     by = defaultdict(dict)
     methods = []
+    dense_ft = None
     for r in rows:
         if r.get("method") == "dense":
             dense_bleu = r["bleu"] if dense_bleu is None else dense_bleu
             continue
+        if r.get("method") == "dense-ft":
+            dense_ft = r
+            continue
         if r.get("target_sparsity") is None:
             continue
-        by[float(r["target_sparsity"])][r["method"]] = r
-        if r["method"] not in methods:
-            methods.append(r["method"])
+        by[float(r["target_sparsity"])][label(r)] = r
+        if label(r) not in methods:
+            methods.append(label(r))
+    methods.sort()
     out = []
     if dense_bleu is not None:
-        out.append(f"dense BLEU {dense_bleu:.2f}\n")
+        out.append(f"dense BLEU {dense_bleu:.2f} (the start)\n")
+    if dense_ft is not None:
+        out.append(f"dense fine-tuned BLEU {dense_ft['bleu']:.2f} (the control: the same {dense_ft.get('finetune_epochs')} "
+                   f"epochs and schedule, no penalty, no pruning; FLOPs ratio {dense_ft.get('flops_ratio', 1):.3f}, "
+                   f"gen {dense_ft.get('gen_sentences_per_s')} sent/s)\n")
     for key, title, fmt in FIELDS:
+        if not any(r.get(key) is not None for s_ in by.values() for r in s_.values()):
+            continue
         out += [f"**{title}**", "", "| target S | " + " | ".join(methods) + " |", "|---|" + "---|" * len(methods)]
         for s in sorted(by):
             cells = [fmt.format(by[s][m][key]) if m in by[s] and by[s][m].get(key) is not None else "" for m in methods]
@@ -61,15 +88,24 @@ def plot(rows, path, dense_bleu=None, title=""):
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(1, 2, figsize=(11, 4))
-    for m in sorted({r["method"] for r in rows if r.get("target_sparsity") is not None}):
-        pts = sorted((r["sparsity"], r["bleu"], r["heads_kept"]) for r in rows
-                     if r["method"] == m and r.get("target_sparsity") is not None)
-        ax[0].plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=m)
-        ax[1].plot([p[0] for p in pts], [p[2] for p in pts], "o-", label=m)
+    structured = any(r.get("flops_ratio") is not None and r.get("target_mode") for r in rows)
+    right = "flops_ratio" if structured else "heads_kept"
+    for m in sorted({label(r) for r in rows if r.get("target_sparsity") is not None}):
+        pts = sorted((r["sparsity"], r["bleu"], r[right]) for r in rows
+                     if label(r) == m and r.get("target_sparsity") is not None)
+        ax[0].plot([p[0] for p in pts], [p[1] for p in pts], "o-" if "cut" not in m else "s--", label=m)
+        ax[1].plot([p[0] for p in pts], [p[2] for p in pts], "o-" if "cut" not in m else "s--", label=m)
     if dense_bleu is not None:
         ax[0].axhline(dense_bleu, color="k", ls=":", label=f"dense {dense_bleu:.2f}")
+    ft = next((r for r in rows if r.get("method") == "dense-ft"), None)
+    if ft is not None:
+        ax[0].axhline(ft["bleu"], color="grey", ls="--", label=f"dense fine-tuned {ft['bleu']:.2f}")
     ax[0].set(xlabel="sparsity of attention + MLP weights (%)", ylabel="test BLEU", title="BLEU vs sparsity")
-    ax[1].set(xlabel="sparsity of attention + MLP weights (%)", ylabel="attention heads kept", title="heads kept")
+    if structured:
+        ax[1].set(xlabel="sparsity of attention + MLP weights (%)", ylabel="finalised FLOPs / dense FLOPs",
+                  title="FLOPs per token (length 20)")
+    else:
+        ax[1].set(xlabel="sparsity of attention + MLP weights (%)", ylabel="attention heads kept", title="heads kept")
     for a in ax:
         a.grid(alpha=0.3)
         a.legend()

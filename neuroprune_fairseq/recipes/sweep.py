@@ -73,6 +73,8 @@ def expand(grid):
             if s is not None:
                 pt["target_sparsity"] = float(s)
                 pt["target_mode"] = g.get("target_mode", "penalty")
+            if g.get("proximal") or s is not None:
+                pt["prox_metric"] = g.get("prox_metric", "optimizer")
             for k in ("target_heads", "target_epoch"):
                 if g.get(k):
                     pt[k] = int(g[k])
@@ -83,6 +85,8 @@ def expand(grid):
 def sparsify_args(pt, cfg):
     """The fine-tuning flags of a point's --np-proximal / --np-target-sparsity (none if unset)."""
     out = ["--np-proximal"] if pt.get("proximal") else []
+    if pt.get("prox_metric"):
+        out += ["--np-prox-metric", pt["prox_metric"]]
     for k in ("target_heads", "target_epoch"):
         if pt.get(k):
             out += [f"--np-{k.replace('_', '-')}", str(pt[k])]
@@ -101,9 +105,11 @@ def key(row):
     scale = row.get("penalty_scale", "token") if row["method"] in ("neuroprune", "l1") else None
     # rows written before --np-target-mode existed were made by the cut
     mode = row.get("target_mode", "cut") if row.get("target_sparsity") is not None else None
+    # ... and with the proximal step at lr (--np-prox-metric euclidean)
+    metric = row.get("prox_metric", "euclidean") if (row.get("proximal") or mode) else None
     return (row["method"], row.get("alpha"), row.get("beta"), row.get("theta"), row.get("finetune_epochs"),
             row.get("dense_init"), scale, bool(row.get("proximal", False)), row.get("target_sparsity"), mode,
-            row.get("target_heads"), row.get("target_epoch"))
+            row.get("target_heads"), row.get("target_epoch"), metric)
 
 
 def done_keys(results):
@@ -211,6 +217,7 @@ def main(argv=None):
 
     if a.init:
         dense_dir = Path(a.init).resolve().parent
+        cfg["dense_epochs"] = epochs_trained(Path(a.init))  # what was really trained
         dense_wall = None
     elif a.dense_dir:
         dense_dir = Path(a.dense_dir)
