@@ -47,7 +47,7 @@ def test_pad_to_dense_keeps_shapes():
     keep = torch.arange(100)
     prune_linear_(dec.fc1[0], 0, keep)
     prune_linear_(dec.fc2, 1, keep)
-    assert pad_to_dense_(model) == {"attention_modules": 1, "mlp_blocks": 1}
+    assert pad_to_dense_(model) == {"attention_modules": 1, "mlp_blocks": 1, "structured_linears": 0}
     out = model.state_dict()
     assert out["encoder.layers.0.self_attn.q_proj.weight"].shape == (120, 120)
     assert out["encoder.layers.0.self_attn.q_proj.weight"][40:].abs().sum() == 0
@@ -73,7 +73,7 @@ def test_pad_then_outputs_equal_the_pruned_models():
         pruned_out = model(**x)[0]
 
     padded = pad_to_dense_(model)
-    assert padded == {"attention_modules": 6, "mlp_blocks": 4}
+    assert padded == {"attention_modules": 6, "mlp_blocks": 4, "structured_linears": 0}
     assert head_counts(model) == [6] * 6
     assert {k: v.shape for k, v in model.state_dict().items()} == dense_shapes
     with torch.no_grad():

@@ -126,3 +126,21 @@ def test_incremental_decoding_of_a_structured_model_matches_the_full_pass():
     remove_zeroed_structure_(model)
     torch.testing.assert_close(steps(model), ref, rtol=0, atol=1e-5)
     torch.testing.assert_close(forward(model, b), ref, rtol=0, atol=1e-5)
+
+
+def test_pad_to_dense_undoes_the_structure_with_outputs_equal():
+    """The "masked" model of the speed benchmark: every layer back at its dense shape (zeros in
+    place of what was removed), the same function."""
+    from neuroprune_fairseq.fairseq_adapter.sites import pad_to_dense_
+
+    model, d = build(width=W, ffn=FFN, heads=6, layers=2)
+    zero_structure_(model)
+    b = batch(d)
+    ref = forward(model, b)
+    remove_dead_mlp_neurons_(model)
+    remove_zeroed_structure_(model)
+    dense_flops = flops_per_token(build(width=W, ffn=FFN, heads=6, layers=2)[0], 20)["body"]
+    assert pad_to_dense_(model)["structured_linears"] == 3 * 3 + 1 + 1 + 1
+    assert not any(isinstance(m, StructuredLinear) for m in model.modules())
+    assert flops_per_token(model, 20)["body"] == dense_flops
+    torch.testing.assert_close(forward(model, b), ref, rtol=0, atol=1e-5)

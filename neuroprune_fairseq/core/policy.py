@@ -124,8 +124,14 @@ def pad_to_dense_(attn: Sequence[AttentionSite], mlp: Sequence[MlpSite]) -> Dict
     """Undo the physical removal with zeros: every attention module back to its dense head
     count (the removed heads appended with zero q/k/v rows and out columns), every MLP block
     back to its dense width (zero fc1 rows and biases, zero fc2 columns). Same function in eval
-    mode, at the dense cost ("masked" pruning). Returns how many modules and blocks were padded."""
-    padded = {"attention_modules": 0, "mlp_blocks": 0}
+    mode, at the dense cost ("masked" pruning); removed input columns / output rows
+    (:mod:`.structured_linear`) come back as zeros too. Returns how many modules, blocks and
+    structured layers were padded."""
+    from .structured_linear import unstructure_linear_
+
+    padded = {"attention_modules": 0, "mlp_blocks": 0, "structured_linears": 0}
+    for lin in [lin for s in attn for lin in (s.q, s.k, s.v, s.out)] + [f for s in mlp for f in (*s.fc1, s.fc2)]:
+        padded["structured_linears"] += unstructure_linear_(lin)
     for s in attn:
         dense, n = s.dense_heads, s.num_heads
         if n < dense:

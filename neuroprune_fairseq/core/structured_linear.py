@@ -126,3 +126,33 @@ def full_in(linear: nn.Linear) -> int:
 def full_out(linear: nn.Linear) -> int:
     """Output width of ``linear`` before any dead output row was removed."""
     return linear.full_out if isinstance(linear, StructuredLinear) else linear.out_features
+
+
+def unstructure_linear_(linear: nn.Linear) -> bool:
+    """The inverse of :func:`structure_linear_` with zeros: a plain ``nn.Linear`` of the full
+    width again (zero columns for the removed inputs, zero rows with the recorded biases for the
+    removed outputs). Same function, dense cost. Parameters keep their identity; not for use
+    under a live optimizer. Returns whether ``linear`` was structured."""
+    if not isinstance(linear, StructuredLinear):
+        return False
+    with torch.no_grad():
+        w = linear.weight.data
+        in_idx, out_idx = getattr(linear, IN_INDEX, None), getattr(linear, OUT_INDEX, None)
+        if in_idx is not None:
+            full = w.new_zeros(w.shape[0], linear.full_in)
+            full[:, in_idx] = w
+            w = full
+        if out_idx is not None:
+            full = w.new_zeros(linear.full_out, w.shape[1])
+            full[out_idx] = w
+            w = full
+            if linear.bias is not None:
+                bias = getattr(linear, OUT_BIAS).to(linear.bias.dtype).clone()
+                bias[out_idx] = linear.bias.data
+                linear.bias.data = bias
+        linear.weight.data = w.contiguous()
+    for name in BUFFERS:
+        linear._buffers.pop(name, None)
+    linear.__class__ = nn.Linear
+    linear.out_features, linear.in_features = linear.weight.shape
+    return True

@@ -129,7 +129,9 @@ def sparsity_speed_table(a, prep, work, refs, dense_sps):
                      "mlp_neurons_kept": fin["mlp_neurons_kept"], "mlp_neurons_dense": fin["mlp_neurons_dense"],
                      "flops_ratio": fin["flops_ratio"], "sentences_per_s": best.get("sentences_per_s"),
                      "speedup_vs_dense": best.get("sentences_per_s", 0) / dense_sps, "bleu": round(bleu, 2),
-                     "output_tokens": sum(len(h.split()) for h in best["hyps"])})
+                     "output_tokens": sum(len(h.split()) for h in best["hyps"]),
+                     **{k: fin.get(k) for k in ("structured_share", "structured_share_beyond_heads", "input_groups_zeroed",
+                                               "mlp_neurons_dead", "fc2_rows_zero")}})
     print(f"(c) sparsity vs speed (finalised with --threshold {a.threshold:g}, beam 5, batch {a.batch_size}):")
     print("    sparsity %  heads  MLP neurons  FLOPs ratio  sentences/s  speed-up  BLEU   checkpoint")
     for r in sorted(rows, key=lambda r: r["sparsity"]):
