@@ -47,21 +47,32 @@ def test_save_load_roundtrip_exact(tmp_path, make, inputs):
     assert model_sparsity(loaded).sparsity > 0
 
 
-def test_from_pretrained_fails_naming_load_pruned(tmp_path):
+def test_from_pretrained_without_trust_remote_code_fails_naming_it(tmp_path):
+    """The folder is remote code (config.json's model_type is no stock one): without
+    trust_remote_code=True the auto classes refuse, naming it; config.json says both ways to load;
+    a class-specific from_pretrained finds no model.safetensors (never a silent dense model)."""
     from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification, BertForSequenceClassification
 
     model = tiny_bert()
     _prune_some(model)
     save_pruned(model, str(tmp_path))
     for auto in (AutoModel, AutoModelForSequenceClassification, AutoConfig):
-        with pytest.raises(ValueError, match="load_pruned"):
-            auto.from_pretrained(str(tmp_path))
-    with pytest.raises(OSError):  # no model.safetensors: never a silent dense model
+        with pytest.raises(ValueError, match="trust_remote_code=True"):
+            auto.from_pretrained(str(tmp_path), trust_remote_code=False)
+    with pytest.raises(OSError):
         BertForSequenceClassification.from_pretrained(str(tmp_path))
+    config = json.load(open(os.path.join(tmp_path, "config.json")))
+    assert config["model_type"] == "neuroprune_pruned"
+    assert "trust_remote_code=True" in config["neuroprune_how_to_load"] and "load_pruned" in config["neuroprune_how_to_load"]
+    assert config["auto_map"]["AutoModelForSequenceClassification"] == \
+        "modeling_neuroprune.NeuroPrunedAutoModelForSequenceClassification"
     record = json.load(open(os.path.join(tmp_path, "neuroprune_pruned.json")))
+    assert record == config["neuroprune"]
+    assert json.load(open(os.path.join(tmp_path, "neuroprune_config.json"))) == config["base_config"]
     assert record["attention"]["bert.encoder.layer.0.attention"]["kept_heads"] == [2, 3]
     assert record["model_class"] == "BertForSequenceClassification"
-    assert set(os.listdir(tmp_path)) >= {"config.json", "neuroprune_config.json", "neuroprune_model.safetensors"}
+    assert set(os.listdir(tmp_path)) >= {"config.json", "modeling_neuroprune.py", "neuroprune_config.json",
+                                         "neuroprune_model.safetensors"}
 
 
 def test_load_pruned_rejects_plain_folder(tmp_path):
@@ -121,3 +132,28 @@ def test_save_removes_zeroed_structure_with_outputs_equal(tmp_path, make, inputs
     after = structure(attention_sites(loaded), mlp_sites(loaded))
     for key in ("input_groups_zeroed", "mlp_neurons_dead", "fc2_rows_zero"):
         assert after[key] == before[key], key
+
+
+def test_load_pruned_reads_config_json_alone_and_old_folders(tmp_path):
+    """load_pruned reads the remote-code config.json (record and real config inside); a folder
+    without the side files loads the same, and so does one of the layout before remote code
+    (a stub config.json, the record and config in the side files)."""
+    model = tiny_bert()
+    _prune_some(model)
+    _zero_structure_(model)
+    x = dict(input_ids=torch.tensor([[5, 7, 9, 11, 2]]), attention_mask=torch.ones(1, 5, dtype=torch.long))
+    save_pruned(model, str(tmp_path))
+    with torch.no_grad():
+        ref = load_pruned(str(tmp_path))(**x).logits
+    side = {n: open(os.path.join(tmp_path, n)).read() for n in ("neuroprune_pruned.json", "neuroprune_config.json")}
+    for n in side:
+        os.remove(os.path.join(tmp_path, n))
+    with torch.no_grad():
+        assert torch.equal(load_pruned(str(tmp_path))(**x).logits, ref)
+    for n, text in side.items():
+        open(os.path.join(tmp_path, n), "w").write(text)
+    with open(os.path.join(tmp_path, "config.json"), "w") as f:
+        json.dump({"model_type": "neuroprune_pruned (a head-pruned model: load it with "
+                                 "neuroprune_fairseq.hf.load_pruned(dir))"}, f)
+    with torch.no_grad():
+        assert torch.equal(load_pruned(str(tmp_path))(**x).logits, ref)

@@ -1,26 +1,37 @@
 """Save and reload a head-pruned HuggingFace model.
 
-``save_pruned(model, dir)`` calls ``model.save_pretrained`` and then rearranges the folder:
+``save_pruned(model, dir)`` calls ``model.save_pretrained`` and then rearranges the folder into
+HuggingFace's remote-code layout:
 
-* ``neuroprune_config.json``: the model's real config (what ``save_pretrained`` wrote as
-  ``config.json``);
+* ``config.json``: ``model_type`` ``neuroprune_pruned``, an ``auto_map`` naming the classes of
+  ``modeling_neuroprune.py`` for ``AutoConfig`` and every auto class the real model type has
+  (``AutoModel``, ``AutoModelForSequenceClassification``, ...), ``base_config`` (the model's
+  real config, what ``save_pretrained`` wrote) and ``neuroprune`` (the pruning record below);
+* ``modeling_neuroprune.py``: a copy of :mod:`neuroprune_fairseq.hf.modeling_neuroprune`, which
+  imports only torch and transformers (and safetensors). So, in a Python that never imports
+  this project, ``AutoModel*.from_pretrained(dir, trust_remote_code=True)`` rebuilds the stock
+  model, applies the record and loads the weights (outputs equal the pruned model's);
 * ``neuroprune_model.safetensors`` (or ``neuroprune_model.safetensors.index.json`` plus
-  shards when sharded): the weights, renamed;
-* ``neuroprune_pruned.json``: the record -- model class, family, per attention module the
-  original indices of its kept heads and its dense head count, and the shape of every
-  Linear layer whose shape differs from the dense model;
-* ``config.json``: a stub whose ``model_type`` reads "neuroprune_pruned ... load_pruned":
-  ``AutoModel*.from_pretrained(dir)`` / ``AutoConfig.from_pretrained(dir)`` raise
-  transformers' "does not recognize this architecture" error, which quotes that
-  model_type, i.e. names ``neuroprune_fairseq.hf.load_pruned``. A class-specific
-  ``BertModel.from_pretrained(dir)`` fails too (it finds no ``model.safetensors``), rather
-  than silently building a dense model around pruned weights.
+  shards when sharded): the weights, renamed so that a class-specific
+  ``BertModel.from_pretrained(dir)`` finds no ``model.safetensors`` and fails rather than
+  silently building a dense model around pruned weights;
+* ``neuroprune_pruned.json`` (the record: model class, family, per attention module the
+  original indices of its kept heads, its dense head count and the attribute names holding its
+  head count, the shape of every Linear layer) and ``neuroprune_config.json`` (the real
+  config): the same two dicts as in ``config.json``, for ``neuroprune-topology`` and readers of
+  the layout before remote code (:func:`load_pruned` reads ``config.json``, else these).
+
+Without ``trust_remote_code=True``, ``AutoModel*`` / ``AutoConfig.from_pretrained(dir)`` raise
+transformers' ``ValueError`` asking for ``trust_remote_code=True`` (the folder's model_type is
+no stock one, so nothing falls back to a dense model).
 
 ``load_pruned(dir)`` rebuilds the dense model from the real config, applies the recorded
-head removal (our surgery) and Linear shapes, and loads the weights strictly.
+head removal (our surgery) and Linear shapes, and loads the weights strictly; its modules are
+this package's (``StructuredLinear``, the T5 attention subclasses), for further pruning.
 """
 import json
 import os
+import shutil
 from typing import Optional
 
 from torch import nn
@@ -33,8 +44,12 @@ from .roles import attention_sites, family_of
 RECORD = "neuroprune_pruned.json"
 CONFIG = "neuroprune_config.json"
 WEIGHTS = "neuroprune_model.safetensors"
-STUB_MODEL_TYPE = "neuroprune_pruned (a head-pruned model: load it with neuroprune_fairseq.hf.load_pruned(dir))"
+MODEL_TYPE = "neuroprune_pruned"
+MODELING = "modeling_neuroprune.py"
 FORMAT_VERSION = 1
+HOW_TO_LOAD = ("A NeuroPrune-pruned model (uneven heads and widths per layer): load it with "
+               "AutoModel*.from_pretrained(dir, trust_remote_code=True) (modeling_neuroprune.py, torch and "
+               "transformers only) or neuroprune_fairseq.hf.load_pruned(dir).")
 
 
 def remove_structure_(model: nn.Module) -> dict:
@@ -52,11 +67,17 @@ def pruning_record(model: nn.Module) -> dict:
     """What :func:`load_pruned` needs besides the config and the weights."""
     attention = {}
     for s in attention_sites(model):
+        r = s.roles
         attention[s.name] = {
             "kind": s.kind,
             "dense_heads": s.dense_heads,
             "kept_heads": s.kept_heads,
             "head_dim": s.head_dim,
+            # what the remote code (modeling_neuroprune.py) sets, without our role tables
+            "roles": {"q": r.q, "k": r.k, "v": r.v, "out": r.out, "holder": r.holder,
+                      "heads_attrs": list(r.heads_attrs), "inner_attrs": list(r.inner_attrs),
+                      "pruned_heads_owner": r.pruned_heads_owner,
+                      "post_prune": "t5" if s.family.post_prune is not None else None},
         }
     linear_shapes = {
         name: list(m.weight.shape) for name, m in model.named_modules() if isinstance(m, nn.Linear)
@@ -104,15 +125,38 @@ def save_pruned(model: nn.Module, save_directory: str, structured: bool = True, 
         record["weights"] = WEIGHTS + ".index.json"
     else:
         raise RuntimeError(f"save_pretrained wrote no safetensors weights in {save_directory}")
+    with open(os.path.join(save_directory, CONFIG)) as f:
+        base_config = json.load(f)
     with open(os.path.join(save_directory, RECORD), "w") as f:
         json.dump(record, f, indent=1)
+    shutil.copyfile(os.path.join(os.path.dirname(os.path.abspath(__file__)), MODELING),
+                    os.path.join(save_directory, MODELING))
     with open(os.path.join(save_directory, "config.json"), "w") as f:
         json.dump({
-            "model_type": STUB_MODEL_TYPE,
-            "neuroprune": "This folder holds a head-pruned model. Load it with "
-                          "neuroprune_fairseq.hf.load_pruned(dir); AutoModel.from_pretrained cannot.",
+            "model_type": MODEL_TYPE,
+            "neuroprune_how_to_load": HOW_TO_LOAD,
+            "auto_map": remote_auto_map(model.config),
+            "base_config": base_config,
+            "neuroprune": record,
+            "transformers_version": record["transformers_version"],
         }, f, indent=1)
     return save_directory
+
+
+def remote_auto_map(config) -> dict:
+    """``config.json``'s ``auto_map``: ``AutoConfig`` and every auto class of
+    :data:`modeling_neuroprune.AUTO_CLASSES` whose mapping holds ``type(config)``."""
+    import transformers
+
+    from .modeling_neuroprune import AUTO_CLASSES
+
+    module = MODELING[:-3]
+    auto_map = {"AutoConfig": f"{module}.NeuroPrunedConfig"}
+    for name in AUTO_CLASSES:
+        auto = getattr(transformers, name, None)
+        if auto is not None and type(config) in auto._model_mapping:
+            auto_map[name] = f"{module}.NeuroPruned{name}"
+    return auto_map
 
 
 def _load_state_dict(directory: str, weights: str) -> dict:
@@ -129,21 +173,33 @@ def _load_state_dict(directory: str, weights: str) -> dict:
     return load_file(path)
 
 
+def _read_folder(directory: str):
+    """``(record, real config dict, where)``: from ``config.json`` (remote-code layout), else
+    from ``neuroprune_pruned.json`` / ``neuroprune_config.json`` (folders saved before it)."""
+    path = os.path.join(directory, "config.json")
+    if os.path.exists(path):
+        with open(path) as f:
+            config = json.load(f)
+        if config.get("model_type") == MODEL_TYPE and "neuroprune" in config and "base_config" in config:
+            return config["neuroprune"], dict(config["base_config"]), path
+    record_path = os.path.join(directory, RECORD)
+    if not os.path.exists(record_path):
+        raise FileNotFoundError(f"{directory} has no {RECORD}: not saved by neuroprune_fairseq.hf.save_pruned")
+    with open(record_path) as f:
+        record = json.load(f)
+    with open(os.path.join(directory, CONFIG)) as f:
+        return record, json.load(f), record_path
+
+
 def load_pruned(directory: str, model_class=None, device: Optional[str] = None) -> nn.Module:
     """Rebuild a model saved by :func:`save_pruned` (same class unless ``model_class`` is
     given), in eval mode. Outputs equal the saved model's exactly."""
     import transformers
     from transformers import AutoConfig
 
-    record_path = os.path.join(directory, RECORD)
-    if not os.path.exists(record_path):
-        raise FileNotFoundError(f"{directory} has no {RECORD}: not saved by neuroprune_fairseq.hf.save_pruned")
-    with open(record_path) as f:
-        record = json.load(f)
+    record, config_dict, where = _read_folder(directory)
     if record.get("format_version") != FORMAT_VERSION:
-        raise ValueError(f"{record_path}: unknown format_version {record.get('format_version')}")
-    with open(os.path.join(directory, CONFIG)) as f:
-        config_dict = json.load(f)
+        raise ValueError(f"{where}: unknown format_version {record.get('format_version')}")
     model_type = config_dict.pop("model_type", record["model_type"])
     config = AutoConfig.for_model(model_type, **config_dict)
     if model_class is None:

@@ -52,16 +52,18 @@ def _t5_bias_class(base: type) -> type:
 
         def forward(self, hidden_states, mask=None, key_value_states=None, position_bias=None,
                     past_key_values=None, **kwargs):
+            if past_key_values is not None:  # 5.x passes ``cache``; both at once warns
+                kwargs["past_key_values"] = past_key_values
             if position_bias is not None:
                 full = position_bias
                 if full.shape[1] == self._np_dense_heads:
                     position_bias = full.index_select(1, self._np_index(full.device))
                 out = super().forward(hidden_states, mask=mask, key_value_states=key_value_states,
-                                      position_bias=position_bias, past_key_values=past_key_values, **kwargs)
+                                      position_bias=position_bias, **kwargs)
                 return (out[0], full, *out[2:])
             self._np_full_bias = None
             out = super().forward(hidden_states, mask=mask, key_value_states=key_value_states,
-                                  position_bias=None, past_key_values=past_key_values, **kwargs)
+                                  position_bias=None, **kwargs)
             full = self._np_full_bias
             self._np_full_bias = None
             if full is None:  # no relative bias here: T5 uses zeros of the dense head count
