@@ -3,7 +3,8 @@
 #
 #   bash scripts/gpu_check_mixed_precision.sh [WORK_DIR]
 #   (PYTHON=... picks the interpreter; MODES="fp16 bf16" a subset; EXTRA="--cpu" a CPU dry run of
-#   the script itself with MODES=memory-efficient-fp16, the one mode fairseq runs on CPU)
+#   the script itself with MODES=memory-efficient-fp16 SPARSE_MODES=memory-efficient-fp16, the one
+#   mode fairseq runs on CPU)
 #
 # Needs only torch (CUDA build), fairseq and this repository. For each of --fp16, --bf16,
 # --memory-efficient-fp16 and --memory-efficient-bf16 it trains a tiny generated-data model with
@@ -12,6 +13,14 @@
 # checkpoints hold the pruned heads), the training loss stayed finite, the mid-epoch checkpoint
 # resumed ("Loaded checkpoint ... (epoch 3 @ N updates)") and training went on. Prints one line per
 # mode and "ALL OK"; exits non-zero on the first failure. About a minute per mode.
+#
+# Then the sparsity modes (SPARSE_MODES, default "fp16 fp16-no-flatten memory-efficient-fp16 amp";
+# fp16-no-flatten is --fp16 --fp16-no-flatten-grads; SPARSE_MODES="" skips them): 3 epochs of
+# --np-target-sparsity 50 in the penalty mode (the proximal step with Adam's metric, the controller,
+# the final cut; the ramp ends with epoch 2: --np-target-end 0.5), without head pruning, checking:
+# finalize counts 50 <= sparsity <= 50.5, no "was not reached" warning, finite losses, and the
+# checkpoint's weights (under --fp16 the fp16 model, not the fp32 master copy the step acts on) hold
+# the zeros the log reports for epoch 3. About 30 s per mode.
 set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PYTHON="${PYTHON:-python}"
@@ -19,7 +28,7 @@ WORK="${1:-$(mktemp -d /tmp/np_gpu_check.XXXXXX)}"
 mkdir -p "$WORK"
 cd "$WORK"
 export PYTHONWARNINGS=ignore
-MODES="${MODES:-fp16 bf16 memory-efficient-fp16 memory-efficient-bf16}"
+MODES="${MODES-fp16 bf16 memory-efficient-fp16 memory-efficient-bf16}"  # MODES="" skips head pruning
 read -r -a EXTRA_ARGS <<< "${EXTRA:-}"
 export EXTRA="${EXTRA:-}"
 
@@ -87,6 +96,48 @@ if len(losses) < 3 or not all(math.isfinite(x) for x in losses):
 skipped = sum(log.count("gradient overflow detected") for log in logs)
 print(f"OK   {mode}: heads 36 -> {pruned[1]} -> {pruned[2]} -> {pruned[3]} (checkpoints agree), "
       f"train loss per epoch {losses}, resumed at update {stop}, {skipped} fp16-overflow steps skipped")
+EOF
+done
+SPARSE_MODES="${SPARSE_MODES-fp16 fp16-no-flatten memory-efficient-fp16 amp}"
+for SM in $SPARSE_MODES; do
+  case "$SM" in
+    fp16-no-flatten) FLAGS=(--fp16 --fp16-no-flatten-grads) ;;
+    *) FLAGS=(--"$SM") ;;
+  esac
+  D="ck_sparse_$SM"; rm -rf "$D"
+  "$PYTHON" -m fairseq_cli.train "${TRAIN[@]}" "${FLAGS[@]}" --np-no-head-pruning --np-target-sparsity 50 \
+      --np-target-gain 0.5 --np-target-end 0.5 --max-epoch 3 --save-dir "$D" > "$D.log" 2>&1 \
+    || { echo "FAIL sparse $SM: training failed, see $WORK/$D.log"; tail -30 "$D.log"; exit 1; }
+  MODE="$SM" D="$D" REPO="$REPO" "$PYTHON" - <<'EOF'
+import math, os, re, sys
+sys.path.insert(0, os.environ["REPO"])
+import torch
+from neuroprune_fairseq.commands.finalize import finalize
+mode, d = os.environ["MODE"], os.environ["D"]
+log = open(f"{d}.log").read()
+def fail(msg):
+    print(f"FAIL sparse {mode}: {msg}"); sys.exit(1)
+if "mode penalty, proximal metric optimizer" not in log:
+    fail("the target sparsity did not start in the penalty mode with Adam's metric")
+if "was not reached" in log:
+    fail("the run says the target was not reached")
+losses = [float(x) for x in re.findall(r"\| train \| epoch \d+ .*?\| loss ([\-\w.]+)", log)]
+if len(losses) != 3 or not all(math.isfinite(x) for x in losses):
+    fail(f"end-of-epoch training losses {losses}")
+last = [l for l in log.splitlines() if "| train | epoch 003" in l][0]
+logged = float(re.search(r"\| sparsity ([\d.]+)", last).group(1))
+cut = float(re.search(r"\| cut_sparsity ([\d.]+)", last).group(1))
+sd = torch.load(f"{d}/checkpoint_last.pt", map_location="cpu", weights_only=False)["model"]
+mats = [v for k, v in sd.items() if k.endswith(("q_proj.weight", "k_proj.weight", "v_proj.weight", "out_proj.weight",
+                                                "fc1.weight", "fc2.weight"))]
+ckpt = 100.0 * sum(int((v == 0).sum()) for v in mats) / sum(v.numel() for v in mats)
+info = finalize(f"{d}/checkpoint_last.pt", f"{d}/final.pt", 0.0, "bin", overwrite=True)
+if not 50.0 <= info["sparsity"] <= 50.5:
+    fail(f"finalize counts {info['sparsity']:.2f}% (target 50)")
+if abs(ckpt - logged) > 0.2:  # the log's count is epoch 3's average: the zeros are fixed after the ramp
+    fail(f"the checkpoint's weights hold {ckpt:.2f}% zeros, the log says {logged:.2f}%")
+print(f"OK   sparse {mode}: finalized sparsity {info['sparsity']:.2f}% (checkpoint zeros {ckpt:.2f}%, "
+      f"logged {logged:.2f}%, cut made {cut:.2f} points), train loss per epoch {losses}")
 EOF
 done
 echo "ALL OK (logs and checkpoints in $WORK)"

@@ -262,7 +262,8 @@ def test_criterion_with_stock_translation_task_warns_once_that_nothing_is_pruned
     (["--bf16"], "on GPUs use --fp16, --memory-efficient-fp16 or --amp"),
     (["--memory-efficient-bf16"], "on GPUs use --fp16, --memory-efficient-fp16 or --amp"),
     (["--memory-efficient-fp16", "--np-proximal"], None),  # accepted: the optimizer steps the model's own weights
-    (["--fp16", "--np-proximal"], "use --memory-efficient-fp16 or --amp"),
+    (["--fp16", "--np-proximal"], None),  # accepted: the step acts on the fp32 master copy
+    (["--fp16", "--fp16-no-flatten-grads", "--np-proximal"], None),
 ])
 def test_bad_task_options_fail_before_training(tiny_data, extra, message):
     cfg = _cfg(extra)

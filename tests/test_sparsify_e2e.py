@@ -84,16 +84,17 @@ def test_setup_errors_name_the_fix():
         check_sparsify_setup(cfg(np_target_sparsity=100.0))
     with pytest.raises(ValueError, match="--max-epoch or --max-update"):
         check_sparsify_setup(cfg(np_target_sparsity=50.0, max_epoch=0))
-    with pytest.raises(ValueError, match="memory-efficient"):
-        check_sparsify_setup(cfg(np_proximal=True, fp16=True))
-    check_sparsify_setup(cfg(np_proximal=True, fp16=True, memory_efficient_fp16=True))  # the model's own weights
+    # --fp16 / --bf16: the step acts on the fp32 master copy (tests/test_mixed_precision_sparsify.py)
+    for flags in ({"fp16": True}, {"bf16": True}, {"fp16": True, "memory_efficient_fp16": True}):
+        check_sparsify_setup(cfg(np_proximal=True, **flags))
+        check_sparsify_setup(cfg(np_target_sparsity=50.0, **flags))
     with pytest.raises(ValueError, match="--np-target-gain must be a finite number > 0"):
         check_sparsify_setup(cfg(np_target_sparsity=50.0, np_target_gain=0.0))
 
 
 def test_task_config_reads_precision_flags_from_fairseq():
-    """The refusal above must see fairseq's real flags (a field missing from the task config
-    made it a silent no-op), and checkpoints written with those fields must keep loading."""
+    """The task's checks must see fairseq's real precision flags (a field missing from the task
+    config makes a check a silent no-op), and checkpoints written with those fields must keep loading."""
     from neuroprune_fairseq.fairseq_adapter.task import NeuroPruneTranslationConfig
 
     names = set(NeuroPruneTranslationConfig.__dataclass_fields__)

@@ -208,22 +208,31 @@ def penalty_driven_step_(roles, coef_attn: float, coef_mlp: float, step_of, targ
     return report
 
 
-def optimizer_step_of(optimizer):
+def optimizer_step_of(optimizer, lookup=None):
     """``step_of(w)`` for :func:`.target.proximal_step_`: the per-weight step of the torch
     ``optimizer`` for parameter ``w``: ``lr / (sqrt(v / (1 - beta2^t)) + eps)`` where the
     optimizer keeps Adam's ``exp_avg_sq`` for ``w``, its group's ``lr`` otherwise (SGD, or a
-    weight the optimizer has not stepped yet)."""
-    groups = {id(p): g for g in optimizer.param_groups for p in g["params"]}
+    weight the optimizer has not stepped yet).
+
+    ``lookup(w)``, when given, returns ``(param group, state)`` for ``w`` (``None`` for a weight the
+    optimizer does not train), the state's tensors of ``w``'s shape: for weights the optimizer
+    holds as slices of something else (fairseq's flat fp32 master copy under ``--fp16``)."""
+    if lookup is None:
+        groups = {id(p): g for g in optimizer.param_groups for p in g["params"]}
+
+        def lookup(w):
+            g = groups.get(id(w))
+            return None if g is None else (g, optimizer.state.get(w) or {})
 
     def step_of(w):
-        g = groups.get(id(w))
-        if g is None:
+        found = lookup(w)
+        if found is None:
             raise ValueError("the proximal step met a weight that the optimizer does not train")
-        st = optimizer.state.get(w) or {}
+        g, st = found
         v = st.get("exp_avg_sq")
         if v is None or v.shape != w.shape:
             return float(g["lr"])
-        t = float(st.get("step", 1))
+        t = float(st.get("step", g.get("step", 1)))  # fused multi-tensor Adams count steps per group
         beta2 = float(g.get("betas", (0.9, 0.999))[1])
         v_hat = v.float() / max(1.0 - beta2 ** max(t, 1.0), 1e-12)
         return float(g["lr"]) / (v_hat.sqrt() + float(g.get("eps", 1e-8)))

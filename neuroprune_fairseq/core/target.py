@@ -159,7 +159,11 @@ def proximal_step_(roles: SparsifyRoles, lam_attn: float, lam_mlp: float, step_o
     ``step_of(w)``: the per-weight step of ``w`` (a tensor of its shape, e.g. Adam's
     ``lr / (sqrt(v_hat) + eps)``, or a float); ``lam_*`` are then the penalty coefficients and
     the prox is taken in that diagonal metric (:mod:`.proximal`): what the same coefficients do
-    in the gradient mode under that optimizer."""
+    in the gradient mode under that optimizer.
+
+    Weights held in fp16/bf16 (``--memory-efficient-fp16``) are stepped in fp32 and written back:
+    Adam's step of a weight with a tiny second moment (``lr / eps`` at ``v = 0``) overflows fp16."""
+    f = _fp32
     with torch.no_grad():
         for q, k, v in roles.attn:
             if lam_attn <= 0:
@@ -167,30 +171,36 @@ def proximal_step_(roles: SparsifyRoles, lam_attn: float, lam_mlp: float, step_o
             if step_of is None:
                 if roles.penalty == "l1":
                     for w in (q, k, v):
-                        w.copy_(soft_threshold(w, lam_attn))
+                        w.copy_(soft_threshold(f(w), lam_attn))
                 else:
-                    for w, new in zip((q, k, v), attention_group_prox(q, k, v, lam_attn)):
+                    for w, new in zip((q, k, v), attention_group_prox(f(q), f(k), f(v), lam_attn)):
                         w.copy_(new)
                 continue
-            steps = tuple(_as_step(step_of(w), w) for w in (q, k, v))
+            steps = tuple(_as_step(step_of(w), f(w)) for w in (q, k, v))
             if roles.penalty == "l1":
                 for w, st in zip((q, k, v), steps):
-                    w.copy_(soft_threshold(w, lam_attn * st))
+                    w.copy_(soft_threshold(f(w), lam_attn * st))
             else:
-                for w, new in zip((q, k, v), attention_group_prox_metric(q, k, v, lam_attn, steps)):
+                for w, new in zip((q, k, v), attention_group_prox_metric(f(q), f(k), f(v), lam_attn, steps)):
                     w.copy_(new)
         for fc1s, fc2 in roles.mlp:
             if lam_mlp <= 0:
                 break
             for w in (*fc1s, fc2):
+                w32 = f(w)
                 if step_of is None:
-                    w.copy_(soft_threshold(w, lam_mlp) if roles.penalty == "l1"
-                            else preferential_attachment_prox(w, lam_mlp, roles.eps))
+                    w.copy_(soft_threshold(w32, lam_mlp) if roles.penalty == "l1"
+                            else preferential_attachment_prox(w32, lam_mlp, roles.eps))
                     continue
-                thr = lam_mlp * _as_step(step_of(w), w)
+                thr = lam_mlp * _as_step(step_of(w), w32)
                 if roles.penalty != "l1":
-                    thr = thr * pa_row_weight(w, roles.eps).unsqueeze(1)
-                w.copy_(soft_threshold(w, thr))
+                    thr = thr * pa_row_weight(w32, roles.eps).unsqueeze(1)
+                w.copy_(soft_threshold(w32, thr))
+
+
+def _fp32(w: Tensor) -> Tensor:
+    """``w`` itself when it is fp32 or fp64, an fp32 copy otherwise."""
+    return w if w.dtype in (torch.float32, torch.float64) else w.float()
 
 
 def _as_step(step, w: Tensor) -> Tensor:

@@ -14,6 +14,11 @@ slice them like the weights, and then rebuilds the master copy and the state fro
 slices. Master values the surgery did not touch keep their fp32 precision; where the surgery
 changed the model's weight (a merged out-projection column, a folded bias) the master takes the
 model's value, so master and model agree afterwards.
+
+:class:`MasterCopy` is the same layout for the sparsity step after every update
+(``--np-proximal`` / ``--np-target-sparsity``, :mod:`.sparsify`): fp32 views (not copies) of the
+master copy and of its optimizer state per model parameter, stepped in place and then copied into
+the model.
 """
 from contextlib import contextmanager
 from types import SimpleNamespace
@@ -130,3 +135,92 @@ def master_weights(fairseq_optimizer) -> Optional[List[torch.Tensor]]:
         out.append(fp32[d].data[o:o + p.numel()].view(p.shape))
         offsets[d] = o + p.numel()
     return out
+
+
+class MasterCopy:
+    """What ``--np-proximal`` / ``--np-target-sparsity`` act on under ``--fp16`` / ``--bf16``.
+
+    fairseq's ``FP16Optimizer`` steps an fp32 master copy and then copies it into the model's
+    fp16/bf16 weights; a sparsity step on the model's weights would be overwritten by the next
+    copy (and its zeros revived). This gives, for every model parameter, an fp32 *view* into the
+    master copy (a slice of the flat vector, or the per-parameter tensor) and views of the torch
+    optimizer's state for that slice, so the sparsity step works in place on the master, reads
+    Adam's ``exp_avg_sq`` of the master slice for its per-weight step (:meth:`step_of`), and
+    :meth:`sync_to_model_` then writes the master into the model. Built afresh for every step:
+    the head surgery replaces the master copy (:func:`optimizer_surgery`).
+    """
+
+    def __init__(self, fairseq_optimizer):
+        if not has_master_copy(fairseq_optimizer):
+            raise ValueError("MasterCopy needs fairseq's FP16Optimizer (--fp16 / --bf16)")
+        self.opt = _torch_optimizer(fairseq_optimizer.fp32_optimizer)
+        groups = {id(q): g for g in self.opt.param_groups for q in g["params"]}
+        fp16_params, fp32 = list(fairseq_optimizer.fp16_params), fairseq_optimizer.fp32_params
+        self._master: Dict[int, torch.Tensor] = {}  # id(model param) -> fp32 view of the master
+        self._state: Dict[int, tuple] = {}  # id(master view) -> (param group, state views)
+        if isinstance(fp32, dict):  # flat: one fp32 vector per device, the device's params in order
+            for device, flat in fp32.items():
+                st = self.opt.state.get(flat, {})
+                offset = 0
+                for p in (p for p in fp16_params if p.device.index == device):
+                    n = p.numel()
+                    view = flat.data[offset:offset + n].view(p.shape)
+                    state = {k: (v[offset:offset + n].view(p.shape)
+                                 if torch.is_tensor(v) and v.dim() == 1 and v.numel() == flat.numel() else v)
+                             for k, v in st.items()}
+                    self._add(p, view, groups.get(id(flat)), state)
+                    offset += n
+                if offset != flat.numel():
+                    raise ValueError(f"the fp32 master copy holds {flat.numel()} values but the model's parameters "
+                                     f"on device {device} have {offset}: they are out of step")
+        elif isinstance(fp32, (list, tuple)):  # one fp32 tensor per parameter
+            if len(fp32) != len(fp16_params):
+                raise ValueError(f"{len(fp32)} fp32 master tensors stand for {len(fp16_params)} model parameters: "
+                                 f"they are out of step")
+            for p, p32 in zip(fp16_params, fp32):
+                if p32.shape != p.shape:
+                    raise ValueError(f"an fp32 master tensor of shape {tuple(p32.shape)} stands for a parameter of "
+                                     f"shape {tuple(p.shape)}: they are out of step")
+                self._add(p, p32.data, groups.get(id(p32)), self.opt.state.get(p32) or {})
+        else:
+            raise ValueError(f"--np-proximal / --np-target-sparsity under --fp16/--bf16: unsupported layout of "
+                             f"fairseq's fp32 master copy ({type(fp32).__name__}); use --memory-efficient-fp16 or --amp")
+
+    def _add(self, p, view, group, state) -> None:
+        self._master[id(p)] = view
+        if group is not None:
+            self._state[id(view)] = (group, state)
+
+    def view_of(self, w: torch.Tensor) -> torch.Tensor:
+        """The fp32 master view of the model parameter ``w`` (``w`` itself when the optimizer does not
+        hold it, e.g. a frozen weight: then the step acts on the model's weight as without a master)."""
+        return self._master.get(id(w), w)
+
+    def roles(self, roles):
+        """:class:`..core.target.SparsifyRoles` with every tensor replaced by its master view."""
+        import dataclasses
+
+        v = self.view_of
+        return dataclasses.replace(roles, attn=[tuple(v(w) for w in qkv) for qkv in roles.attn],
+                                   mlp=[([v(f) for f in fc1s], v(fc2)) for fc1s, fc2 in roles.mlp],
+                                   counted=[v(w) for w in roles.counted])
+
+    def step_of(self):
+        """:func:`..core.controller.optimizer_step_of` for the master views: Adam's step from the
+        ``exp_avg_sq`` of each master slice."""
+        from ..core.controller import optimizer_step_of
+
+        return optimizer_step_of(self.opt, lookup=lambda w: self._state.get(id(w)))
+
+    def sync_to_model_(self, weights: List[torch.Tensor]) -> None:
+        """Copy the master into the model's ``weights`` (fp16/bf16) after the sparsity step, then
+        zero the master wherever the model's weight is zero (an fp32 value below fp16's smallest
+        subnormal rounds to 0): zeros are the same in both, so the sparsity counted on the model is
+        the master's and a zero mask taken on the master holds the model's zeros."""
+        with torch.no_grad():
+            for p in weights:
+                m = self._master.get(id(p))
+                if m is None:
+                    continue
+                p.data.copy_(m)
+                m.masked_fill_(p.data == 0, 0.0)

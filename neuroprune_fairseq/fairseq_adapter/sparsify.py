@@ -19,6 +19,14 @@ penalty``, the default): a controller drives the proximal strengths along the sc
 (:mod:`..core.controller`) and the cut only closes what is left at the end of the ramp;
 ``--np-target-mode cut`` is the earlier behaviour (a cut of penalty-shaped scores after every
 update). The log says how many points of S the removed heads, the penalties and the cut made.
+
+Mixed precision: under ``--fp16`` / ``--bf16`` (fairseq's ``FP16Optimizer``, with or without
+``--fp16-no-flatten-grads``) the optimizer steps an fp32 master copy and copies it into the
+model's fp16/bf16 weights. The zero masks, the proximal step, the controller and the cut then act
+on fp32 views of the master copy (:class:`.fairseq_optim.MasterCopy`), the optimizer metric reads
+Adam's ``exp_avg_sq`` of the master slices, and the master is copied into the model after the
+step (a master value that rounds to 0 in fp16 is set to 0): master and model hold the same zeros.
+``--memory-efficient-fp16/bf16`` and ``--amp`` step the model's own weights: nothing to map.
 """
 import logging
 import math
@@ -62,10 +70,6 @@ def check_sparsify_setup(cfg) -> None:
     check_target_options(target, cfg.np_target_start, cfg.np_target_end)
     if not (cfg.np_proximal or target is not None):
         return
-    flat_master = (cfg.fp16 and not cfg.memory_efficient_fp16) or (cfg.bf16 and not cfg.memory_efficient_bf16)
-    if flat_master:
-        raise ValueError("--fp16/--bf16 keep fp32 copies of the weights that the proximal step / target mask "
-                         "would not reach; use --memory-efficient-fp16 or --amp")
     gain = getattr(cfg, "np_target_gain", 0.05)
     if not (math.isfinite(gain) and gain > 0):
         raise ValueError(f"--np-target-gain must be a finite number > 0, got {gain}")
@@ -172,9 +176,20 @@ class Sparsifier:
     def _ramp_done(self, step: int, train_itr) -> bool:
         return ramp_done(step, self.total_updates(train_itr), self.cfg.np_target_end)
 
-    def before_step(self, model, update_num: int = 0, train_itr=None) -> None:
+    @staticmethod
+    def _master(optimizer):
+        """fairseq's fp32 master copy under ``--fp16`` / ``--bf16`` (``FP16Optimizer``) as views per
+        model parameter, or ``None`` (fp32, ``--memory-efficient-fp16/bf16``, ``--amp``: the optimizer
+        steps the model's own weights)."""
+        from .fairseq_optim import MasterCopy, has_master_copy
+
+        return MasterCopy(optimizer) if optimizer is not None and has_master_copy(optimizer) else None
+
+    def before_step(self, model, update_num: int = 0, train_itr=None, optimizer=None) -> None:
         if self.target is not None and (not self.driven or self._ramp_done(update_num + 1, train_itr)):
-            self._masks = zero_masks(matrices(model))
+            weights = matrices(model)
+            master = self._master(optimizer)
+            self._masks = zero_masks([master.view_of(w) for w in weights] if master is not None else weights)
 
     def _coefficients(self, device):
         """Per-target-token weights of the attention and MLP penalties in this update."""
@@ -189,9 +204,11 @@ class Sparsifier:
         per = micro / sample_size if sample_size > 0 else 0.0
         return c.alpha * per, c.beta * per
 
-    def _step_of(self, optimizer):
+    def _step_of(self, optimizer, master=None):
         if self.metric != "optimizer" or optimizer is None:
             return None
+        if master is not None:
+            return master.step_of()
         from .fairseq_optim import _torch_optimizer
 
         opt = _torch_optimizer(optimizer)
@@ -203,6 +220,11 @@ class Sparsifier:
         self._resume(update_num)
         roles = self.roles(model)
         self.dense = roles.dense
+        # --fp16 / --bf16: the step acts on the fp32 master copy, then the model takes its values
+        master = self._master(optimizer)
+        model_weights = roles.counted
+        if master is not None:
+            roles = master.roles(roles)
         if self._masks is not None:
             reapply_masks_(roles.counted, self._masks)
             self._masks = None
@@ -214,7 +236,7 @@ class Sparsifier:
             metrics.log_scalar("target_sparsity", target, round=2)
         a, b = self._coefficients(roles.counted[0].device) if self.proximal else (0.0, 0.0)
         self._micro = [0.0, 0.0]
-        step_of = self._step_of(optimizer)
+        step_of = self._step_of(optimizer, master)
         if step_of is None:  # Euclidean: the strengths include the learning rate
             a, b = lr * a, lr * b
         if self.driven:
@@ -225,6 +247,8 @@ class Sparsifier:
             metrics.log_scalar("mult_mlp", rep["multipliers"]["mlp"], round=3)
         else:
             self.cut_zeros += sparsify_step_(roles, a, b, self.proximal, target, step_of=step_of)
+        if master is not None:
+            master.sync_to_model_(model_weights)
         if self.target is not None and roles.dense:
             metrics.log_scalar("cut_sparsity", 100.0 * self.cut_zeros / roles.dense, round=2)
             if update_num + 1 == self.total_updates(train_itr):
@@ -233,9 +257,11 @@ class Sparsifier:
 
     def _warn_if_below_target(self, roles) -> None:
         """At the run's last update: say so when the model holds less than the target."""
+        from ..core.controller import _folded_outputs
         from ..core.sparsity import count_weights
 
         present, zero = count_weights(roles.counted)
+        zero += _folded_outputs(roles)  # as the penalty mode and finalize count them
         got = 100.0 * (roles.dense - present + zero) / max(roles.dense, 1)
         if got + 1e-9 < self.target:
             logger.warning(f"NeuroPrune: --np-target-sparsity {self.target:g} was not reached: the run ends at "
@@ -302,6 +328,6 @@ class SparsifyTaskMixin:
             return super().optimizer_step(optimizer, model, update_num)
         inner = getattr(model, "module", model)
         itr = getattr(self, "_train_itr", None)
-        sp.before_step(inner, update_num, itr)
+        sp.before_step(inner, update_num, itr, optimizer)
         super().optimizer_step(optimizer, model, update_num)
         sp.after_step(inner, optimizer.get_lr(), update_num, itr, optimizer)
