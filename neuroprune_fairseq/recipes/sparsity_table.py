@@ -81,6 +81,33 @@ def table(rows, dense_bleu=None) -> str:
     return "\n".join(out) + "\n"
 
 
+COMPACT = [("bleu", "BLEU", "{:.2f}"), ("sparsity", "sparsity %", "{:.2f}"), ("heads_kept", "heads", "{}"),
+           ("points_removed", "pts heads", "{:.2f}"), ("points_penalties", "pts penalties", "{:.2f}"),
+           ("points_cut", "pts cut", "{:.2f}"), ("structured_share", "struct. %", "{:.1f}"),
+           ("structured_share_beyond_heads", "struct. beyond heads %", "{:.1f}"),
+           ("input_groups_zeroed", "groups zeroed", "{}"), ("mlp_neurons_dead", "dead neurons", "{}"),
+           ("fc2_rows_zero", "zero fc2 rows", "{}"), ("mlp_degree_sd", "degree sd", "{:.1f}"),
+           ("blocks_1x4_at_most_2_nonzero", "1x4 <=2 nz %", "{:.1f}"), ("flops_ratio", "FLOPs ratio", "{:.3f}")]
+
+
+def compact_table(rows) -> str:
+    """One line per run (the reference rows first), the columns of :data:`COMPACT`; BLEU also as
+    the difference to the dense fine-tuned control where there is one."""
+    ft = next((r["bleu"] for r in rows if r.get("method") == "dense-ft"), None)
+    refs = [r for r in rows if r.get("method") in ("dense", "dense-ft")]
+    runs = sorted((r for r in rows if r.get("target_sparsity") is not None),
+                  key=lambda r: (label(r), float(r["target_sparsity"])))
+    head = ["run", "S"] + [t for _, t, _ in COMPACT[:1]] + (["vs dense-ft"] if ft is not None else []) + [t for _, t, _ in COMPACT[1:]]
+    out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in refs + runs:
+        cells = [r["method"] if r.get("target_sparsity") is None else label(r),
+                 "" if r.get("target_sparsity") is None else f"{float(r['target_sparsity']):g}"]
+        vals = [fmt.format(r[k]) if r.get(k) is not None else "" for k, _, fmt in COMPACT]
+        delta = [f"{r['bleu'] - ft:+.2f}"] if ft is not None else []
+        out.append("| " + " | ".join(cells + vals[:1] + delta + vals[1:]) + " |")
+    return "\n".join(out) + "\n"
+
+
 def plot(rows, path, dense_bleu=None, title=""):
     import matplotlib
 
@@ -124,6 +151,9 @@ def main(argv=None):
     a = p.parse_args(argv)
     rows = read_rows(a.results)
     text = table(rows, a.dense_bleu)
+    if any(r.get("target_mode") for r in rows):
+        text = "**Every run** (pts: points of sparsity made by removed heads, by the penalties, by the cut; struct.: share of " \
+               "zeros + removed weights that lie in removed structures)\n\n" + compact_table(rows) + "\n" + text
     print(text)
     if a.table:
         Path(a.table).write_text(text)
