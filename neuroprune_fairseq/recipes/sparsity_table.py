@@ -33,7 +33,12 @@ FIELDS = [("bleu", "BLEU", "{:.2f}"), ("sparsity", "sparsity %", "{:.2f}"), ("he
 
 def label(r) -> str:
     """A column: the method, and how its target was reached where the row says."""
-    return f"{r['method']} {r['target_mode']}" if r.get("target_mode") else r["method"]
+    if not r.get("target_mode"):
+        return r["method"]
+    out = f"{r['method']} {r['target_mode']}"
+    if r["target_mode"] == "cut" and r.get("proximal"):  # the proximal step's metric decides how much it zeroes
+        out += " prox-lr" if r.get("prox_metric", "euclidean") == "euclidean" else " prox-adam"
+    return out
 
 
 def read_rows(paths):

@@ -264,6 +264,7 @@ def main(argv=None):
             tag += "_prox" if pt.get("proximal") else ""
             tag += f"_s{pt['target_sparsity']:g}" if pt.get("target_sparsity") is not None else ""
             tag += f"_{pt['target_mode']}" if pt.get("target_mode") else ""
+            tag += "_euclid" if pt.get("prox_metric") == "euclidean" else ""
             tag += f"_k{pt['target_heads']}" if pt.get("target_heads") else ""
             run_dir = work / "runs" / dense_dir.name / tag
             log = work / "logs" / f"{dense_dir.name}.{tag}.log"
