@@ -60,7 +60,7 @@ def test_proximal_training_makes_exact_zeros(tmp_path):
 def test_target_sparsity_is_reached_by_the_cut(tmp_path, penalty, target):
     model = tiny_bert().train()
     np_args = NeuroPruneArguments(alpha=1e-3, beta=1e-3, penalty=penalty, theta=0.02, proximal=True,
-                                  target_sparsity=target, target_end=0.5, target_mode="cut")
+                                  target_sparsity=target, target_end=0.5, target_mode="cut", prox_metric="euclidean")
     trainer = NeuroPruneTrainer(model=model, args=_args(tmp_path, epochs=3), train_dataset=_Data(16),
                                 neuroprune=np_args)
     trainer.train()
