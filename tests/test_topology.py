@@ -205,7 +205,11 @@ def test_hf_pruned_folder(tmp_path):
         sites[0].q.weight[:, 2] = 0
         sites[0].k.weight[:, 2] = 0
         sites[0].v.weight[:, 2] = 0
-    save_pruned(model, str(tmp_path / "m"))
+    save_pruned(model, str(tmp_path / "m"), structured=False)  # zeros in place
+    save_pruned(model, str(tmp_path / "s"))  # the default: what is zeroed whole is removed
+    rs = main(["--path", str(tmp_path / "s"), "--out", str(tmp_path / "rs")])["checkpoints"][0]
+    assert rs["attention"][0]["zero_input_group_indices"] == [2]  # shown in place again
+    assert rs["summary"]["structure"]["input_groups_zeroed"] == 1 and rs["summary"]["structure"]["mlp_neurons_dead"] == 2
     tiny_bert().save_pretrained(str(tmp_path / "plain"))  # a plain HF folder, dense
     rep = main(["--path", str(tmp_path / "m"), "--compare", str(tmp_path / "plain"), "--out", str(tmp_path / "r")])
     c, plain = rep["checkpoints"]

@@ -79,7 +79,11 @@ def load_fairseq(path: str, data: Optional[str] = None) -> Loaded:
     from ..fairseq_adapter.sites import attention_sites, mlp_sites
     from .finalize import load
 
+    from ..core.policy import structure
+
     state, model, dense, _ = load(path, data)
+    measured = structure(attention_sites(model), mlp_sites(model))
+    _unstructure_(model)  # removed input columns / output rows back in place, as zeros: the views show where
     sites = attention_sites(model)
     recorded = (state.get("neuroprune_finalize") or {}).get("kept_heads")
     source = "checkpoint (neuroprune_finalize.kept_heads)"
@@ -109,10 +113,7 @@ def load_fairseq(path: str, data: Optional[str] = None) -> Loaded:
         d = dense_mlp[site.name]
         mlp.append(MlpView(site.name, site.kind, [f.weight.detach() for f in site.fc1], site.fc2.weight.detach(),
                            d.dense_dim, sum(f.weight.numel() for f in d.fc1) + d.fc2.weight.numel()))
-    from ..core.policy import structure
-
-    return Loaded(path, "fairseq", attention, mlp, source if recorded is not None else "not recorded",
-                  structure(sites, mlp_sites(model)))
+    return Loaded(path, "fairseq", attention, mlp, source if recorded is not None else "not recorded", measured)
 
 
 def load_hf(path: str) -> Loaded:
@@ -134,6 +135,10 @@ def load_hf(path: str) -> Loaded:
     else:
         raise FileNotFoundError(f"{path}: neither {RECORD} (neuroprune_fairseq.hf.save_pruned) nor config.json "
                                 "(save_pretrained) is in this folder")
+    from ..core.policy import structure
+
+    measured = structure(attention_sites(model), mlp_sites(model))
+    _unstructure_(model)
     with torch.device("meta"):  # dense shapes only, no memory
         dense = type(model)(model.config)
     dense_attn = {s.name: s for s in attention_sites(dense)}
@@ -151,9 +156,16 @@ def load_hf(path: str) -> Loaded:
         d = dense_mlp[s.name]
         mlp.append(MlpView(s.name, s.kind, [f.weight.detach() for f in s.fc1], s.fc2.weight.detach(),
                            d.fc2.weight.shape[1], sum(f.weight.numel() for f in d.fc1) + d.fc2.weight.numel()))
-    from ..core.policy import structure
+    return Loaded(path, "hf", attention, mlp, source, measured)
 
-    return Loaded(path, "hf", attention, mlp, source, structure(attention_sites(model), mlp_sites(model)))
+
+def _unstructure_(model) -> None:
+    """Removed input columns and output rows of ``StructuredLinear`` layers back as zeros (the
+    report shows zeros where they are; the structure figures were measured before)."""
+    from ..core.structured_linear import unstructure_linear_
+
+    for m in list(model.modules()):
+        unstructure_linear_(m)
 
 
 def load_any(path: str, data: Optional[str] = None) -> Loaded:
