@@ -86,12 +86,34 @@ def plot(rows, out: str) -> None:
     fig.savefig(out, dpi=120)
 
 
+def structure_table(rows) -> str:
+    """One line per run with how its sparsity was reached and the structure the evaluated model
+    has (run_glue.py's ``structure`` field): ``--structure``."""
+    out = ["| task | method | mode | S | metrics | sparsity % | pts cut | groups zeroed | dead neurons | zero fc2 rows "
+           "| struct. % | 1x4 <=2 nz % | train s | eval ex/s |", "|" + "---|" * 14]
+    for r in rows:
+        st = r.get("structure") or {}
+        s_ = r.get("np_target_sparsity")
+        cells = [r["task"], r["method"], r.get("np_target_mode", "-") if s_ is not None else "-",
+                 f"{s_:g}" if s_ is not None else "-", fmt_metrics(r), f"{r['sparsity']:.2f}",
+                 f"{r['points_cut']:.2f}" if r.get("points_cut") is not None else "-",
+                 f"{st.get('input_groups_zeroed', '-')}/{st.get('input_groups', '-')}",
+                 f"{st.get('mlp_neurons_dead', '-')}/{st.get('mlp_neurons', '-')}",
+                 f"{st.get('fc2_rows_zero', '-')}/{st.get('fc2_rows', '-')}",
+                 f"{st['structured_share']:.1f}" if "structured_share" in st else "-",
+                 f"{st['blocks_1x4_at_most_2_nonzero']:.1f}" if "blocks_1x4_at_most_2_nonzero" in st else "-",
+                 f"{r['train_time_s']}", f"{r['eval_examples_per_s']}"]
+        out.append("| " + " | ".join(cells) + " |")
+    return "\n".join(out)
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("files", nargs="+")
     p.add_argument("--tag-suffix", default=None, help="only lines whose tag ends with this")
     p.add_argument("--by-sparsity", action="store_true", help="Fig. 4's analogue: metric per target sparsity, NeuroPrune vs l1")
     p.add_argument("--plot", help="with --by-sparsity: also draw metric vs measured sparsity per task (PNG)")
+    p.add_argument("--structure", action="store_true", help="one line per run: target mode, points the cut made, structure")
     args = p.parse_args()
     rows = []
     for path in args.files:
@@ -99,6 +121,9 @@ def main():
             rows += [json.loads(line) for line in f if line.strip()]
     if args.tag_suffix:
         rows = [r for r in rows if str(r.get("tag", "")).endswith(args.tag_suffix)]
+    if args.structure:
+        print(structure_table(rows))
+        return
     if args.by_sparsity:
         print(sparsity_tables(rows))
         if args.plot:
