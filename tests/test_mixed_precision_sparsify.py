@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from neuroprune_fairseq.core.target import proximal_step_
-from neuroprune_fairseq.fairseq_adapter.fairseq_optim import MasterCopy, has_master_copy, master_weights
+from neuroprune_fairseq.fairseq_adapter.fairseq_optim import MasterCopy, has_master_copy, master_copy, master_weights
 from neuroprune_fairseq.fairseq_adapter.sites import matrices, model_sparsity
 from neuroprune_fairseq.fairseq_adapter.sparsify import Sparsifier
 
@@ -158,16 +158,16 @@ def test_target_sparsity_zeros_stay_zero_in_master_and_model(flags, mode, monkey
 
 
 def finalized_sparsity(sp, model):
-    from neuroprune_fairseq.core.controller import _folded_outputs
+    from neuroprune_fairseq.core.controller import folded_outputs
 
     rep = model_sparsity(model)
-    return 100.0 * (rep.zero + _folded_outputs(sp.roles(model))) / rep.dense
+    return 100.0 * (rep.zero + folded_outputs(sp.roles(model))) / rep.dense
 
 
 def test_memory_efficient_fp16_needs_no_master(monkeypatch):
     """--memory-efficient-fp16 steps the model's own weights: the same Sparsifier path as fp32."""
     model, opt = build(["--memory-efficient-fp16"], monkeypatch)
-    assert not has_master_copy(opt) and Sparsifier._master(opt) is None
+    assert not has_master_copy(opt) and master_copy(opt) is None
     crit, sp = criterion(1e-3, 2e-3), sparsifier(50.0, "cut", 4)
     for i in range(4):
         update(sp, model, opt, crit, i)

@@ -77,7 +77,7 @@ def zero_unread_inputs_(mlp) -> int:
     return n
 
 
-def _folded_outputs(roles) -> int:
+def folded_outputs(roles) -> int:
     """Non-zero fc2 entries of neurons whose fc1 rows are all zero, where the adapter's finalise
     folds such a neuron's constant into fc2's bias and removes its column
     (``roles.folds_constant_neurons``): they count as zeros here."""
@@ -159,7 +159,7 @@ def penalty_driven_step_(roles, coef_attn: float, coef_mlp: float, step_of, targ
 
     def zeros(k):
         n = int(sum(int((w == 0).sum()) for w in named[k].weights))
-        return n + (_folded_outputs(roles) if k == "mlp" else 0)
+        return n + (folded_outputs(roles) if k == "mlp" else 0)
 
     active = [k for k, c in (("attn", coef_attn), ("mlp", coef_mlp)) if c > 0 and sizes[k]]
     report = {"cut": 0, "multipliers": {k: controller.multiplier(k) for k in POOLS}}
@@ -174,7 +174,7 @@ def penalty_driven_step_(roles, coef_attn: float, coef_mlp: float, step_of, targ
         scheduled = min(max((need - zeros("rest")) / pen * 100.0, 0.0), cap)
         if final:
             for k in active:
-                folded = _folded_outputs(roles) if k == "mlp" else 0
+                folded = folded_outputs(roles) if k == "mlp" else 0
                 _give_back_excess_(named[k].weights, before[k], math.ceil(scheduled / 100.0 * sizes[k] - 1e-9) - folded)
             zero_unread_inputs_(roles.mlp)
         shares = {k: 100.0 * zeros(k) / sizes[k] for k in active}
@@ -201,7 +201,7 @@ def penalty_driven_step_(roles, coef_attn: float, coef_mlp: float, step_of, targ
                 take = min(room, math.ceil(gap * sizes[k] / sum(sizes[a] for a in active)))
             else:
                 take = min(room, gap)
-            n = cut_pool_to_(named[k], z - (_folded_outputs(roles) if k == "mlp" else 0) + take)
+            n = cut_pool_to_(named[k], z - (folded_outputs(roles) if k == "mlp" else 0) + take)
             cut += n
             gap -= n
     report["cut"] = cut

@@ -224,3 +224,10 @@ class MasterCopy:
                     continue
                 p.data.copy_(m)
                 m.masked_fill_(p.data == 0, 0.0)
+
+
+def master_copy(optimizer) -> Optional["MasterCopy"]:
+    """fairseq's fp32 master copy under ``--fp16`` / ``--bf16`` (``FP16Optimizer``) as views per
+    model parameter, or ``None`` (fp32, ``--memory-efficient-fp16/bf16``, ``--amp``: the optimizer
+    steps the model's own weights)."""
+    return MasterCopy(optimizer) if optimizer is not None and has_master_copy(optimizer) else None

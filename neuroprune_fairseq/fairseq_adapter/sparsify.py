@@ -42,9 +42,10 @@ from ..core.controller import StrengthController, optimizer_step_of, penalty_dri
 from ..core.target import SparsifyRoles, check_target_options, cubic_target, reapply_masks_, sparsify_step_, zero_masks
 from ..core.policy import sparsify_roles
 from .sites import attention_sites, matrices, mlp_sites
+from .fairseq_optim import master_copy
+from .sparsify_state import STATE_KEY, epoch_ending, epoch_report, saved_state, warn_if_below_target
 
 logger = logging.getLogger(__name__)
-STATE_KEY = "neuroprune_sparsifier"  # the Sparsifier's state in the checkpoint's task_state
 
 
 @dataclass
@@ -118,19 +119,9 @@ class Sparsifier:
         self._resumed = True
         if update_num == 0:
             return
-        import os
-
-        restore = str(getattr(self.cfg, "restore_file", "") or "checkpoint_last.pt")
-        save_dir = str(getattr(self.cfg, "save_dir", "") or "")
-        path = restore if os.path.isabs(restore) else os.path.join(save_dir, restore)
-        if restore == "checkpoint_last.pt" or not os.path.exists(path):
-            path = os.path.join(save_dir, "checkpoint_last.pt")
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=False)
-            saved = (state.get("task_state") or {}).get(STATE_KEY)
-        except Exception as e:  # no readable checkpoint: say so, start the controller afresh
-            saved = None
-            logger.warning(f"NeuroPrune: resumed at update {update_num} but {path} is not readable ({e})")
+        path, saved, error = saved_state(self.cfg)
+        if error is not None:
+            logger.warning(f"NeuroPrune: resumed at update {update_num} but {path} is not readable ({error})")
         if saved:
             self.load_state_dict(saved)
             logger.info(f"NeuroPrune: resumed the target controller from {path}: {saved}")
@@ -176,19 +167,10 @@ class Sparsifier:
     def _ramp_done(self, step: int, train_itr) -> bool:
         return ramp_done(step, self.total_updates(train_itr), self.cfg.np_target_end)
 
-    @staticmethod
-    def _master(optimizer):
-        """fairseq's fp32 master copy under ``--fp16`` / ``--bf16`` (``FP16Optimizer``) as views per
-        model parameter, or ``None`` (fp32, ``--memory-efficient-fp16/bf16``, ``--amp``: the optimizer
-        steps the model's own weights)."""
-        from .fairseq_optim import MasterCopy, has_master_copy
-
-        return MasterCopy(optimizer) if optimizer is not None and has_master_copy(optimizer) else None
-
     def before_step(self, model, update_num: int = 0, train_itr=None, optimizer=None) -> None:
         if self.target is not None and (not self.driven or self._ramp_done(update_num + 1, train_itr)):
             weights = matrices(model)
-            master = self._master(optimizer)
+            master = master_copy(optimizer)
             self._masks = zero_masks([master.view_of(w) for w in weights] if master is not None else weights)
 
     def _coefficients(self, device):
@@ -221,7 +203,7 @@ class Sparsifier:
         roles = self.roles(model)
         self.dense = roles.dense
         # --fp16 / --bf16: the step acts on the fp32 master copy, then the model takes its values
-        master = self._master(optimizer)
+        master = master_copy(optimizer)
         model_weights = roles.counted
         if master is not None:
             roles = master.roles(roles)
@@ -252,40 +234,17 @@ class Sparsifier:
         if self.target is not None and roles.dense:
             metrics.log_scalar("cut_sparsity", 100.0 * self.cut_zeros / roles.dense, round=2)
             if update_num + 1 == self.total_updates(train_itr):
-                self._warn_if_below_target(roles)
+                warn_if_below_target(roles, self.target)
         self._log_structure_at_epoch_end(model, train_itr)
-
-    def _warn_if_below_target(self, roles) -> None:
-        """At the run's last update: say so when the model holds less than the target."""
-        from ..core.controller import _folded_outputs
-        from ..core.sparsity import count_weights
-
-        present, zero = count_weights(roles.counted)
-        zero += _folded_outputs(roles)  # as the penalty mode and finalize count them
-        got = 100.0 * (roles.dense - present + zero) / max(roles.dense, 1)
-        if got + 1e-9 < self.target:
-            logger.warning(f"NeuroPrune: --np-target-sparsity {self.target:g} was not reached: the run ends at "
-                           f"{got:.2f}% (the cut could not close the gap; see the log's cut_sparsity)")
 
     def _log_structure_at_epoch_end(self, model, train_itr) -> None:
         """Once per epoch, after its last update: the structure report and the points of sparsity
         made by removed heads (and other removed weights), by the penalties and by the cut."""
-        try:
-            epoch = train_itr.epoch if train_itr is not None and train_itr.end_of_epoch() else None
-        except AttributeError:
-            return
+        epoch = epoch_ending(train_itr)
         if epoch is None or epoch == getattr(self, "_logged_epoch", None):
             return
         self._logged_epoch = epoch
-        from ..core.policy import structure, sparsity
-        from ..core.structure import format_structure
-
-        attn, mlp = attention_sites(model), mlp_sites(model)
-        rep = sparsity(attn, mlp)
-        removed = 100.0 * (rep.dense - rep.present) / max(rep.dense, 1)
-        cut = min(100.0 * self.cut_zeros / max(rep.dense, 1), rep.sparsity - removed)
-        logger.info(f"NeuroPrune epoch {epoch:03d} sparsity {rep.sparsity:.2f}% = removed {removed:.2f} + penalties "
-                    f"{rep.sparsity - removed - cut:.2f} + cut {cut:.2f} points; {format_structure(structure(attn, mlp))}")
+        logger.info(epoch_report(model, epoch, self.cut_zeros))
 
 
 class SparsifyTaskMixin:

@@ -27,6 +27,7 @@ from .ddp import SUPPORTED_DDP, sync_data_parallel_
 from .fairseq_optim import optimizer_surgery
 from .sites import attention_sites, head_counts, kept_heads_record, model_sparsity, prune_redundant_heads_
 from .sparsify import SparsifyConfig, SparsifyTaskMixin
+from .sparsify_state import epoch_ending
 from .target_heads import (
     check_model_budget,
     check_target_setup,
@@ -200,11 +201,7 @@ class NeuroPruneTranslationTask(SparsifyTaskMixin, TranslationTask):
     def _last_step_of_epoch(self):
         """The training epoch, if this step trains on its last batches (its iterator is
         exhausted: fairseq's grouped iterator takes a step's batches before the step)."""
-        itr = self._train_itr
-        try:
-            return itr.epoch if itr is not None and itr.end_of_epoch() else None
-        except AttributeError:  # no epoch started yet
-            return None
+        return epoch_ending(self._train_itr)
 
     def begin_epoch(self, epoch, model):
         super().begin_epoch(epoch, model)

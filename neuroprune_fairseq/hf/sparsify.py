@@ -14,6 +14,7 @@ import torch
 from transformers import TrainerCallback
 
 from ..core.controller import StrengthController, optimizer_step_of, penalty_driven_step_, ramp_done
+from ..core.sparsity import count_weights
 from ..core.target import SparsifyRoles, cubic_target, reapply_masks_, sparsify_step_, zero_masks
 from ..core.policy import sparsify_roles
 from .pruning import matrices
@@ -88,9 +89,7 @@ class SparsifyCallback(TrainerCallback):
             self.multipliers = rep["multipliers"]
         else:
             self.cut_zeros += sparsify_step_(roles, scale * a.alpha, scale * a.beta, proximal, target, step_of=step_of)
-        with torch.no_grad():
-            present = sum(w.numel() for w in roles.counted)
-            zero = sum(int((w == 0).sum()) for w in roles.counted)
+        present, zero = count_weights(roles.counted)
         self.last_sparsity = 100.0 * (roles.dense - present + zero) / max(roles.dense, 1)
         self.cut_sparsity = 100.0 * self.cut_zeros / max(roles.dense, 1)
         return control
