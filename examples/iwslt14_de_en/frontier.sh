@@ -20,6 +20,6 @@ mkdir -p "$WORK"
 echo "dense pretraining (15 epochs) -> $DENSE_DIR (log $WORK/dense.log)"
 EPOCHS=15 SAVE="$DENSE_DIR" bash examples/iwslt14_de_en/train_dense.sh > "$WORK/dense.log" 2>&1 \
   || { echo "dense training failed, see $WORK/dense.log" >&2; exit 1; }
-RECIPE=iwslt14 EPOCHS=${EPOCHS:-15} JOBS=${JOBS:-1} \
+RECIPE=iwslt14 EPOCHS=${EPOCHS:-15} JOBS=${JOBS:-1} ALSO_SCORE= \
   TITLE="IWSLT14 de-en, neuroprune_iwslt_de_en (108 heads), 15 + ${EPOCHS:-15} epochs, test" \
   bash examples/multi30k_cpu/frontier_gpu.sh "$DENSE_DIR/checkpoint_last.pt" "$DATA" "$WORK" "$RESULTS"

@@ -125,6 +125,14 @@ MULTI30K_MODEL = [
     "--lr", "2e-3", "--lr-scheduler", "inverse_sqrt", "--warmup-updates", "400",
     "--max-tokens", "4096", "--label-smoothing", "0.1",
 ]
+#: the shared pre-norm start (../shared/models/multi30k_de_en_prenorm, the main job's dense recipe) and the
+#: fine-tuning schedule every method gets from it (issues 20/21): Adam lr 1e-3, inverse_sqrt, 100 warm-up updates
+MULTI30K_PRENORM_FT = [
+    "--arch", "neuroprune_multi30k_cpu", "--share-all-embeddings", "--encoder-normalize-before",
+    "--decoder-normalize-before", "--dropout", "0.1", "--optimizer", "adam", "--adam-betas", "(0.9,0.98)",
+    "--lr", "1e-3", "--lr-scheduler", "inverse_sqrt", "--warmup-updates", "100",
+    "--max-tokens", "2048", "--label-smoothing", "0.1",
+]
 #: the paper's IWSLT14 model and fairseq's IWSLT recipe (examples/iwslt14_de_en/train_dense.sh)
 IWSLT14_MODEL = [
     "--arch", "neuroprune_iwslt_de_en", "--share-decoder-input-output-embed",
@@ -249,6 +257,21 @@ def prep_langs(prep_dir: Path) -> Tuple[str, str]:
     if langs is None:
         raise FileNotFoundError(f"{prep_dir}: no prep.json and no single language pair in {Path(prep_dir) / 'bin'}")
     return langs
+
+
+def split_name(prep_dir: Path, subset: str) -> str:
+    """The name a split is reported under: the stem of the raw file it was prepared from
+    (prep.json; Multi30k: test -> test_2016_flickr, valid -> val), else the split name."""
+    meta = Path(prep_dir) / "prep.json"
+    if meta.exists():
+        m = json.loads(meta.read_text())
+        f = m.get("files", {}).get(subset, {}).get(m["tgt_lang"], {}).get("path")
+        if f:
+            name = Path(f).name
+            for suffix in (".gz", "." + m["tgt_lang"]):
+                name = name[: -len(suffix)] if name.endswith(suffix) else name
+            return name
+    return subset
 
 
 def _src_path(bin_dir: Path, subset: str) -> Optional[Path]:

@@ -16,7 +16,9 @@ Methods (every one trains E epochs over the training set in total):
                  fine-tuning of the pruned model
   michel         Michel et al. importance (one pass over the valid set, no training), top-K,
                  then E epochs of fine-tuning of the pruned model
-  dense          the dense checkpoint itself (no training), for the reference BLEU
+  dense          the dense checkpoint itself (no training)
+  dense-ft       the dense control: the dense model fine-tuned E epochs with plain label_smoothed_cross_entropy
+                 and the same schedule (the reference of every "within x BLEU" statement)
 Every model then goes through ``python -m neuroprune_fairseq.commands.finalize --threshold T`` (default
 1e-3, as the CPU preset) and fairseq-generate on the whole test split (beam 5). Fine-tuning
 uses the recipe of the dense model (``--recipe``: common.MULTI30K_MODEL or common.IWSLT14_MODEL, warm-up
@@ -39,12 +41,13 @@ from pathlib import Path
 
 from neuroprune_fairseq.recipes import common
 
-METHODS = ("neuroprune", "l1", "dsp-joint", "dsp-pipelined", "michel", "dense")
+METHODS = ("neuroprune", "l1", "dsp-joint", "dsp-pipelined", "michel", "dense", "dense-ft")
 DEFAULT_ALPHA = {"neuroprune": 0.5, "l1": 0.05}  # the CPU preset's penalty weights (examples/multi30k_cpu/sweep.json)
 
 
 #: --recipe: the model/optimizer arguments of every training phase (those the dense model was trained with)
-RECIPES = {"multi30k": common.MULTI30K_MODEL, "iwslt14": common.IWSLT14_MODEL}
+RECIPES = {"multi30k": common.MULTI30K_MODEL, "multi30k-prenorm": common.MULTI30K_PRENORM_FT,
+           "iwslt14": common.IWSLT14_MODEL}
 
 
 def references(a) -> Path:
@@ -124,6 +127,11 @@ def run_point(a, k, run: Path, logs: Path, s: dict):
         return run / "train" / "checkpoint_last.pt", walls
     if a.method == "dense":
         return dense, walls
+    if a.method == "dense-ft":
+        args = [*base, "--criterion", "label_smoothed_cross_entropy", "--np-no-head-pruning",
+                "--finetune-from-model", str(dense), "--max-epoch", str(E)]
+        walls["train"] = common.train(bin_dir, run / "train", args, logs / f"{tag}.train.log")
+        return run / "train" / "checkpoint_last.pt", walls
     pruned = run / "pruned.pt"
     if a.method.startswith("dsp"):
         mode = a.method.split("-")[1]
@@ -175,6 +183,8 @@ def main(argv=None):
     p.add_argument("--model-args", default="", help="extra fairseq-train arguments for every training phase")
     p.add_argument("--label", help="method name in the results (default: --method), e.g. 'neuroprune-sp50' for a variant "
                                    "run with --model-args '--np-target-sparsity 50'; the plot draws each label apart")
+    p.add_argument("--also-score", default="", help="comma-separated further splits of --prep scored the same way "
+                   "(e.g. valid); rows get bleu_sets {set name: BLEU}, the test split first (not a point-key setting)")
     p.add_argument("--dry-run", action="store_true")
     a = p.parse_args(argv)
     if a.epochs < 1 or (a.method == "dsp-pipelined" and a.epochs < 2):
@@ -184,12 +194,19 @@ def main(argv=None):
     if a.target_epoch and (a.method not in ("neuroprune", "l1") or not 1 <= a.target_epoch <= a.epochs):
         p.error(f"--target-epoch {a.target_epoch}: only for neuroprune/l1, and 1 <= it <= --epochs ({a.epochs})")
     a.dense, a.prep = Path(a.dense).resolve(), Path(a.prep).resolve()
+    a.also_score = [x.strip() for x in a.also_score.split(",") if x.strip()]
+    if a.also_score and a.recipe == "iwslt14":
+        p.error("--also-score: not for --recipe iwslt14 (its test set is scored with two BLEUs); leave it empty")
+    for sub in a.also_score:
+        tgt = common.prep_langs(a.prep)[1] if (a.prep / "prep.json").exists() else "?"
+        if not (a.prep / "raw" / f"{sub}.{tgt}").exists():
+            p.error(f"--also-score {sub}: no references {a.prep / 'raw' / f'{sub}.{tgt}'}")
     if not (a.prep / "bin").exists():
         p.error(f"{a.prep / 'bin'} does not exist")
     for need in (a.dense, references(a)):
         if not need.exists():
             p.error(f"{need} does not exist")
-    ks = [108] if a.method == "dense" else [int(x) for x in a.heads.split(",") if x.strip()]
+    ks = [108] if a.method in ("dense", "dense-ft") else [int(x) for x in a.heads.split(",") if x.strip()]
     s = {"threshold": a.threshold}
     if a.method in ("neuroprune", "l1"):
         s.update(alpha=a.alpha if a.alpha is not None else DEFAULT_ALPHA[a.method], beta=a.beta)
@@ -228,9 +245,17 @@ def main(argv=None):
         ev = evaluate(a, final, logs / f"{tag}.generate.log")
         if not ev["n_hyps_eq_n_refs"]:
             raise SystemExit(f"{tag}: {ev['n_hyps']} hypotheses for {ev['n_refs']} references")
+        bleu_sets = {}
+        if a.recipe != "iwslt14":  # BLEU per test set, keyed by set name (the test split first)
+            bleu_sets[common.split_name(a.prep, "test")] = ev["bleu"]
+            for sub in a.also_score:
+                e2 = common.evaluate_prep(a.prep, final, subset=sub, logfile=logs / f"{tag}.generate.{sub}.log")
+                if not e2["n_hyps_eq_n_refs"]:
+                    raise SystemExit(f"{tag} {sub}: {e2['n_hyps']} hypotheses for {e2['n_refs']} references")
+                bleu_sets[common.split_name(a.prep, sub)] = e2["bleu"]
         if a.method != "dense" and sum(act) != k:
             common.log(f"WARNING {tag}: {sum(act)} active heads, not K={k}")
-        row = {**ident, "point_key": pkey, "bleu": ev["bleu"], "heads_kept": sum(act), "heads_physical": sum(phys),
+        row = {**ident, "point_key": pkey, "bleu": ev["bleu"], **({"bleu_sets": bleu_sets} if bleu_sets else {}), "heads_kept": sum(act), "heads_physical": sum(phys),
                "heads_per_module": act, "heads_dense": fin.get("heads_dense"),
                **{key: fin.get(key) for key in ("sparsity", "params", "params_dense", "flops_ratio")},
                "train_wall_s": round(sum(walls.values()), 1), "phase_wall_s": {kk: round(v, 1) for kk, v in walls.items()},
