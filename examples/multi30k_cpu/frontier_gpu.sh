@@ -46,8 +46,8 @@ TARGET_EPOCH=${TARGET_EPOCH:-$("$PY" -c 'import sys; from neuroprune_fairseq.rec
   for k in $KS; do echo "neuroprune-S70 $k 1"; echo "l1-S50 $k 1"; done
   echo "dense-ft 108 2"
   for k in 25 50; do echo "neuroprune $k 2"; echo "dsp-joint $k 2"; done
-  [ -n "${WITH_L1:-}" ] && for k in $KS; do echo "l1 $k 1"; done
-  [ -n "${WITH_K10:-}" ] && { echo "dsp-joint 10 1"; echo "dsp-pipelined 10 1"; echo "michel 10 1"; }
+  if [ -n "${WITH_L1:-}" ]; then for k in $KS; do echo "l1 $k 1"; done; fi
+  if [ -n "${WITH_K10:-}" ]; then echo "dsp-joint 10 1"; echo "dsp-pipelined 10 1"; echo "michel 10 1"; fi
 } | { grep -E "${ONLY:-.}" || true; } > "$WORK/jobs.txt"
 echo "$(wc -l < "$WORK/jobs.txt") jobs, $JOBS at a time, E=$EPOCHS (NeuroPrune/l1 reach K after epoch $TARGET_EPOCH) -> $RESULTS (logs: $WORK/jobs/)"
 
