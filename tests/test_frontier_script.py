@@ -61,3 +61,24 @@ def test_target_epoch_and_label(tmp_path, epochs, target, label):
     assert len(calls) == 1
     assert (_arg(calls[0], "--label") or _arg(calls[0], "--method")) == label
     assert _arg(calls[0], "--target-epoch") == (target or str(max(int(epochs) - 1, 1)))
+
+
+def test_issue21_job_list_control_and_settings(tmp_path):
+    """The default jobs: the dense model, the dense-FT control (seeds 1 and 2), NeuroPrune head control,
+    NeuroPrune-S50/S70 and l1-S50 (penalty-driven), DSP joint / pipelined and Michel at K = 18 .. 100,
+    seed 2 at K = 25 and 50; all with the pre-norm recipe, valid scored too, finalize threshold 0."""
+    out, calls = _run(tmp_path)
+    jobs = (tmp_path / "work" / "jobs.txt").read_text().splitlines()
+    assert "42 jobs" in out and len(jobs) == 42 == len(calls)
+    assert jobs[:2] == ["dense 108 1", "dense-ft 108 1"] and "dense-ft 108 2" in jobs
+    ks = ["18", "25", "50", "75", "100"]
+    for m in ("neuroprune", "dsp-joint", "neuroprune-S50", "neuroprune-S70", "l1-S50", "michel", "dsp-pipelined"):
+        assert sorted((j.split()[1] for j in jobs if j.split()[0] == m and j.endswith(" 1")), key=int) == ks, m
+    assert sorted(j for j in jobs if j.endswith(" 2")) == sorted(
+        ["dense-ft 108 2", "neuroprune 25 2", "neuroprune 50 2", "dsp-joint 25 2", "dsp-joint 50 2"])
+    assert all(_arg(c, "--recipe") == "multi30k-prenorm" and _arg(c, "--also-score") == "valid"
+               and _arg(c, "--threshold") == "0" for c in calls)
+    l1 = [c for c in calls if _arg(c, "--label") == "l1-S50-r1"]
+    assert len(l1) == 5 and all(_arg(c, "--method") == "l1" and "--np-target-sparsity 50" in c for c in l1)
+    ft = [c for c in calls if _arg(c, "--method") == "dense-ft"]
+    assert sorted(_arg(c, "--seed") for c in ft) == ["1", "2"] and all(_arg(c, "--label") is None for c in ft)

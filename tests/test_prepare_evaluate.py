@@ -212,3 +212,67 @@ def test_prepare_multi30k_layout_reversed_pair(tmp_path):
     assert common.read_lines(out / "raw" / "test.de") == [" ".join(x.split()) for x in
                                                            common.read_lines(m30k / "test_2016_flickr.de.gz")[:60]]
     assert meta["gen_max_len_b"] >= 1
+
+
+def test_extra_test_sets_prepared_with_training_dictionaries_and_scored(trained, prepped, tmp_path):
+    """neuroprune-prepare --extra-test on a folder prepared before: the set is binarized with the
+    training dictionaries (they stay byte-equal), neuroprune-evaluate --subset all scores it by name
+    with the BLEU that decoding its raw files gives; a set whose sides differ in line count is
+    refused with its name and writes nothing."""
+    import shutil
+
+    import sacrebleu
+    import sentencepiece as spm
+    from fairseq.data import Dictionary, data_utils
+
+    prep = tmp_path / "xx_yy"
+    shutil.copytree(prepped / "xx_yy", prep)
+    dicts = {lang: (prep / "bin" / f"dict.{lang}.txt").read_bytes() for lang in ("xx", "yy")}
+    meta0 = json.loads((prep / "prep.json").read_text())
+    rng = random.Random(11)
+    raw2 = tmp_path / "more"
+    raw2.mkdir()
+    pairs = [_pair(rng, rng.randint(2, 9)) for _ in range(12)]
+    (raw2 / "t2.xx").write_text("".join(p[0] + "\n" for p in pairs))
+    with gzip.open(raw2 / "t2.yy.gz", "wt", encoding="utf-8") as fh:
+        fh.write("".join(p[1] + "\n" for p in pairs))
+    base = ["--data-dir", meta0["raw_dir"], "--src-lang", "xx", "--tgt-lang", "yy", "--out", str(prep)]
+    prepare.main([*base, "--extra-test", f"t2={raw2 / 't2'}"])
+    meta = json.loads((prep / "prep.json").read_text())
+    assert meta["extra_tests"]["t2"]["yy"]["lines"] == 12 and meta["files"] == meta0["files"]
+    assert meta["dict_sha256"] == meta0["dict_sha256"]
+    assert all((prep / "bin" / f"dict.{lang}.txt").read_bytes() == b for lang, b in dicts.items())
+    # the binary holds the training dictionary's ids of the sentencepiece pieces
+    sp = spm.SentencePieceProcessor(model_file=str(prep / "spm.model"))
+    d = Dictionary.load(str(prep / "bin" / "dict.xx.txt"))
+    ds = data_utils.load_indexed_dataset(str(prep / "bin" / "t2.xx-yy.xx"), d)
+    assert len(ds) == 12
+    for i in (0, 5, 11):
+        assert d.string(ds[i]) == " ".join(sp.encode(pairs[i][0], out_type=str))
+    assert common.read_lines(prep / "raw" / "t2.yy") == [p[1] for p in pairs]
+    # again with the same files: kept; the same name from other files: refused
+    prepare.main([*base, "--extra-test", f"t2={raw2 / 't2'}"])
+    (raw2 / "bad.xx").write_text("ka lo\n" * 5)
+    (raw2 / "bad.yy").write_text("OLq AKq\n" * 6)
+    before = sorted(p.name for p in (prep / "bin").iterdir())
+    with pytest.raises(SystemExit, match=r"test set bad: .*bad\.xx has 5 lines but .*bad\.yy has 6"):
+        prepare.main([*base, "--extra-test", f"bad={raw2 / 'bad'}"])
+    with pytest.raises(SystemExit, match="test set t2 is already in"):
+        prepare.main([*base, "--extra-test", f"t2={raw2 / 'bad'}"])
+    with pytest.raises(SystemExit, match="the set name 'valid' must"):
+        prepare.main([*base, "--extra-test", f"valid={raw2 / 't2'}"])
+    assert sorted(p.name for p in (prep / "bin").iterdir()) == before
+    assert "bad" not in json.loads((prep / "prep.json").read_text())["extra_tests"]
+    # scored by name, next to test and valid
+    r = _evaluate(["--dataset", "multi30k", "--prep-dir", prep, "--path", trained, "--subset", "all"])
+    assert r.returncode == 0, r.stderr[-3000:]
+    res = json.loads(r.stdout[r.stdout.index("{"):])
+    assert list(res["bleu_sets"]) == ["test", "valid", "t2"]
+    assert res["sets"]["t2"]["n_hyps"] == res["sets"]["t2"]["n_refs"] == 12
+    from neuroprune_fairseq.recipes import evaluate
+
+    got = evaluate.translate(prep, trained, raw2 / "t2.xx", ref_file=prep / "raw" / "t2.yy", batch_size=64)
+    assert res["bleu_sets"]["t2"] == got["bleu"] == round(sacrebleu.corpus_bleu(got["hyps"], [[p[1] for p in pairs]]).score, 2)
+    assert res["bleu_sets"]["test"] == res["bleu"] == common.evaluate_prep(prep, trained)["bleu"]
+    r = _evaluate(["--dataset", "multi30k", "--prep-dir", prep, "--path", trained, "--subset", "test,t3"])
+    assert r.returncode != 0 and "--subset t3" in r.stderr and "test, valid, t2" in r.stderr

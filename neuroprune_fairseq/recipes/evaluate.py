@@ -11,7 +11,10 @@ line too), hypotheses are de-sentencepieced and written in input order to --outp
 omitted; an existing file is kept unless --overwrite). A line longer than the model's
 max source positions is an error naming it (before decoding). With --ref (as many lines as
 --src): cased detokenized sacrebleu with its signature (tokenizer per target language).
-multi30k (any neuroprune-prepare folder): sacrebleu on the prepared split vs raw/SPLIT.TGT.
+multi30k (any neuroprune-prepare folder): sacrebleu on the prepared split vs raw/SPLIT.TGT; --subset
+takes several (comma-separated; ``all`` = test, valid and every ``--extra-test`` set of the folder), and the
+JSON then holds ``bleu_sets`` {set name: BLEU} (test = the raw file's name, e.g. test_2016_flickr) and
+``sets`` {set name: its figures}, the first set's figures also at the top level.
 iwslt14: sacrebleu (lowercase, 13a) on Moses-detokenized output + tokenized BLEU (as fairseq/DSP).
 Fails when the number of hypotheses differs from the number of references. Prints JSON.
 
@@ -183,6 +186,33 @@ def translate(prep_dir, ckpt, src_file, output=None, ref_file=None, beam: int = 
     return out
 
 
+def evaluate_sets(a, ckpt: Path) -> dict:
+    """--dataset: BLEU of each --subset split; one split keeps the single-set JSON of before."""
+    from neuroprune_fairseq.recipes.extra_sets import scored_sets
+
+    if a.dataset == "iwslt14":
+        if "," in a.subset or a.subset == "all":
+            raise SystemExit("neuroprune-evaluate: --dataset iwslt14 scores one --subset at a time")
+        subsets, fn = [a.subset], common.evaluate_iwslt
+    else:
+        try:
+            subsets = scored_sets(a.prep_dir, a.subset)
+        except ValueError as e:
+            raise SystemExit(f"neuroprune-evaluate: {e}")
+        fn = common.evaluate_prep
+    sets = {}
+    for sub in subsets:
+        log = ckpt.with_suffix(".generate.log" if sub == "test" else f".generate.{sub}.log")
+        r = fn(Path(a.prep_dir), ckpt, subset=sub, beam=a.beam, batch_size=a.batch_size, logfile=log)
+        if not r["n_hyps_eq_n_refs"]:
+            raise SystemExit(f"{sub}: {r['n_hyps']} hypotheses for {r['n_refs']} references")
+        sets[common.split_name(a.prep_dir, sub) if a.dataset == "multi30k" else sub] = r
+    first = next(iter(sets.values()))
+    if len(sets) == 1:
+        return first
+    return {**first, "bleu_sets": {k: v["bleu"] for k, v in sets.items()}, "sets": sets}
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dataset", choices=["multi30k", "iwslt14"],
@@ -193,7 +223,8 @@ def main(argv=None):
     p.add_argument("--ref", help="with --src: raw reference file, one line per --src line")
     p.add_argument("--output", help="with --src: write the hypotheses here (default: stdout)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --output")
-    p.add_argument("--subset", default="test", help="with --dataset: the prepared split")
+    p.add_argument("--subset", default="test", help="with --dataset: the prepared split(s), comma-separated; "
+                   "multi30k: 'all' = test, valid and every extra test set (neuroprune-prepare --extra-test)")
     p.add_argument("--beam", type=int, default=5)
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--finalize", action="store_true", help="finalize first and evaluate the finalised checkpoint")
@@ -235,11 +266,7 @@ def main(argv=None):
             print(f"BLEU {res['bleu']:.2f}  {res['sacrebleu_signature']}", file=summary)
         print(json.dumps(out, indent=1), file=summary)
     else:
-        fn = common.evaluate_prep if a.dataset == "multi30k" else common.evaluate_iwslt
-        out.update(fn(Path(a.prep_dir), ckpt, subset=a.subset, beam=a.beam, batch_size=a.batch_size,
-                      logfile=ckpt.with_suffix(".generate.log")))
-        if not out["n_hyps_eq_n_refs"]:
-            raise SystemExit(f"{out['n_hyps']} hypotheses for {out['n_refs']} references")
+        out.update(evaluate_sets(a, ckpt))
         print(json.dumps(out, indent=1))
     if a.json:
         Path(a.json).write_text(json.dumps(out, indent=1))

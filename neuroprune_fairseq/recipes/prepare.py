@@ -21,6 +21,11 @@ settings are an error naming them (``--overwrite`` rebuilds the folder). A vocab
 for the corpus is an error naming ``--vocab-size``. Bad input is an error naming the file and the
 fix, before anything is written: an empty split (or a training side with no text), a line that
 is not UTF-8 (file, line and byte), ``--vocab-size`` <= 0; a failure leaves no partial folder.
+
+``--extra-test NAME=PREFIX`` (repeatable; also on a folder prepared before): a further test set of the
+same pair, PREFIX.{X,Y}, binarized with the training dictionaries as split NAME
+(:mod:`~neuroprune_fairseq.recipes.extra_sets`); a set whose two sides differ in line count is refused
+with its name.
 """
 from __future__ import annotations
 
@@ -267,12 +272,21 @@ def main(argv=None):
     p.add_argument("--vocab-size", type=int, default=None,
                    help=f"joint sentencepiece BPE vocabulary size (default {DEFAULT_VOCAB}; for an existing --out: the one it was prepared with)")
     p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--extra-test", action="append", default=[], metavar="NAME=PREFIX",
+                   help="a further test set of the pair (PREFIX.SRC, PREFIX.TGT, plain or .gz), binarized with the "
+                        "training dictionaries as split NAME; repeatable; scored by neuroprune-evaluate --subset NAME|all")
     p.add_argument("--overwrite", action="store_true",
                    help="rebuild an existing --out prepared with other settings (default: refuse, naming the difference)")
     a = p.parse_args(argv)
+    from neuroprune_fairseq.recipes import extra_sets
+
     try:
+        for spec in a.extra_test:  # a bad name is refused before anything is prepared
+            extra_sets.parse_spec(spec)
         bin_dir = prepare(common.data_dir(a.data_dir, "multi30k"), a.out, a.src_lang, a.tgt_lang, a.vocab_size, a.workers,
                           overwrite=a.overwrite)
+        if a.extra_test:
+            extra_sets.add_test_sets(a.out, a.extra_test)
     except (FileNotFoundError, ValueError) as e:
         raise SystemExit(f"neuroprune-prepare: {e}")
     print(bin_dir)
