@@ -70,12 +70,12 @@ def test_issue21_job_list_control_and_settings(tmp_path):
     out, calls = _run(tmp_path)
     jobs = (tmp_path / "work" / "jobs.txt").read_text().splitlines()
     assert "42 jobs" in out and len(jobs) == 42 == len(calls)
-    assert jobs[:2] == ["dense 108 1", "dense-ft 108 1"] and "dense-ft 108 2" in jobs
+    assert jobs[:2] == ["dense 0 1", "dense-ft 0 1"] and "dense-ft 0 2" in jobs
     ks = ["18", "25", "50", "75", "100"]
     for m in ("neuroprune", "dsp-joint", "neuroprune-S50", "neuroprune-S70", "l1-S50", "michel", "dsp-pipelined"):
         assert sorted((j.split()[1] for j in jobs if j.split()[0] == m and j.endswith(" 1")), key=int) == ks, m
     assert sorted(j for j in jobs if j.endswith(" 2")) == sorted(
-        ["dense-ft 108 2", "neuroprune 25 2", "neuroprune 50 2", "dsp-joint 25 2", "dsp-joint 50 2"])
+        ["dense-ft 0 2", "neuroprune 25 2", "neuroprune 50 2", "dsp-joint 25 2", "dsp-joint 50 2"])
     assert all(_arg(c, "--recipe") == "multi30k-prenorm" and _arg(c, "--also-score") == "valid"
                and _arg(c, "--threshold") == "0" for c in calls)
     l1 = [c for c in calls if _arg(c, "--label") == "l1-S50-r1"]

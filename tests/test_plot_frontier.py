@@ -5,7 +5,7 @@ import json
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-from neuroprune_fairseq.recipes import plot_frontier  # noqa: E402
+from neuroprune_fairseq.recipes import frontier_tables, plot_frontier  # noqa: E402
 
 ROWS = [
     {"method": "dense", "K": 108, "seed": 1, "epochs": 0, "bleu": 32.5, "heads_kept": 108, "sparsity": 1.0,
@@ -57,8 +57,34 @@ def test_frontier_tables_and_figure(tmp_path, capsys):
 
 
 def test_cell_and_labels():
-    assert plot_frontier.cell([1.0, 2.0, None], "{:.1f}") == "1.5 (1.0 / 2.0)"
-    assert plot_frontier.cell([None], "{:.1f}") == ""
+    assert frontier_tables.cell([1.0, 2.0, None], "{:.1f}") == "1.5 (1.0 / 2.0)"
+    assert frontier_tables.cell([None], "{:.1f}") == ""
     assert plot_frontier.label({"method": "michel", "mode": None}) == "michel-noft"
     assert plot_frontier.label({"method": "dsp", "mode": "joint"}) == "dsp-joint"
     assert plot_frontier.label({"method": "michel", "K": 5}) == "michel"
+
+
+def test_dense_ft_reference_and_bleu_per_test_set(tmp_path, capsys):
+    """dense-ft rows are the reference (mean over seeds) of every 'within x BLEU'; rows with bleu_sets
+    get one matched block per test set; the controls are listed with their BLEU per set."""
+    sets = {"dense": (38.97, 38.55), "ft1": (38.6, 38.2), "ft2": (39.0, 38.4), "np": (38.1, 37.0), "dsp": (37.9, 37.6)}
+
+    def row(method, seed, key, K, heads, sp):
+        t, v = sets[key]
+        return {"method": method, "K": K, "seed": seed, "epochs": 3, "bleu": t, "heads_kept": heads, "sparsity": sp,
+                "bleu_sets": {"test_2016_flickr": t, "val": v}, "structured_share": 20.0, "flops_ratio": 0.8}
+    rows = [row("dense", 1, "dense", 108, 108, 0.0), row("dense-ft", 1, "ft1", 108, 108, 0.0),
+            row("dense-ft", 2, "ft2", 108, 108, 0.0), row("neuroprune", 1, "np", 50, 50, 30.0),
+            row("dsp-joint", 1, "dsp", 50, 50, 24.0)]
+    f = tmp_path / "r.jsonl"
+    f.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    plot_frontier.main([str(f), "--out", str(tmp_path / "f.png"), "--table", str(tmp_path / "t.md")])
+    md = (tmp_path / "t.md").read_text()
+    assert "every \"within x BLEU\" below is of dense-ft, 38.80" in md  # (38.6 + 39.0) / 2
+    assert "| dense-ft | 2 | 3 | 39.00 | 38.40 | 0.00 | 108 |" in md
+    assert "**BLEU test_2016_flickr**" in md and "**BLEU val**" in md
+    val = md.split("**BLEU val**")[1].split("**sparsity")[0]
+    assert "| K | neuroprune | dsp-joint |" in val and "| 50 | 37.00 | 37.60 |" in val
+    one = md.split("**within 1 BLEU of dense-ft (38.80)**")[1].split("**within 2")[0]
+    assert "| neuroprune | 50 | 1 | 50 | 30.00 | 38.10 | * |" in one and "| dsp-joint | 50 | 1 | 50 | 24.00 | 37.90 | * |" in one
+    assert "| K | neuroprune | dsp-joint |" in md.split("**FLOPs ratio**")[1]

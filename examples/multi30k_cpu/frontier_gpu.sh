@@ -20,7 +20,8 @@
 # PYTHON, ONLY (a grep -E filter of the job lines, e.g. ONLY='^neuroprune'), RECIPE (multi30k-prenorm: the shared
 # pre-norm start's model arguments with Adam lr 1e-3, inverse_sqrt, 100 warm-up updates, max-tokens 2048;
 # multi30k: the earlier post-norm 15-epoch start's; iwslt14: examples/iwslt14_de_en/frontier.sh), KS, ALSO_SCORE,
-# TITLE. Resumable: rerun the same command; finished points are skipped, an interrupted one resumes.
+# MODEL_ARGS (fairseq-train arguments added to every training phase, e.g. another --arch of the dense model), TITLE.
+# Resumable: rerun the same command; finished points are skipped, an interrupted one resumes.
 # Generation speed is measured while other jobs share the machine: for speed figures rerun with JOBS=1
 # or use scripts/bench_speed.py on the finalised checkpoints (WORK/runs/*/final.pt). THRESHOLD: finalize
 # --threshold of every model (default 0; the earlier frontier used 1e-3).
@@ -40,11 +41,11 @@ TARGET_EPOCH=${TARGET_EPOCH:-$("$PY" -c 'import sys; from neuroprune_fairseq.rec
 
 {
   # in priority order (a CPU run that stops early has the control and the paper's main comparison first)
-  echo "dense 108 1"; echo "dense-ft 108 1"
+  echo "dense 0 1"; echo "dense-ft 0 1"  # (K of the dense model: all its heads)
   for k in $KS; do echo "neuroprune $k 1"; echo "dsp-joint $k 1"; done
   for k in $KS; do echo "neuroprune-S50 $k 1"; echo "michel $k 1"; echo "dsp-pipelined $k 1"; done
   for k in $KS; do echo "neuroprune-S70 $k 1"; echo "l1-S50 $k 1"; done
-  echo "dense-ft 108 2"
+  echo "dense-ft 0 2"
   for k in 25 50; do echo "neuroprune $k 2"; echo "dsp-joint $k 2"; done
   if [ -n "${WITH_L1:-}" ]; then for k in $KS; do echo "l1 $k 1"; done; fi
   if [ -n "${WITH_K10:-}" ]; then echo "dsp-joint 10 1"; echo "dsp-pipelined 10 1"; echo "michel 10 1"; fi
@@ -53,7 +54,9 @@ echo "$(wc -l < "$WORK/jobs.txt") jobs, $JOBS at a time, E=$EPOCHS (NeuroPrune/l
 
 run_one() {  # method K seed; <neuroprune|l1>-S<S> = that method with --np-proximal --np-target-sparsity S (penalty-driven)
   local m=$1 label=$1 extra=()
-  case $m in neuroprune-S*|l1-S*) extra=(--model-args "--np-proximal --np-target-sparsity ${m#*-S}"); m=${m%%-S*} ;; esac
+  local margs=$MODEL_ARGS
+  case $m in neuroprune-S*|l1-S*) margs="$margs --np-proximal --np-target-sparsity ${m#*-S}"; m=${m%%-S*} ;; esac
+  [ -n "${margs// /}" ] && extra=(--model-args "${margs# }")
   case $m in neuroprune|l1)
     extra+=(--target-epoch "$TARGET_EPOCH")
     [ "$TARGET_EPOCH" -lt "$EPOCHS" ] && label="$label-r$(( EPOCHS - TARGET_EPOCH ))"  # epochs of recovery at K
@@ -65,7 +68,8 @@ run_one() {  # method K seed; <neuroprune|l1>-S<S> = that method with --np-proxi
     || { echo "FAILED $1 K=$2 seed=$3 (see $WORK/jobs/$1_K$2_s$3.log)"; return 1; }
 }
 THRESHOLD=${THRESHOLD:-0}  # finalize --threshold of every model (0: only exact zeros count)
-export -f run_one; export PY EPOCHS TARGET_EPOCH DENSE PREP WORK RESULTS RECIPE ALSO_SCORE THRESHOLD
+MODEL_ARGS=${MODEL_ARGS:-}  # further fairseq-train arguments of every training phase (after the recipe's: they win)
+export -f run_one; export PY EPOCHS TARGET_EPOCH DENSE PREP WORK RESULTS RECIPE ALSO_SCORE THRESHOLD MODEL_ARGS
 T0=$(date +%s)
 status=0
 xargs -P "$JOBS" -L 1 bash -c 'run_one "$@"' _ < "$WORK/jobs.txt" || status=$?

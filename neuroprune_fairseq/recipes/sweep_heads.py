@@ -160,7 +160,7 @@ def run_point(a, k, run: Path, logs: Path, s: dict):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--method", choices=METHODS, required=True)
-    p.add_argument("--heads", default="10,25,50,75,100", help="comma-separated budgets K (ignored by dense)")
+    p.add_argument("--heads", default="10,25,50,75,100", help="comma-separated budgets K (dense, dense-ft: all the dense model's heads)")
     p.add_argument("--epochs", type=int, default=3, help="E: epochs over the training set, the same for every method")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--dense", required=True, help="dense fairseq checkpoint every method starts from")
@@ -206,7 +206,8 @@ def main(argv=None):
     for need in (a.dense, references(a)):
         if not need.exists():
             p.error(f"{need} does not exist")
-    ks = [108] if a.method in ("dense", "dense-ft") else [int(x) for x in a.heads.split(",") if x.strip()]
+    # dense, dense-ft: K = every head of the dense model (--heads is not used)
+    ks = [sum(active_heads(a.dense)[1])] if a.method in ("dense", "dense-ft") else [int(x) for x in a.heads.split(",") if x.strip()]
     s = {"threshold": a.threshold}
     if a.method in ("neuroprune", "l1"):
         s.update(alpha=a.alpha if a.alpha is not None else DEFAULT_ALPHA[a.method], beta=a.beta)
@@ -257,7 +258,8 @@ def main(argv=None):
             common.log(f"WARNING {tag}: {sum(act)} active heads, not K={k}")
         row = {**ident, "point_key": pkey, "bleu": ev["bleu"], **({"bleu_sets": bleu_sets} if bleu_sets else {}), "heads_kept": sum(act), "heads_physical": sum(phys),
                "heads_per_module": act, "heads_dense": fin.get("heads_dense"),
-               **{key: fin.get(key) for key in ("sparsity", "params", "params_dense", "flops_ratio")},
+               **{key: fin.get(key) for key in ("sparsity", "params", "params_dense", "flops_ratio", "structured_share",
+                                                "structured_share_beyond_heads", "input_groups_zeroed", "mlp_neurons_dead")},
                "train_wall_s": round(sum(walls.values()), 1), "phase_wall_s": {kk: round(v, 1) for kk, v in walls.items()},
                **{key: v for key, v in ev.items() if key != "bleu"},
                "point_wall_s": round(time.time() - t0, 1), "device": common.device_desc(),
