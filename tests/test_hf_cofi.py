@@ -161,3 +161,37 @@ def test_target_ramp_and_bad_targets():
         CoFiMasks(model, types=("heads",))
     with pytest.raises(ValueError, match="hidden mask must be 0/1"):
         apply_cofi_masks_(model, {"hidden": torch.full((16,), 0.5)})
+
+
+def test_cofi_trainer_adds_lagrangian_and_steps_masks(tmp_path):
+    from transformers import TrainingArguments
+
+    from neuroprune_fairseq.hf.baseline_trainers import CoFiTrainer
+
+    class Data(torch.utils.data.Dataset):
+        def __len__(self):
+            return 16
+
+        def __getitem__(self, i):
+            x = inputs(i, n=1, t=6)
+            return {"input_ids": x["input_ids"][0], "attention_mask": x["attention_mask"][0], "labels": torch.tensor(i % 2)}
+
+    model = tiny_bert()
+    masks = CoFiMasks(model, target=0.5, warmup_steps=8)
+    la0 = masks.log_alpha["intermediate"].detach().clone()
+    args = TrainingArguments(output_dir=str(tmp_path), num_train_epochs=3, per_device_train_batch_size=4,
+                             learning_rate=1e-3, save_strategy="no", report_to=[], use_cpu=True, disable_tqdm=True,
+                             logging_steps=1, seed=0, lr_scheduler_type="constant")
+    trainer = CoFiTrainer(model=model, args=args, train_dataset=Data(), masks=masks, reg_lr=0.05, prepruning_steps=2)
+    trainer.train()
+    assert trainer.state.global_step == 12
+    assert not torch.equal(masks.log_alpha["intermediate"].detach(), la0)
+    assert float(masks.lambda_2) > 0  # gradient ascent on lambda_2 (s - t)^2
+    logged = [h for h in trainer.state.log_history if "cofi_expected_sparsity" in h]
+    assert len(logged) == 10  # the 2 pre-pruning steps add no Lagrangian
+    assert [h["cofi_target_sparsity"] for h in logged] == pytest.approx([0.5 * min(1, i / 8) for i in range(10)])
+    x = inputs(5)
+    ref = masked_logits(model.eval(), masks, x)
+    apply_cofi_masks_(model, masks)
+    with torch.no_grad():
+        assert torch.allclose(model(**x).logits, ref, atol=1e-5)

@@ -147,3 +147,45 @@ def test_michel_prune_then_finetune_keeps_k():
         model(**b).loss.backward()
         opt.step()
     assert sum(head_counts(model)) == 6
+
+
+class _Data(torch.utils.data.Dataset):
+    def __init__(self, n=16, seed=0):
+        g = torch.Generator().manual_seed(seed)
+        self.ids = torch.randint(3, 60, (n, 6), generator=g)
+        self.labels = (self.ids[:, 0] > 30).long()
+
+    def __len__(self):
+        return len(self.ids)
+
+    def __getitem__(self, i):
+        return {"input_ids": self.ids[i], "attention_mask": torch.ones(6, dtype=torch.long), "labels": self.labels[i]}
+
+
+def trainer_args(tmp_path, epochs=3):
+    from transformers import TrainingArguments
+
+    return TrainingArguments(output_dir=str(tmp_path), num_train_epochs=epochs, per_device_train_batch_size=4,
+                             learning_rate=1e-3, save_strategy="no", report_to=[], use_cpu=True,
+                             disable_tqdm=True, logging_steps=1, seed=0, lr_scheduler_type="constant")
+
+
+def test_dsp_trainer_joint_then_topk(tmp_path):
+    from neuroprune_fairseq.hf.baseline_trainers import DSPTrainer
+
+    model = tiny_bert()
+    gates = attach_head_gates(model)
+    w0 = model.bert.encoder.layer[0].attention.self.query.weight.detach().clone()
+    trainer = DSPTrainer(model=model, args=trainer_args(tmp_path), train_dataset=_Data(), gates=gates, k=3)
+    temps = []
+    trainer.add_callback(type("T", (__import__("transformers").TrainerCallback,), {
+        "on_step_begin": lambda self, a, s, c, **kw: temps.append(trainer.temperature())})())
+    trainer.train()
+    assert trainer.state.global_step == 12 and temps[0] == pytest.approx(0.1) and temps[-1] < temps[0] / 100
+    assert not torch.equal(gates.logits.detach(), torch.zeros(8))
+    assert not torch.equal(model.bert.encoder.layer[0].attention.self.query.weight.detach(), w0)
+    report = dsp_topk_(model, gates, 3)
+    assert report["heads_kept"] == 3
+    with pytest.raises(ValueError, match=r"integer in \[1, 8\]"):
+        DSPTrainer(model=tiny_bert(), args=trainer_args(tmp_path), train_dataset=_Data(),
+                   gates=attach_head_gates(tiny_bert()), k=0)

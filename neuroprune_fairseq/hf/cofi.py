@@ -81,6 +81,9 @@ class CoFiMasks(nn.Module):
         self.current: Optional[Dict[str, Tensor]] = None
         self.handles = []
 
+    def _ones(self, t: str) -> Tensor:
+        return torch.ones(self.shapes[t], device=self.lambda_1.device)
+
     # ----------------------------------------------------------------- parameter groups
     def mask_parameters(self):
         return list(self.log_alpha.values())
@@ -93,7 +96,7 @@ class CoFiMasks(nn.Module):
         """``1 - Q(z <= 0)``: CoFi's ``1 - cdf_qz(0, log_alpha)`` (clamped to [eps, 1 - eps]);
         ones for a type not masked."""
         if t not in self.log_alpha:
-            return torch.ones(self.shapes[t])
+            return self._ones(t)
         xn = (0 - LIMIT_A) / (LIMIT_B - LIMIT_A)
         logits = math.log(xn) - math.log(1 - xn)
         cdf = torch.sigmoid(logits * self.temperature - self.log_alpha[t]).clamp(min=EPS, max=1 - EPS)
@@ -125,7 +128,7 @@ class CoFiMasks(nn.Module):
         out = {}
         for t in TYPES:
             if t not in self.log_alpha:
-                out[t] = torch.ones(self.shapes[t])
+                out[t] = self._ones(t)
                 continue
             la, p = self.log_alpha[t].detach().float(), self.prob_nonzero(t).detach()
             if t in ("head", "intermediate"):
@@ -140,10 +143,10 @@ class CoFiMasks(nn.Module):
         """The masks of one forward pass: ``fixed`` when set, else sampled (training) or
         deterministic (eval)."""
         if self.fixed is not None:
-            return {t: self.fixed.get(t, torch.ones(self.shapes[t])) for t in TYPES}
+            return {t: self.fixed.get(t, self._ones(t)) for t in TYPES}
         if not training:
             return self.deterministic_masks()
-        return {t: self.sample(t) if t in self.log_alpha else torch.ones(self.shapes[t]) for t in TYPES}
+        return {t: self.sample(t) if t in self.log_alpha else self._ones(t) for t in TYPES}
 
     # ------------------------------------------------------------------ expected sparsity
     def expected_size(self) -> Tensor:
@@ -192,6 +195,7 @@ class CoFiMasks(nn.Module):
 
         if self.handles:
             raise RuntimeError("CoFi masks are already attached; detach() first")
+        self.to(next(model.parameters()).device)  # before building the optimizers over the masks
         self.handles = install_hooks(model, self)
         return self
 

@@ -22,7 +22,7 @@ def _norm_hook(masks):
         z = masks.current["hidden"] if masks.current is not None else None
         if z is None:
             return None
-        z = z.to(output.dtype)
+        z = z.to(device=output.device, dtype=output.dtype)
         keep = z != 0
         if bool(keep.all()):
             return output * z
@@ -48,25 +48,28 @@ def install_hooks(model: nn.Module, masks) -> List:
         m = masks.current[t]
         return m if i is None else m[i]
 
+    def on(m, x):
+        return m.to(device=x.device, dtype=x.dtype)
+
     handles.append(base.register_forward_pre_hook(draw))
     handles.append(s.embedding_norm.register_forward_pre_hook(
-        lambda mod, args: (args[0] * z("hidden").to(args[0].dtype),) + tuple(args[1:])))
+        lambda mod, args: (args[0] * on(z("hidden"), args[0]),) + tuple(args[1:])))
     norms = [s.embedding_norm] + [n for layer in s.layers for n in (layer.attn_norm, layer.mlp_norm)]
     for n in norms:
         handles.append(n.register_forward_hook(_norm_hook(masks)))
     hd = s.head_dim
     for i, layer in enumerate(s.layers):
         def head_in(mod, args, i=i):
-            return (args[0] * z("head", i).to(args[0].dtype).repeat_interleave(hd),) + tuple(args[1:])
+            return (args[0] * on(z("head", i), args[0]).repeat_interleave(hd),) + tuple(args[1:])
 
         def head_out(mod, args, out, i=i):
-            return out * (z("head_layer", i) * z("hidden")).to(out.dtype)
+            return out * on(z("head_layer", i) * z("hidden"), out)
 
         def int_in(mod, args, i=i):
-            return (args[0] * z("intermediate", i).to(args[0].dtype),) + tuple(args[1:])
+            return (args[0] * on(z("intermediate", i), args[0]),) + tuple(args[1:])
 
         def mlp_out(mod, args, out, i=i):
-            return out * (z("mlp", i) * z("hidden")).to(out.dtype)
+            return out * on(z("mlp", i) * z("hidden"), out)
 
         handles += [layer.attn.out.register_forward_pre_hook(head_in), layer.attn.out.register_forward_hook(head_out),
                     layer.mlp.fc2.register_forward_pre_hook(int_in), layer.mlp.fc2.register_forward_hook(mlp_out)]

@@ -65,7 +65,9 @@ class HeadGates(nn.Module):
             raise ValueError(f"{type(model).__name__} has no attention module of kinds {list(kinds)} to gate")
         self.sites = sites
         self.counts: List[int] = [s.num_heads for s in sites]
-        self.logits = nn.Parameter(torch.randn(self.total) * init_std if init_std > 0 else torch.zeros(self.total))
+        device = sites[0].q.weight.device
+        self.logits = nn.Parameter(torch.randn(self.total, device=device) * init_std if init_std > 0
+                                   else torch.zeros(self.total, device=device))
         self.mask: Optional[Tensor] = None
         self.hooks = [s.out.register_forward_pre_hook(self._hook(i)) for i, s in enumerate(sites)]
 
@@ -86,7 +88,7 @@ class HeadGates(nn.Module):
             if site.num_heads != self.counts[i]:
                 raise RuntimeError(f"{site.name} has {site.num_heads} heads, the gates were built for {self.counts[i]}")
             start = self.offsets[i]
-            m = self.mask[start:start + self.counts[i]].to(args[0].dtype)
+            m = self.mask[start:start + self.counts[i]].to(device=args[0].device, dtype=args[0].dtype)
             return (args[0] * m.repeat_interleave(site.head_dim),) + tuple(args[1:])
 
         return hook
@@ -241,7 +243,7 @@ def michel_importance(
     """Michel et al.'s head importance ``sum over batches |dL/d xi_h|`` at gates ``xi = 1`` (model
     in eval mode, its weights' gradients untouched), per attention module in model order."""
     gates = HeadGates(model, kinds)
-    xi = torch.ones(gates.total, requires_grad=True)
+    xi = torch.ones(gates.total, device=gates.logits.device, requires_grad=True)
     imp = torch.zeros(gates.total)
     was_training = model.training
     model.eval()
@@ -251,7 +253,7 @@ def michel_importance(
         for batch in batches:
             loss = loss_fn(model, batch)
             (g,) = torch.autograd.grad(loss, xi)
-            imp += g.detach().abs().float()
+            imp += g.detach().abs().float().cpu()
             n += 1
     finally:
         gates.remove()
