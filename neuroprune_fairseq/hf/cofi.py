@@ -113,11 +113,10 @@ class CoFiMasks(nn.Module):
         """CoFi's ``_deterministic_z`` for one row: the round(expected zeros) lowest-scored units
         are 0, the others ``sigmoid(log_alpha / T * 0.8)`` (hidden: 1, see the module doc)."""
         num_zeros = round(la.numel() - float(p.sum()))
-        soft = torch.sigmoid(la / self.temperature * self.magical_number)
-        if t == "hidden":
-            soft = torch.ones_like(soft)
+        score = torch.sigmoid(la / self.temperature * self.magical_number)
+        soft = torch.ones_like(score) if t == "hidden" else score.clone()
         if num_zeros > 0:
-            soft[torch.topk(torch.sigmoid(la / self.temperature * self.magical_number), num_zeros, largest=False).indices] = 0.0
+            soft[torch.topk(score, num_zeros, largest=False).indices] = 0.0
         return soft
 
     @torch.no_grad()
