@@ -189,3 +189,13 @@ def test_dsp_trainer_joint_then_topk(tmp_path):
     with pytest.raises(ValueError, match=r"integer in \[1, 8\]"):
         DSPTrainer(model=tiny_bert(), args=trainer_args(tmp_path), train_dataset=_Data(),
                    gates=attach_head_gates(tiny_bert()), k=0)
+
+
+def test_pipelined_gate_phase_leaves_weights():
+    model = tiny_bert()
+    batches = bert_batches(2)
+    gates = attach_head_gates(model)
+    w0 = {n: p.detach().clone() for n, p in model.named_parameters()}
+    dsp_joint_train_(model, gates, 4, lambda: batches, epochs=2, train_weights=False, anneal_steps=250)
+    assert all(torch.equal(p.detach(), w0[n]) for n, p in model.named_parameters())
+    assert not torch.equal(gates.logits.detach(), torch.zeros(8))

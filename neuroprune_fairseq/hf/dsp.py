@@ -136,12 +136,15 @@ def dsp_joint_train_(
     weight_decay: float = 0.0,
     loss_fn: Callable[[nn.Module, dict], Tensor] = model_loss,
     max_grad_norm: float = 0.0,
+    train_weights: bool = True,
 ) -> Dict:
     """DSP joint: ``epochs`` passes over ``batches()`` (a callable returning a fresh iterable per
     epoch) training the model (AdamW at ``lr``) and the gate logits (AdamW at ``gate_lr``)
     together on the loss of the Gumbel-soft-top-K-gated model; the temperature anneals from
     ``t0`` to ``tf`` over ``anneal_steps`` updates (default: all updates of the run). Leaves the
-    model in eval mode with the gates' mask unset. Returns ``{'steps', 'losses', 'final_t'}``."""
+    model in eval mode with the gates' mask unset. Returns ``{'steps', 'losses', 'final_t'}``.
+    ``train_weights=False``: only the gates learn (DSP pipelined's gate phase on a fine-tuned
+    model; DSP anneals over 250 updates there: pass ``anneal_steps=250``)."""
     check_k(k, gates.total)
     if epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs}")
@@ -149,7 +152,9 @@ def dsp_joint_train_(
         raise ValueError(f"temperatures must be > 0, got t0={t0}, tf={tf}")
     gate_ids = {id(p) for p in gates.parameters()}
     weights = [p for p in model.parameters() if p.requires_grad and id(p) not in gate_ids]
-    opt = torch.optim.AdamW(weights, lr=lr, weight_decay=weight_decay)
+    if not train_weights:
+        weights = []
+    opt = torch.optim.AdamW(weights, lr=lr, weight_decay=weight_decay) if weights else None
     gate_opt = torch.optim.AdamW([gates.logits], lr=gate_lr, weight_decay=0.0)
     if anneal_steps is None:
         try:
@@ -164,20 +169,22 @@ def dsp_joint_train_(
                 t = dsp_temperature(step, t0, tf, anneal_steps)
                 gates.mask = gates.dsp_mask(k, t, training=True, straight_through=straight_through)
                 loss = loss_fn(model, batch)
-                opt.zero_grad(set_to_none=True)
+                model.zero_grad(set_to_none=True)
                 gate_opt.zero_grad(set_to_none=True)
                 loss.backward()
                 g = gates.logits.grad
                 if g is not None and not bool(torch.isfinite(g).all()):
                     g.zero_()  # the K-step recursion can overflow at tiny t: skip the gates' step (fairseq side too)
-                if max_grad_norm > 0:
+                if max_grad_norm > 0 and weights:
                     torch.nn.utils.clip_grad_norm_(weights, max_grad_norm)
-                opt.step()
+                if opt is not None:
+                    opt.step()
                 gate_opt.step()
                 losses.append(float(loss.detach()))
                 step += 1
     finally:
         gates.mask = None
+        model.zero_grad(set_to_none=True)
         model.eval()
     return {"steps": step, "losses": losses, "final_t": dsp_temperature(step, t0, tf, anneal_steps)}
 
