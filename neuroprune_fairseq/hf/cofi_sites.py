@@ -14,7 +14,16 @@ from typing import Dict, List, Tuple
 
 from torch import nn
 
-from .roles import AttentionSite, MlpSite, _get, attention_sites, family_of, mlp_sites
+from .roles import AttentionSite, MlpSite, attention_sites, family_of, mlp_sites
+
+
+def _get(module: nn.Module, path: str):
+    """The submodule at dotted ``path`` (None when absent)."""
+    for part in path.split("."):
+        module = getattr(module, part, None)
+        if module is None:
+            return None
+    return module
 
 
 @dataclass(frozen=True)
