@@ -94,7 +94,7 @@ def test_dsp_and_michel_keep_exactly_k_heads(tmp_path, make, names, method, k):
     assert row["matrix_weights_dense"] == dense and row["matrix_weights_zero"] == row["matrix_weights_present"] - nz
     assert row["sparsity"] == round(100 * (dense - nz) / dense, 3)
     # the k heads of 8 leave q/k/v/out at k/8 of their dense size (placeholders are zero)
-    assert row["sparsity"] == pytest.approx(100 * (1 - k / 8) * 1024 / 3584, abs=0.01)
+    assert row["sparsity"] == pytest.approx(100 * (1 - k / 8) * 2048 / 3584, abs=0.01)
     assert 0 <= row["accuracy"] <= 1 and set(row["before"]) == {"accuracy"}
     with torch.no_grad():  # the returned trainer evaluates the returned (pruned) model
         assert run.trainer.model is model
