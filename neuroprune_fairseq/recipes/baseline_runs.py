@@ -17,7 +17,6 @@ import os
 import time
 from typing import Callable, Dict, Optional, Tuple
 
-from torch import nn
 
 __all__ = ["phase_args", "train_phase", "steps_of", "evaluate", "dense_count", "sparsity_of", "base_row",
            "check_heads_target", "check_sparsity_target", "check_head_sites"]
@@ -41,7 +40,7 @@ def steps_of(trainer) -> int:
     return int(math.ceil(trainer.args.num_train_epochs * per_epoch))
 
 
-def evaluate(model: nn.Module, dev_ds, collator, targs, task, predict: Callable) -> Tuple[Dict[str, float], float, object]:
+def evaluate(model, dev_ds, collator, targs, task, predict: Callable) -> Tuple[Dict[str, float], float, object]:
     """``(metrics, dev examples per second, the Trainer)`` of ``model`` with the runner's ``predict``
     (``predict(trainer, dataset, task) -> (preds, labels)``) through a plain Trainer."""
     from transformers import Trainer
@@ -54,7 +53,7 @@ def evaluate(model: nn.Module, dev_ds, collator, targs, task, predict: Callable)
     return compute_metrics(task, preds, labels), len(dev_ds) / max(time.time() - t0, 1e-9), trainer
 
 
-def dense_count(model: nn.Module) -> int:
+def dense_count(model) -> int:
     """The dense model's attention + MLP matrix weights (take it before pruning: CoFi's hidden
     dimension removal narrows what :func:`~neuroprune_fairseq.hf.pruning.dense_matrix_count`
     sees afterwards)."""
@@ -63,7 +62,7 @@ def dense_count(model: nn.Module) -> int:
     return dense_matrix_count(model)
 
 
-def sparsity_of(model: nn.Module, dense: int):
+def sparsity_of(model, dense: int):
     """:class:`~neuroprune_fairseq.core.sparsity.SparsityReport` of ``model``'s matrices against ``dense``."""
     from ..core.sparsity import sparsity_report
     from ..hf.pruning import matrices
@@ -71,7 +70,7 @@ def sparsity_of(model: nn.Module, dense: int):
     return sparsity_report(matrices(model), dense)
 
 
-def base_row(args, task, method: str, metrics: dict, before: dict, model: nn.Module, dense: int,
+def base_row(args, task, method: str, metrics: dict, before: dict, model, dense: int,
              heads_kept: int, train_time: float, eval_speed: float, train_ds, dev_ds, losses) -> dict:
     """The row fields a baseline shares with the runner's NeuroPrune row (see the module doc)."""
     import torch
@@ -86,7 +85,8 @@ def base_row(args, task, method: str, metrics: dict, before: dict, model: nn.Mod
         "train_loss_last_epoch": round(losses[-1], 4) if losses else None,
         "heads_kept": int(heads_kept), "heads_dense": heads_summary(model)[1],
         "sparsity": round(sp.sparsity, 3), "matrix_weights_present": sp.present, "matrix_weights_zero": sp.zero,
-        "matrix_weights_dense": sp.dense, "train_time_s": round(train_time, 1), "eval_examples_per_s": round(eval_speed, 1),
+        "matrix_weights_dense": sp.dense, "train_time_s": round(train_time, 1),
+        "eval_examples_per_s": round(eval_speed, 1),
         "train_samples": len(train_ds), "dev_samples": len(dev_ds), "epochs": getattr(args, "epochs", None),
         **{k: getattr(args, k, None) for k in ("lr", "batch_size", "max_seq_length", "lr_scheduler", "warmup_ratio",
                                                "max_grad_norm", "group_by_length")},
@@ -95,7 +95,7 @@ def base_row(args, task, method: str, metrics: dict, before: dict, model: nn.Mod
     }
 
 
-def check_head_sites(model: nn.Module, method: str) -> int:
+def check_head_sites(model, method: str) -> int:
     """The model's head count, or a ValueError naming the fix when its family has no
     attention table (no head gates, no head removal)."""
     from ..hf.roles import attention_sites
@@ -111,7 +111,7 @@ def check_head_sites(model: nn.Module, method: str) -> int:
     return sum(s.num_heads for s in sites)
 
 
-def check_heads_target(args, model: nn.Module, method: str) -> int:
+def check_heads_target(args, model, method: str) -> int:
     """K (``args.np_target_heads``, the runner's head target) in [1, heads of the model]."""
     from ..hf.dsp import check_k
 

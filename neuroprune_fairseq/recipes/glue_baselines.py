@@ -39,7 +39,6 @@ The optional settings are read from ``args`` with ``getattr`` (the runner may ad
 """
 from typing import NamedTuple
 
-from torch import nn
 
 from .baseline_runs import (base_row, check_heads_target, check_sparsity_target, dense_count, evaluate, phase_args,
                             steps_of, train_phase)
@@ -48,9 +47,9 @@ __all__ = ["BaselineRun", "run_dsp", "run_michel", "run_cofi", "BASELINES"]
 
 
 class BaselineRun(NamedTuple):
-    result: dict
-    model: nn.Module
-    trainer: object
+    result: dict  # the row (see the module doc)
+    model: object  # the evaluated model, pruned in place (the one passed in)
+    trainer: object  # the plain Trainer that evaluated it (for the runner's finish_run)
 
 
 def _opt(args, name, default):
