@@ -217,3 +217,36 @@ def test_heads_and_ffn_pruning_saves_and_reloads(tmp_path):
     with torch.no_grad():
         assert torch.allclose(model(**x).logits, ref, atol=1e-5)
         assert torch.allclose(loaded(**x).logits, ref, atol=1e-5)
+
+
+@pytest.mark.parametrize("make", [tiny_bert, tiny_roberta])
+def test_hidden_dims_removed_save_and_reload(tmp_path, make):
+    """save_pruned records the narrower embeddings and LayerNorms, load_pruned rebuilds them:
+    the reloaded model has the pruned shapes and the same outputs."""
+    from neuroprune_fairseq.hf import load_pruned, save_pruned
+    from neuroprune_fairseq.hf.cofi_sites import cofi_structure
+
+    model = make()
+    zs = fixed_masks()  # 2 of 16 hidden dimensions, heads and FFN dimensions removed
+    x = inputs(4)
+    structure = cofi_structure(model)
+    report = apply_cofi_masks_(model, zs)
+    assert report["hidden_dims"] == 13 and model.config.hidden_size == 16
+    with torch.no_grad():
+        ref = model(**x).logits
+    save_pruned(model, str(tmp_path))
+    loaded = load_pruned(str(tmp_path))
+    emb = [n for n, m in loaded.named_modules() if isinstance(m, torch.nn.Embedding)]
+    norms = [m for m in loaded.modules() if isinstance(m, torch.nn.LayerNorm)]
+    assert len(emb) == 3 and len(norms) == 1 + 2 * structure.num_layers
+    assert all(m.embedding_dim == 13 for m in loaded.modules() if isinstance(m, torch.nn.Embedding))
+    assert all(m.normalized_shape == (13,) and m.weight.shape == m.bias.shape == (13,) for m in norms)
+    assert [s.q.weight.shape for s in attention_sites(loaded)] == [(12, 13), (4, 13)]
+    assert {n: p.shape for n, p in loaded.state_dict().items()} == {n: p.shape for n, p in model.state_dict().items()}
+    with torch.no_grad():
+        got = loaded(**x).logits
+    assert torch.allclose(got, ref, atol=1e-6), (got - ref).abs().max()
+    # and it prunes / saves again (a second round trip)
+    save_pruned(loaded, str(tmp_path / "again"))
+    with torch.no_grad():
+        assert torch.allclose(load_pruned(str(tmp_path / "again"))(**x).logits, ref, atol=1e-6)

@@ -16,9 +16,9 @@ A whole attention (FFN) layer whose mask is 0, or with no head (dimension) left,
 zeroed placeholder head (dimension); the out-projection (FFN output) bias stays, times the
 layer mask (0 for a removed layer, so the block adds 0 to the residual), and the LayerNorm
 still runs: what the masked model computes (CoFi's pruned model skips that LayerNorm too, so
-its masked and pruned models differ there; ours are equal). ``config.hidden_size`` is left as it was, and
-:func:`neuroprune_fairseq.hf.io.load_pruned` does not yet rebuild narrower embeddings and
-LayerNorms: save a hidden-pruned model with ``save_pretrained`` / ``torch.save`` for now.
+its masked and pruned models differ there; ours are equal). ``config.hidden_size`` is left as it was;
+:func:`neuroprune_fairseq.hf.io.save_pruned` records the narrower embeddings and LayerNorms and
+:func:`~neuroprune_fairseq.hf.io.load_pruned` rebuilds them (the remote code does not yet).
 """
 from typing import Dict, Optional, Union
 

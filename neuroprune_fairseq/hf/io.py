@@ -26,8 +26,13 @@ transformers' ``ValueError`` asking for ``trust_remote_code=True`` (the folder's
 no stock one, so nothing falls back to a dense model).
 
 ``load_pruned(dir)`` rebuilds the dense model from the real config, applies the recorded
-head removal (our surgery) and Linear shapes, and loads the weights strictly; its modules are
+head removal (our surgery), Linear shapes and embedding / LayerNorm shapes (the record's
+``embedding_norm_shapes``: narrower than ``hidden_size`` after CoFi removed hidden dimensions;
+``config.hidden_size`` stays the dense width), and loads the weights strictly; its modules are
 this package's (``StructuredLinear``, the T5 attention subclasses), for further pruning.
+The remote code (``modeling_neuroprune.py``) does not resize embeddings / LayerNorms yet: a
+hidden-pruned folder fails there with torch's size-mismatch error; load it with
+:func:`load_pruned`.
 """
 import json
 import os
@@ -82,6 +87,9 @@ def pruning_record(model: nn.Module) -> dict:
     linear_shapes = {
         name: list(m.weight.shape) for name, m in model.named_modules() if isinstance(m, nn.Linear)
     }
+    hidden_shapes = {  # narrower than the config's after CoFi's hidden-dimension removal
+        name: list(m.weight.shape) for name, m in model.named_modules() if isinstance(m, (nn.Embedding, nn.LayerNorm))
+    }
     import transformers
     from .roles import mlp_sites
 
@@ -94,6 +102,7 @@ def pruning_record(model: nn.Module) -> dict:
         "transformers_version": transformers.__version__,
         "attention": attention,
         "linear_shapes": linear_shapes,
+        "embedding_norm_shapes": hidden_shapes,
     }
 
 
@@ -191,6 +200,22 @@ def _read_folder(directory: str):
         return record, json.load(f), record_path
 
 
+def resize_embedding_or_norm_(module: nn.Module, shape) -> None:
+    """Give an ``nn.Embedding`` (shape ``[num, dim]``) or ``nn.LayerNorm`` (``[dim]``) fresh
+    uninitialised parameters of ``shape``, to load a state dict whose hidden dimensions were
+    removed (CoFi, :func:`neuroprune_fairseq.hf.cofi_prune.apply_cofi_masks_`)."""
+    import torch
+
+    w = module.weight
+    module.weight = nn.Parameter(w.new_empty(shape), requires_grad=w.requires_grad)
+    if isinstance(module, nn.Embedding):
+        module.num_embeddings, module.embedding_dim = int(shape[0]), int(shape[1])
+        return
+    module.normalized_shape = tuple(int(n) for n in shape)
+    if getattr(module, "bias", None) is not None:
+        module.bias = nn.Parameter(torch.empty_like(module.weight), requires_grad=module.bias.requires_grad)
+
+
 def load_pruned(directory: str, model_class=None, device: Optional[str] = None) -> nn.Module:
     """Rebuild a model saved by :func:`save_pruned` (same class unless ``model_class`` is
     given), in eval mode. Outputs equal the saved model's exactly."""
@@ -224,6 +249,10 @@ def load_pruned(directory: str, model_class=None, device: Optional[str] = None) 
             resize_linear_(m, shape[0], shape[1])
         if isinstance(m, nn.Linear):
             as_structured_like_(m, state, f"{name}.")
+    for name, m in model.named_modules():
+        shape = record.get("embedding_norm_shapes", {}).get(name)
+        if isinstance(m, (nn.Embedding, nn.LayerNorm)) and shape is not None and list(m.weight.shape) != shape:
+            resize_embedding_or_norm_(m, shape)
     from .roles import mlp_sites
 
     for s in mlp_sites(model):
