@@ -32,8 +32,8 @@ from .redundancy import (
     resolve_representatives,
     similarity_matrix,
 )
+from .policy import elim_redundant_
 from .surgery import (
-    elim_redundant_,
     head_index,
     merge_heads_into_representatives_,
     pad_heads_,
