@@ -2,7 +2,7 @@
 one vocabulary over many models.
 
 An adapter subclasses :class:`PrunableModel` and says only *where its sites are*
-(:meth:`~PrunableModel.attention_sites`, :meth:`~PrunableModel.mlp_sites`) and *how its
+(:attr:`~PrunableModel.find_attention_sites`, :attr:`~PrunableModel.find_mlp_sites`) and *how its
 optimizer is reached* (:meth:`~PrunableModel.torch_optimizer` for the per-weight step and the
 learning rate, :meth:`~PrunableModel.surgery_optimizer` for what the surgery slices), plus an
 optional :meth:`~PrunableModel.after_head_surgery_` hook. Everything else is written here,
@@ -28,7 +28,7 @@ The adapters' module-level functions of the same names (``head_counts(model)``,
 :mod:`.policy` that act on site lists carry other names (``site_head_counts``, ``prune_sites_``,
 ``site_matrices``, ``site_dense_count``, ``site_sparsity``).
 """
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor, nn
@@ -46,13 +46,18 @@ class PrunableModel:
         self.model = model
 
     # ------------------------------------------------------------ what an adapter says
+    #: ``find_attention_sites(model, kinds)`` / ``find_mlp_sites(model, kinds)``: the adapter's
+    #: functions that find a model's sites (set as ``staticmethod``\ s on the subclass)
+    find_attention_sites: Callable[[nn.Module, Sequence[str]], List[AttentionSite]]
+    find_mlp_sites: Callable[[nn.Module, Sequence[str]], List[MlpSite]]
+
     def attention_sites(self, kinds: Sequence[str] = ATTN_KINDS) -> List[AttentionSite]:
         """Every attention module of the model whose kind is in ``kinds``, in model order."""
-        raise NotImplementedError(f"{type(self).__name__} must say where its attention sites are")
+        return self.find_attention_sites(self.model, kinds)
 
     def mlp_sites(self, kinds: Sequence[str] = MLP_KINDS) -> List[MlpSite]:
         """Every MLP block of the model whose kind is in ``kinds``, in model order."""
-        raise NotImplementedError(f"{type(self).__name__} must say where its MLP sites are")
+        return self.find_mlp_sites(self.model, kinds)
 
     @staticmethod
     def torch_optimizer(optimizer) -> Optional[torch.optim.Optimizer]:

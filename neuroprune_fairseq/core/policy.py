@@ -2,7 +2,13 @@
 which penalty is summed over which sites, redundancy pruning of every attention module, head
 counts, the dense weight count and the honest sparsity, and the per-module report line.
 
-The adapters find the sites (:mod:`neuroprune_fairseq.core.sites`) and call these.
+Every function here takes site lists (:mod:`neuroprune_fairseq.core.sites`); the names say so
+where a model-level method of the facade (:mod:`neuroprune_fairseq.core.facade`) does the same on
+a model: ``prune_sites_`` / ``prune_redundant_heads_``, ``site_head_counts`` / ``head_counts``,
+``site_matrices`` / ``matrices``, ``site_dense_count`` / ``dense_matrix_count``, ``site_sparsity``
+/ ``sparsity``, ``pad_sites_to_dense_`` / ``pad_to_dense_``. Redundancy pruning is a plan
+(:func:`plan_sites`, made by :mod:`.redundancy`), then the surgery that executes it
+(:func:`apply_site_plans_`, :mod:`.surgery`).
 """
 from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 

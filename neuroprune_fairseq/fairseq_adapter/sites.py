@@ -176,12 +176,8 @@ class FairseqModel(PrunableModel):
     the fp32 master copy under ``--fp16`` / ``--bf16``); after head surgery the fused paths that
     assume the original shapes are switched off."""
 
-    def attention_sites(self, kinds: Sequence[str] = ATTN_KINDS) -> List[FairseqAttentionSite]:
-        return attention_sites(self.model, kinds)
-
-    def mlp_sites(self, kinds: Sequence[str] = MLP_KINDS) -> List[FairseqMlpSite]:
-        return mlp_sites(self.model, kinds)
-
+    find_attention_sites = staticmethod(attention_sites)
+    find_mlp_sites = staticmethod(mlp_sites)
     torch_optimizer = staticmethod(torch_optimizer)
 
     @classmethod

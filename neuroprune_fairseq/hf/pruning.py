@@ -70,11 +70,8 @@ class HfModel(PrunableModel):
     are where its family's role table (:mod:`.roles`) says; its torch optimizer is found under
     accelerate's ``AcceleratedOptimizer`` (or similar wrappers), and the surgery slices that."""
 
-    def attention_sites(self, kinds: Sequence[str] = ATTN_KINDS) -> List[HfAttentionSite]:
-        return attention_sites(self.model, kinds)
-
-    def mlp_sites(self, kinds: Sequence[str] = MLP_KINDS) -> List[MlpSite]:
-        return mlp_sites(self.model, kinds)
+    find_attention_sites = staticmethod(attention_sites)
+    find_mlp_sites = staticmethod(mlp_sites)
 
     @staticmethod
     def torch_optimizer(optimizer) -> Optional[torch.optim.Optimizer]:
@@ -86,7 +83,7 @@ class HfModel(PrunableModel):
         return optimizer
 
 
-unwrap_optimizer = HfModel.torch_optimizer  # the name hf.target_heads and older callers use
+unwrap_optimizer = HfModel.torch_optimizer  # the earlier public name (in __all__), kept
 
 
 def prune_redundant_heads_(

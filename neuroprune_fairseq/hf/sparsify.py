@@ -23,7 +23,7 @@ def hf_roles(model, np_args) -> SparsifyRoles:
     return HfModel(model).sparsify_roles(np_args.attn_kinds, np_args.mlp_kinds, np_args.penalty, np_args.eps)
 
 
-def _torch_optimizer(optimizer):
+def _torch_optimizer_or_raise(optimizer):
     opt = HfModel.torch_optimizer(optimizer)
     if opt is None:
         raise ValueError("NeuroPrune proximal step: cannot find the torch optimizer's learning rate")
@@ -32,7 +32,7 @@ def _torch_optimizer(optimizer):
 
 def _step_lr(optimizer) -> float:
     """The learning rate of the step just taken (the scheduler steps after this callback)."""
-    return float(_torch_optimizer(optimizer).param_groups[0]["lr"])
+    return float(_torch_optimizer_or_raise(optimizer).param_groups[0]["lr"])
 
 
 class SparsifyCallback(SparsifyLoop, TrainerCallback):
@@ -64,7 +64,7 @@ class SparsifyCallback(SparsifyLoop, TrainerCallback):
         roles = hf_roles(model, a)
         step = state.global_step + 1  # global_step is incremented after this event
         proximal = self.proximal
-        step_of = optimizer_step_of(_torch_optimizer(optimizer)) if proximal and a.prox_metric == "optimizer" else None
+        step_of = optimizer_step_of(_torch_optimizer_or_raise(optimizer)) if proximal and a.prox_metric == "optimizer" else None
         lr = _step_lr(optimizer) if proximal and step_of is None else 0.0
         lam_attn, lam_mlp = self.strengths(a.alpha, a.beta, step_of, lr)
         self.after_step(roles, lam_attn, lam_mlp, step_of, step, self._total(state))
