@@ -36,6 +36,7 @@ from .redundancy import (
     resolve_representatives,
     similarity_matrix,
 )
+from .facade import PrunableModel
 from .policy import elim_redundant_
 from .surgery import (
     head_index,
@@ -51,6 +52,7 @@ from .surgery import (
 from .sparsity import SparsityReport, count_weights, sparsity_report
 
 __all__ = [
+    "PrunableModel",
     "attention_group_penalty",
     "l1_penalty",
     "mlp_preferential_attachment_penalty",
