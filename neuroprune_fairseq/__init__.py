@@ -5,13 +5,19 @@
 * :mod:`neuroprune_fairseq.hf` -- HuggingFace transformers (imports transformers lazily);
 * :mod:`neuroprune_fairseq.commands` -- finalize, theta_scan, dsp_finalize, head_importance.
 
-The fairseq components register themselves when fairseq loads this package with
-``--user-dir neuroprune_fairseq``, and only then: importing the package otherwise (for
-example ``import neuroprune_fairseq.hf``) imports no fairseq code, even when fairseq is
-installed or already imported. ``import neuroprune_fairseq.plugin`` registers them by hand
-(needed when this package was imported before fairseq's ``--user-dir`` import, which then
-skips it).
+Registration with fairseq is explicit: :func:`register` imports :mod:`neuroprune_fairseq.plugin`,
+whose imports register the criteria, tasks and models (as fairseq's own ``--user-dir`` examples
+do; Python imports a module once, so calling it again registers nothing twice). It runs by
+itself in one case only: when fairseq's ``--user-dir`` loads this package
+(``fairseq-train/-generate/... --user-dir neuroprune_fairseq``, or a checkpoint whose config
+names it). fairseq's ``utils.import_user_module`` records the directory in its
+``import_user_module.memo`` right before it imports the package, and that record is what is
+checked here. Importing the package any other way (for example ``import neuroprune_fairseq.hf``)
+imports no fairseq code, even when fairseq is installed or already imported. A program that
+imported this package before fairseq's ``--user-dir`` import (fairseq then skips it as already
+imported) calls ``neuroprune_fairseq.register()`` itself.
 """
+import os
 import sys
 
 from . import core  # noqa: F401  (torch only)
@@ -19,15 +25,21 @@ from . import core  # noqa: F401  (torch only)
 __version__ = "0.1.0"
 
 
-def _imported_by_fairseq_user_dir() -> bool:
-    """Whether fairseq's ``utils.import_user_module`` (``--user-dir``) is importing this package."""
-    frame = sys._getframe(1)
-    while frame is not None:
-        if frame.f_code.co_name == "import_user_module" and frame.f_globals.get("__name__") == "fairseq.utils":
-            return True
-        frame = frame.f_back
-    return False
+def register() -> None:
+    """Register NeuroPrune's fairseq components (criteria ``neuroprune_ce``, ``l1_ce``,
+    ``dsp_ce``; tasks ``neuroprune_translation``, ``dsp_translation``; model
+    ``neuroprune_transformer`` and its architectures). Imports fairseq; idempotent."""
+    from . import plugin  # noqa: F401
 
 
-if "fairseq" in sys.modules and _imported_by_fairseq_user_dir():
-    from . import plugin  # noqa: F401  (registers criteria, tasks, models)
+def _loading_as_fairseq_user_dir() -> bool:
+    """Whether fairseq's ``utils.import_user_module`` (``--user-dir``) has recorded this
+    package's directory, i.e. is importing it now (without fairseq loaded: no)."""
+    utils = sys.modules.get("fairseq.utils")
+    memo = getattr(getattr(utils, "import_user_module", None), "memo", None) or ()
+    here = os.path.realpath(os.path.dirname(os.path.abspath(__file__)))
+    return any(os.path.realpath(str(path)) == here for path in memo)
+
+
+if _loading_as_fairseq_user_dir():
+    register()

@@ -7,7 +7,8 @@ from neuroprune_fairseq.core.head_target import (
     NO_THETA, candidate_thetas, check_budget, check_target_epoch, choose_theta, complete_closest_first,
     plan_target_heads, plans_at, scheduled_heads)
 from neuroprune_fairseq.core.redundancy import head_distance_matrix, plan_from_distance, plan_redundant_heads
-from neuroprune_fairseq.core.surgery import apply_redundancy_plan_, elim_redundant_
+from neuroprune_fairseq.core.policy import elim_redundant_
+from neuroprune_fairseq.core.surgery import apply_redundancy_plan_
 
 
 def _dists(counts=(6, 6, 6, 6), seed=0, width=5):

@@ -62,11 +62,21 @@ def check_target_epoch(target_epoch: int, start: int, every: int, max_epoch: int
     return target_epoch
 
 
+#: the option names of a head budget as the fairseq task spells them (the HF arguments pass their own)
+BUDGET_OPTIONS = ("--np-target-heads", "--np-target-heads-per-module")
+
+
+def check_one_budget(total: int, per_module: int, options: Tuple[str, str] = BUDGET_OPTIONS) -> None:
+    """A head budget is a total or a count per module, not both (``options``: how the caller
+    names the two, for the message)."""
+    if total and per_module:
+        raise ValueError(f"give either {options[0]} (a total) or {options[1]}, not both")
+
+
 def check_budget(counts: Sequence[int], total: int = 0, per_module: int = 0) -> None:
     """Refuse a budget the model cannot meet (before training): at least one head per module,
     no more heads than the model has."""
-    if total and per_module:
-        raise ValueError("give either --np-target-heads (a total) or --np-target-heads-per-module, not both")
+    check_one_budget(total, per_module)
     n_mod, n_heads = len(counts), sum(counts)
     if total:
         if total < n_mod:
@@ -90,6 +100,15 @@ def scheduled_heads(current: int, final: int, epoch: int, start: int, every: int
         return min(current, final)
     left = (target_epoch - epoch) // every + 1  # pruning epochs in [epoch, target_epoch]
     return final + ((current - final) * (left - 1)) // left
+
+
+def epoch_target(counts: Sequence[int], total: int, per_module: int, epoch: int, start: int, every: int,
+                 target_epoch: int) -> Union[int, List[int]]:
+    """The scheduled count(s) for this pruning epoch (:func:`scheduled_heads`): one per module
+    (``per_module`` > 0) or one total, from the current head ``counts``."""
+    if per_module:
+        return [scheduled_heads(c, int(per_module), epoch, start, every, target_epoch) for c in counts]
+    return scheduled_heads(sum(counts), int(total), epoch, start, every, target_epoch)
 
 
 def candidate_thetas(distances: Sequence[Tensor]) -> List[float]:
@@ -222,9 +241,9 @@ def prune_sites_to_target_(sites, target, method: str = "heuristic", per_module:
     plan on the current weights (:func:`plan_target_heads`: bisection over theta, closest-first
     completion), then merge + physical removal with the optimizer state sliced. Returns the
     per-module :class:`~neuroprune_fairseq.core.policy.HeadPruneResult` list and the plan."""
-    from .policy import apply_head_plans_
+    from .policy import apply_site_plans_
     from .redundancy import head_distance_matrix
 
     dists = [head_distance_matrix(s.q.weight, s.k.weight, s.v.weight, s.num_heads) for s in sites]
     tp = plan_target_heads(dists, target, method, per_module=per_module)
-    return apply_head_plans_(sites, tp.plans, optimizer), tp
+    return apply_site_plans_(sites, tp.plans, optimizer), tp

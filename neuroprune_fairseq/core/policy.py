@@ -2,19 +2,25 @@
 which penalty is summed over which sites, redundancy pruning of every attention module, head
 counts, the dense weight count and the honest sparsity, and the per-module report line.
 
-The adapters find the sites (:mod:`neuroprune_fairseq.core.sites`) and call these.
+Every function here takes site lists (:mod:`neuroprune_fairseq.core.sites`); the names say so
+where a model-level method of the facade (:mod:`neuroprune_fairseq.core.facade`) does the same on
+a model: ``prune_sites_`` / ``prune_redundant_heads_``, ``site_head_counts`` / ``head_counts``,
+``site_matrices`` / ``matrices``, ``site_dense_count`` / ``dense_matrix_count``, ``site_sparsity``
+/ ``sparsity``, ``pad_sites_to_dense_`` / ``pad_to_dense_``. Redundancy pruning is a plan
+(:func:`plan_sites`, made by :mod:`.redundancy`), then the surgery that executes it
+(:func:`apply_site_plans_`, :mod:`.surgery`).
 """
 from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from .penalties import attention_group_penalty, l1_penalty, mlp_preferential_attachment_penalty, preferential_attachment_l1
-from .redundancy import RedundancyPlan, head_distance_matrix, min_pair_distance
+from .redundancy import RedundancyPlan, head_distance_matrix, min_pair_distance, plan_redundant_heads
 from .sites import AttentionSite, MlpSite
 from .sparsity import SparsityReport, sparsity_report
 from .structured_linear import full_in, full_out
-from .surgery import apply_redundancy_plan_, elim_redundant_, pad_heads_, pad_linear_, prune_heads_
+from .surgery import apply_redundancy_plan_, pad_heads_, pad_linear_, prune_heads_
 
 PENALTIES = ("neuroprune", "l1", "none")
 
@@ -69,7 +75,32 @@ def format_results(results: Sequence[HeadPruneResult]) -> str:
     return "\n".join("  " + r.line() for r in results)
 
 
-def prune_redundant_heads_(
+def elim_redundant_(
+    q: nn.Linear,
+    k: nn.Linear,
+    v: nn.Linear,
+    out: nn.Linear,
+    num_heads: int,
+    theta: float,
+    method: str = "heuristic",
+    optimizer: Optional[torch.optim.Optimizer] = None,
+) -> RedundancyPlan:
+    """Algorithm 2 (ELIM_REDUNDANT) on one attention module, in place: the decision
+    (:func:`neuroprune_fairseq.core.redundancy.plan_redundant_heads`: similar heads, a dominating
+    set), then the surgery (:func:`neuroprune_fairseq.core.surgery.apply_redundancy_plan_`: each
+    removed head's out-projection columns merged into its representative, then removed). The
+    caller must update its module's head count to ``len(plan.keep)``."""
+    plan = plan_redundant_heads(q.weight, k.weight, v.weight, num_heads, theta, method)
+    apply_redundancy_plan_(q, k, v, out, plan, optimizer)
+    return plan
+
+
+def plan_sites(sites: Sequence[AttentionSite], theta: float, method: str = "heuristic") -> List[RedundancyPlan]:
+    """Algorithm 2's decision for every site, on its current weights (nothing is changed)."""
+    return [plan_redundant_heads(s.q.weight, s.k.weight, s.v.weight, s.num_heads, theta, method) for s in sites]
+
+
+def prune_sites_(
     sites: Sequence[AttentionSite],
     theta: float,
     method: str = "heuristic",
@@ -79,25 +110,17 @@ def prune_redundant_heads_(
     l_inf ``theta`` are merged into a dominating set (a removed head's out columns are added to
     its representative's) and physically removed, the optimizer's state sliced with the
     weights. One result per module, with its smallest head distance (so a pass that prunes
-    nothing says why)."""
-    results = []
-    for site in sites:
-        site.mark_dense_()
-        before = site.kept_heads
-        plan = elim_redundant_(site.q, site.k, site.v, site.out, site.num_heads, theta, method, optimizer)
-        if plan.removed:
-            site.set_kept_heads_([before[h] for h in plan.keep])
-        results.append(HeadPruneResult(site.name, plan, site.kind, site.kept_heads, before))
-    return results
+    nothing says why). The plans (:func:`plan_sites`), then the surgery (:func:`apply_site_plans_`)."""
+    return apply_site_plans_(sites, plan_sites(sites, theta, method), optimizer)
 
 
-def apply_head_plans_(
+def apply_site_plans_(
     sites: Sequence[AttentionSite],
     plans: Sequence[RedundancyPlan],
     optimizer: Optional[torch.optim.Optimizer] = None,
 ) -> List[HeadPruneResult]:
-    """Algorithm 2's merge + physical removal for plans decided elsewhere (e.g. a head budget,
-    :func:`neuroprune_fairseq.core.head_target.prune_sites_to_target_`), one per site."""
+    """Algorithm 2's merge + physical removal for decided plans, one per site (from
+    :func:`plan_sites`, or a head budget's :func:`neuroprune_fairseq.core.head_target.plan_target_heads`)."""
     results = []
     for site, plan in zip(sites, plans):
         site.mark_dense_()
@@ -120,7 +143,7 @@ def prune_site_heads_(site: AttentionSite, keep: Sequence[int], optimizer: Optio
     site.set_kept_heads_([current[h] for h in keep])
 
 
-def pad_to_dense_(attn: Sequence[AttentionSite], mlp: Sequence[MlpSite]) -> Dict[str, int]:
+def pad_sites_to_dense_(attn: Sequence[AttentionSite], mlp: Sequence[MlpSite]) -> Dict[str, int]:
     """Undo the physical removal with zeros: every attention module back to its dense head
     count (the removed heads appended with zero q/k/v rows and out columns), every MLP block
     back to its dense width (zero fc1 rows and biases, zero fc2 columns). Same function in eval
@@ -150,7 +173,7 @@ def pad_to_dense_(attn: Sequence[AttentionSite], mlp: Sequence[MlpSite]) -> Dict
     return padded
 
 
-def head_counts(sites: Sequence[AttentionSite]) -> List[int]:
+def site_head_counts(sites: Sequence[AttentionSite]) -> List[int]:
     """Heads present in every attention module, in model order."""
     return [s.num_heads for s in sites]
 
@@ -162,7 +185,7 @@ def min_head_distances(sites: Sequence[AttentionSite]) -> Dict[str, float]:
 
 
 # --------------------------------------------------------------------------- weights
-def matrices(attn: Sequence[AttentionSite], mlp: Sequence[MlpSite]) -> List[Tensor]:
+def site_matrices(attn: Sequence[AttentionSite], mlp: Sequence[MlpSite]) -> List[Tensor]:
     """The attention (q, k, v, out) and MLP (fc1[, fc1 gate], fc2) weight matrices."""
     ws = []
     for s in attn:
@@ -172,7 +195,7 @@ def matrices(attn: Sequence[AttentionSite], mlp: Sequence[MlpSite]) -> List[Tens
     return ws
 
 
-def dense_matrix_count(attn: Sequence[AttentionSite], mlp: Sequence[MlpSite]) -> int:
+def site_dense_count(attn: Sequence[AttentionSite], mlp: Sequence[MlpSite]) -> int:
     """How many weights those matrices held in the dense model (before any head or neuron
     was removed)."""
     total = 0
@@ -184,9 +207,9 @@ def dense_matrix_count(attn: Sequence[AttentionSite], mlp: Sequence[MlpSite]) ->
     return total
 
 
-def sparsity(attn: Sequence[AttentionSite], mlp: Sequence[MlpSite]) -> SparsityReport:
+def site_sparsity(attn: Sequence[AttentionSite], mlp: Sequence[MlpSite]) -> SparsityReport:
     """Share of the attention + MLP matrices that is exactly zero or removed (``.sparsity`` %)."""
-    return sparsity_report(matrices(attn, mlp), dense_matrix_count(attn, mlp))
+    return sparsity_report(site_matrices(attn, mlp), site_dense_count(attn, mlp))
 
 
 def sparsify_roles(attn: Sequence[AttentionSite], mlp: Sequence[MlpSite], attn_all: Sequence[AttentionSite],
@@ -198,7 +221,7 @@ def sparsify_roles(attn: Sequence[AttentionSite], mlp: Sequence[MlpSite], attn_a
     return SparsifyRoles(
         attn=[(s.q.weight, s.k.weight, s.v.weight) for s in attn],
         mlp=[([f.weight for f in s.fc1], s.fc2.weight) for s in mlp],
-        counted=matrices(attn_all, mlp_all), dense=dense_matrix_count(attn_all, mlp_all), penalty=penalty, eps=eps)
+        counted=site_matrices(attn_all, mlp_all), dense=site_dense_count(attn_all, mlp_all), penalty=penalty, eps=eps)
 
 
 # --------------------------------------------------------------------------- structure
@@ -206,7 +229,7 @@ def structure(attn: Sequence[AttentionSite], mlp: Sequence[MlpSite]) -> Dict:
     """:func:`neuroprune_fairseq.core.structure.structure_report` of the model these sites make."""
     from .structure import structure_report
 
-    rep = sparsity(attn, mlp)
+    rep = site_sparsity(attn, mlp)
     return structure_report(attn, mlp, rep.dense, rep.present, rep.zero)
 
 

@@ -5,7 +5,8 @@ The adapters (fairseq, HuggingFace) only say where the sites of a model are and 
 stores its head width and head count: they subclass :class:`AttentionSite` (``head_dim`` and
 ``_set_head_count_``) and, where the dense MLP width is not the current one, :class:`MlpSite`
 (``dense_dim``). Everything else, penalties, pruning, counting, is written once, on sites
-(:mod:`neuroprune_fairseq.core.policy`).
+(:mod:`neuroprune_fairseq.core.policy`), and on models through the facade
+(:mod:`neuroprune_fairseq.core.facade`).
 
 Kinds: ``encoder`` (encoder self-attention / FFN), ``decoder`` (decoder self-attention /
 FFN), ``cross`` (encoder-decoder attention), on both sides.

@@ -70,7 +70,7 @@ def _removable_zeros(w: Tensor, rows: bool, cols: bool) -> int:
 def structure_report(attn: Sequence[AttentionSite], mlp: Sequence[MlpSite], dense_count: int,
                      present: int, zeros: int) -> Dict:
     """Structure figures of a model from its sites (all of them), its dense matrix-weight count
-    and its present / zero counts (:func:`.policy.sparsity`)."""
+    and its present / zero counts (:func:`.policy.site_sparsity`)."""
     groups = zeroed_groups = 0
     head_weights = 0
     for s in attn:

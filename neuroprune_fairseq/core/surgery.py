@@ -1,16 +1,19 @@
 """Surgery: physically remove heads and neurons from ``nn.Linear`` modules.
 
-In the style of Torch-Pruning, the decision (``redundancy.py``) and the surgery are
-separate, and the surgery slices the gradient and the optimizer state together with the
-weight. Parameters keep their identity (``p.data`` is replaced, not ``p``), so an optimizer
+In the style of Torch-Pruning, deciding what to prune (``redundancy.py``, ``head_target.py``),
+scoring it and the surgery are separate: this module only executes a decision it is given (a
+plan, or the heads / features to keep) and imports no decision-making; Algorithm 2 as a whole
+(plan, then cut) is :func:`neuroprune_fairseq.core.policy.elim_redundant_`. The surgery slices
+the gradient and the optimizer state together with the weight. Parameters keep their identity (``p.data`` is replaced, not ``p``), so an optimizer
 or a (legacy) data-parallel wrapper that holds them keeps training the surviving slices.
 """
-from typing import Callable, List, Optional, Sequence
+from typing import TYPE_CHECKING, Callable, List, Optional, Sequence
 
 import torch
 from torch import Tensor, nn
 
-from .redundancy import RedundancyPlan, plan_redundant_heads
+if TYPE_CHECKING:  # a plan is data the surgery reads; it does not make one
+    from .redundancy import RedundancyPlan
 
 
 def head_index(heads: Sequence[int], head_dim: int, device=None) -> Tensor:
@@ -126,33 +129,12 @@ def zero_heads_(q: nn.Linear, k: nn.Linear, v: nn.Linear, out: nn.Linear, head_d
         out.weight[:, idx] = 0
 
 
-def elim_redundant_(
-    q: nn.Linear,
-    k: nn.Linear,
-    v: nn.Linear,
-    out: nn.Linear,
-    num_heads: int,
-    theta: float,
-    method: str = "heuristic",
-    optimizer: Optional[torch.optim.Optimizer] = None,
-) -> RedundancyPlan:
-    """Algorithm 2 (ELIM_REDUNDANT) on one attention module, in place.
-
-    Finds similar heads, a dominating set, merges each removed head's out-projection
-    columns into its representative, and physically removes the others. The caller must
-    update its module's head count to ``len(plan.keep)``.
-    """
-    plan = plan_redundant_heads(q.weight, k.weight, v.weight, num_heads, theta, method)
-    apply_redundancy_plan_(q, k, v, out, plan, optimizer)
-    return plan
-
-
 def apply_redundancy_plan_(
     q: nn.Linear,
     k: nn.Linear,
     v: nn.Linear,
     out: nn.Linear,
-    plan: RedundancyPlan,
+    plan: "RedundancyPlan",
     optimizer: Optional[torch.optim.Optimizer] = None,
 ) -> None:
     """ELIM_REDUNDANT's second half for a decided ``plan`` (e.g. from

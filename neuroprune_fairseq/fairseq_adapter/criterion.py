@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from ..core import policy
 from ..core.sites import ATTN_KINDS, MLP_KINDS, parse_kinds
 from ..core.sparsity import SparsityReport
+from .contracts import NeuroPruneTask, penalty_by_proximal_step
 from .sites import attention_sites, dense_matrix_count, mlp_sites
 
 logger = logging.getLogger(__name__)
@@ -73,13 +74,19 @@ def log_per_module(name: str, values: Sequence[float], weight: float) -> None:
 
 @register_criterion("neuroprune_ce", dataclass=NeuroPruneCriterionConfig)
 class NeuroPruneCriterion(LabelSmoothedCrossEntropyCriterion):
+    """The penalties on top of label-smoothed cross-entropy. Under a :class:`.contracts.NeuroPruneTask`
+    the task prunes the heads and may apply the penalty as a proximal step instead
+    (``penalty_by_proximal_step``); the task's sparsifier reads this criterion's
+    :class:`.contracts.PenaltySettings` (``alpha``, ``beta``, ``np_eps``, ``penalty``, ``scale``,
+    ``attn_kinds``, ``mlp_kinds``)."""
+
     def __init__(self, task, sentence_avg, label_smoothing, ignore_prefix_size=0, report_accuracy=False,
                  np_alpha=0.05, np_beta=0.1, np_eps=1e-4, np_penalty="neuroprune", np_penalty_scale="batch",
                  np_attn_modules="encoder,decoder,cross", np_mlp_modules="encoder,decoder"):
         super().__init__(task, sentence_avg, label_smoothing, ignore_prefix_size, report_accuracy)
         check_nonnegative_finite(np_alpha=np_alpha, np_beta=np_beta)
         check_positive_finite(np_eps=np_eps)  # |w| < 0 never holds: Eq. 1's row weights would all be 0
-        if not hasattr(task, "prune"):
+        if not isinstance(task, NeuroPruneTask):
             logger.warning(
                 f"--criterion {self.__class__.__name__} with --task {type(task).__name__}: the penalties are "
                 "trained but heads are never pruned; head pruning needs --task neuroprune_translation"
@@ -122,12 +129,12 @@ class NeuroPruneCriterion(LabelSmoothedCrossEntropyCriterion):
         # per batch (the paper's literal task_loss + alpha R), 'token' once per target token.
         reg = self.alpha * r_attn + self.beta * r_mlp
         added = reg if self.scale == "batch" else sample_size * reg
-        if model.training and not getattr(self.task, "penalty_by_proximal_step", False):
+        if model.training and not penalty_by_proximal_step(self.task):
             loss = loss + added  # (with --np-proximal the task applies it as a proximal step instead)
         with torch.no_grad():
             sites = self._np_sites(inner)
-            heads = policy.head_counts(sites["attn_all"])
-            ws = policy.matrices(sites["attn_all"], sites["mlp_all"])  # weights read now: loading may replace them
+            heads = policy.site_head_counts(sites["attn_all"])
+            ws = policy.site_matrices(sites["attn_all"], sites["mlp_all"])  # weights read now: loading may replace them
             # the count in int64 and all logged values in float64: a count cast to the loss dtype
             # overflows fp16 (max 65,504) to inf under --fp16 / --memory-efficient-fp16
             zero = torch.stack([(w == 0).sum() for w in ws]).sum()

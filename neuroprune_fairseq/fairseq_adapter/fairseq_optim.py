@@ -29,7 +29,7 @@ import torch
 MASTER = "_master"
 
 
-def _torch_optimizer(fairseq_optimizer):
+def torch_optimizer(fairseq_optimizer):
     """The torch optimizer inside a fairseq optimizer wrapper (or a torch optimizer itself)."""
     if fairseq_optimizer is None or isinstance(fairseq_optimizer, torch.optim.Optimizer):
         return fairseq_optimizer
@@ -110,9 +110,9 @@ def optimizer_surgery(fairseq_optimizer):
     back into a rebuilt fp32 master copy and optimizer state on exit.
     """
     if fairseq_optimizer is None or not has_master_copy(fairseq_optimizer):
-        yield _torch_optimizer(fairseq_optimizer)
+        yield torch_optimizer(fairseq_optimizer)
         return
-    opt = _torch_optimizer(fairseq_optimizer.fp32_optimizer)
+    opt = torch_optimizer(fairseq_optimizer.fp32_optimizer)
     fp16_params: List[torch.Tensor] = list(fairseq_optimizer.fp16_params)
     fp32_params = fairseq_optimizer.fp32_params
     views = _views(opt, fp16_params, fp32_params)
@@ -153,7 +153,7 @@ class MasterCopy:
     def __init__(self, fairseq_optimizer):
         if not has_master_copy(fairseq_optimizer):
             raise ValueError("MasterCopy needs fairseq's FP16Optimizer (--fp16 / --bf16)")
-        self.opt = _torch_optimizer(fairseq_optimizer.fp32_optimizer)
+        self.opt = torch_optimizer(fairseq_optimizer.fp32_optimizer)
         groups = {id(q): g for g in self.opt.param_groups for q in g["params"]}
         fp16_params, fp32 = list(fairseq_optimizer.fp16_params), fairseq_optimizer.fp32_params
         self._master: Dict[int, torch.Tensor] = {}  # id(model param) -> fp32 view of the master

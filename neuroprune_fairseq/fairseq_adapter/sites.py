@@ -1,6 +1,6 @@
 """Where NeuroPrune's sites live in fairseq models, declared once, and all the fairseq glue:
 typed sites, the head-count switch after surgery, fused-path switching, reshaping on load, and
-the model-level calls into the torch-only core (pruning, counts, sparsity).
+the model facade of the torch-only core (:class:`FairseqModel`: pruning, counts, sparsity).
 
 Roles: an attention module (fairseq ``MultiheadAttention``) provides q, k, v, out;
 an MLP block (a transformer layer) provides fc1, fc2. Kinds: ``encoder`` (encoder
@@ -16,11 +16,13 @@ from torch import nn
 
 from fairseq.modules import MultiheadAttention
 
-from ..core import policy, resize_linear_
+from ..core import resize_linear_
+from ..core.facade import PrunableModel
 from ..core.policy import HeadPruneResult
 from ..core.sites import ATTN_KINDS, MLP_KINDS, AttentionSite, MlpSite
 from ..core.sparsity import SparsityReport
 from ..core.structured_linear import StructuredLinear, as_structured_like_, full_in
+from .fairseq_optim import torch_optimizer
 
 logger = logging.getLogger(__name__)
 
@@ -166,10 +168,29 @@ def dense_ffn_dim(layer: nn.Module, model_cfg=None) -> int:
         return getattr(layer, MLP_ROLES["fc1"]).weight.shape[0]
 
 
-# ------------------------------------------------------------ the core's policy on a fairseq model
+# ------------------------------------------------------------ the core's facade on a fairseq model
+class FairseqModel(PrunableModel):
+    """:class:`neuroprune_fairseq.core.facade.PrunableModel` for a fairseq model: its sites are
+    its ``MultiheadAttention`` modules and transformer layers; the surgery takes the optimizer as
+    the caller passes it (open :func:`.fairseq_optim.optimizer_surgery` around it: it reaches
+    the fp32 master copy under ``--fp16`` / ``--bf16``); after head surgery the fused paths that
+    assume the original shapes are switched off."""
+
+    find_attention_sites = staticmethod(attention_sites)
+    find_mlp_sites = staticmethod(mlp_sites)
+    torch_optimizer = staticmethod(torch_optimizer)
+
+    @classmethod
+    def surgery_optimizer(cls, optimizer):
+        return optimizer
+
+    def after_head_surgery_(self) -> None:
+        disable_fused_paths_(self.model)
+
+
 def head_counts(model: nn.Module) -> List[int]:
     """Heads present in every attention module, in model order."""
-    return policy.head_counts(attention_sites(model))
+    return FairseqModel(model).head_counts()
 
 
 def prune_redundant_heads_(
@@ -179,29 +200,27 @@ def prune_redundant_heads_(
     optimizer: Optional[torch.optim.Optimizer] = None,
 ) -> List[HeadPruneResult]:
     """ELIM_REDUNDANT on every attention module of ``model``, with physical removal."""
-    results = policy.prune_redundant_heads_(attention_sites(model), theta, method, optimizer)
-    disable_fused_paths_(model)
-    return results
+    return FairseqModel(model).prune_redundant_heads_(theta, method, optimizer)
 
 
 def matrices(model: nn.Module) -> List[torch.Tensor]:
     """The attention (q, k, v, out) and MLP (fc1, fc2) weight matrices."""
-    return policy.matrices(attention_sites(model), mlp_sites(model))
+    return FairseqModel(model).matrices()
 
 
 def dense_matrix_count(model: nn.Module) -> int:
     """Weights of the attention + MLP matrices in the dense (unpruned) model."""
-    return policy.dense_matrix_count(attention_sites(model), mlp_sites(model))
+    return FairseqModel(model).dense_matrix_count()
 
 
 def pad_to_dense_(model: nn.Module) -> Dict[str, int]:
-    """:func:`neuroprune_fairseq.core.policy.pad_to_dense_` on every attention module and MLP
+    """:func:`neuroprune_fairseq.core.policy.pad_sites_to_dense_` on every attention module and MLP
     block: a pruned/finalised model back at its dense shapes, zeros in place of what was removed."""
-    return policy.pad_to_dense_(attention_sites(model), mlp_sites(model))
+    return FairseqModel(model).pad_to_dense_()
 
 
 def model_sparsity(model: nn.Module) -> SparsityReport:
-    return policy.sparsity(attention_sites(model), mlp_sites(model))
+    return FairseqModel(model).sparsity()
 
 
 def _configured_heads(model: nn.Module, kind: str) -> Optional[int]:

@@ -38,11 +38,12 @@ from fairseq import metrics
 from fairseq.dataclass import ChoiceEnum, FairseqDataclass
 from omegaconf import II
 
-from ..core.controller import StrengthController, optimizer_step_of, penalty_driven_step_, ramp_done
-from ..core.target import SparsifyRoles, check_target_options, cubic_target, reapply_masks_, sparsify_step_, zero_masks
-from ..core.policy import sparsify_roles
-from .sites import attention_sites, matrices, mlp_sites
-from .fairseq_optim import master_copy
+from ..core.controller import optimizer_step_of
+from ..core.sparsify_loop import SparsifyLoop
+from ..core.target import SparsifyRoles, check_target_options
+from .contracts import NeuroPruneTask, PenaltySettings
+from .fairseq_optim import master_copy, torch_optimizer
+from .sites import FairseqModel, matrices
 from .sparsify_state import STATE_KEY, epoch_ending, epoch_report, saved_state, warn_if_below_target
 
 logger = logging.getLogger(__name__)
@@ -78,23 +79,22 @@ def check_sparsify_setup(cfg) -> None:
         raise ValueError("--np-target-sparsity ramps over the run: give its length with --max-epoch or --max-update")
 
 
-class Sparsifier:
-    """State of the proximal step / target for one fairseq run (attached to the task)."""
+class Sparsifier(SparsifyLoop):
+    """The sparsity step of one fairseq run (attached to the task): the loop of
+    :class:`neuroprune_fairseq.core.sparsify_loop.SparsifyLoop` on the model's (or under
+    ``--fp16`` / ``--bf16`` the master copy's) matrices, with the strengths the criterion's
+    penalty (:class:`.contracts.PenaltySettings`) gives this update, the run's length, the
+    resume from a checkpoint and fairseq's metrics."""
 
     def __init__(self, cfg):
         self.cfg = cfg
-        self.target = cfg.np_target_sparsity
-        self.mode = str(getattr(cfg, "np_target_mode", "cut"))
-        self.driven = self.target is not None and self.mode == "penalty"
-        self.proximal = bool(cfg.np_proximal) or self.driven
+        super().__init__(cfg.np_target_sparsity, getattr(cfg, "np_target_start", 0.0), getattr(cfg, "np_target_end", 0.75),
+                         str(getattr(cfg, "np_target_mode", "cut")), float(getattr(cfg, "np_target_gain", 0.05)),
+                         bool(cfg.np_proximal))
         self.metric = str(getattr(cfg, "np_prox_metric", "euclidean"))
-        self.controller = StrengthController(gain=float(getattr(cfg, "np_target_gain", 0.05))) if self.driven else None
-        self.criterion = None
+        self.criterion: Optional[PenaltySettings] = None
         self._micro = [0.0, 0.0]  # sample size and micro-batches since the last update
-        self._masks = None
         self._total = None
-        self.last_target = None
-        self.cut_zeros = 0  # weights the target's cut set to zero over the run
         self.dense = None
 
     @staticmethod
@@ -107,9 +107,6 @@ class Sparsifier:
         if driven and not (criterion.alpha > 0 or criterion.beta > 0):
             raise ValueError("--np-target-mode penalty drives the strengths --np-alpha / --np-beta up or down from "
                              "the values given: give at least one > 0 (or use --np-target-mode cut)")
-
-    def state_dict(self):
-        return {"controller": self.controller.state_dict() if self.controller else None, "cut_zeros": self.cut_zeros}
 
     def _resume(self, update_num: int) -> None:
         """A run resumed from a checkpoint (its first update is not update 0) continues with the
@@ -129,12 +126,7 @@ class Sparsifier:
             logger.warning(f"NeuroPrune: resumed at update {update_num} without the controller's saved state "
                            f"(none in {path}); the strengths start again from --np-alpha / --np-beta")
 
-    def load_state_dict(self, state) -> None:
-        if state.get("controller") and self.controller is not None:
-            self.controller.load_state_dict(state["controller"])
-        self.cut_zeros = int(state.get("cut_zeros", 0))
-
-    def record(self, criterion, sample_size, ignore_grad: bool) -> None:
+    def record(self, criterion: PenaltySettings, sample_size, ignore_grad: bool) -> None:
         self.criterion = criterion
         if not ignore_grad:
             self._micro[0] += float(sample_size)
@@ -142,9 +134,7 @@ class Sparsifier:
 
     def roles(self, model) -> SparsifyRoles:
         c = self.criterion
-        attn_all, mlp_all = attention_sites(model), mlp_sites(model)
-        roles = sparsify_roles([s for s in attn_all if s.kind in c.attn_kinds], [s for s in mlp_all if s.kind in c.mlp_kinds],
-                               attn_all, mlp_all, c.penalty, c.np_eps)
+        roles = FairseqModel(model).sparsify_roles(c.attn_kinds, c.mlp_kinds, c.penalty, c.np_eps)
         roles.folds_constant_neurons = True  # neuroprune-finalize folds them (remove_dead_neurons_)
         return roles
 
@@ -165,13 +155,17 @@ class Sparsifier:
         return self._total
 
     def _ramp_done(self, step: int, train_itr) -> bool:
-        return ramp_done(step, self.total_updates(train_itr), self.cfg.np_target_end)
+        return self.ramp_done(step, self.total_updates(train_itr))
+
+    def _total_or_none(self, train_itr) -> Optional[int]:
+        """The run's length where a target needs it (without one the run's length is never asked)."""
+        return self.total_updates(train_itr) if self.target is not None else None
 
     def before_step(self, model, update_num: int = 0, train_itr=None, optimizer=None) -> None:
-        if self.target is not None and (not self.driven or self._ramp_done(update_num + 1, train_itr)):
+        if self.masks_due(lambda: self._ramp_done(update_num + 1, train_itr)):
             weights = matrices(model)
             master = master_copy(optimizer)
-            self._masks = zero_masks([master.view_of(w) for w in weights] if master is not None else weights)
+            self.take_masks([master.view_of(w) for w in weights] if master is not None else weights)
 
     def _coefficients(self, device):
         """Per-target-token weights of the attention and MLP penalties in this update."""
@@ -191,9 +185,7 @@ class Sparsifier:
             return None
         if master is not None:
             return master.step_of()
-        from .fairseq_optim import _torch_optimizer
-
-        opt = _torch_optimizer(optimizer)
+        opt = torch_optimizer(optimizer)
         return optimizer_step_of(opt) if isinstance(opt, torch.optim.Optimizer) else None
 
     def after_step(self, model, lr: float, update_num: int, train_itr, optimizer=None) -> None:
@@ -207,32 +199,20 @@ class Sparsifier:
         model_weights = roles.counted
         if master is not None:
             roles = master.roles(roles)
-        if self._masks is not None:
-            reapply_masks_(roles.counted, self._masks)
-            self._masks = None
-        target = None
-        if self.target is not None:
-            target = cubic_target(update_num + 1, self.total_updates(train_itr), self.target,
-                                  self.cfg.np_target_start, self.cfg.np_target_end)
-            self.last_target = target
-            metrics.log_scalar("target_sparsity", target, round=2)
         a, b = self._coefficients(roles.counted[0].device) if self.proximal else (0.0, 0.0)
         self._micro = [0.0, 0.0]
         step_of = self._step_of(optimizer, master)
-        if step_of is None:  # Euclidean: the strengths include the learning rate
-            a, b = lr * a, lr * b
+        a, b = self.strengths(a, b, step_of, lr)
+        target = super().after_step(roles, a, b, step_of, update_num + 1, self._total_or_none(train_itr))
+        if target is not None:
+            metrics.log_scalar("target_sparsity", target, round=2)
         if self.driven:
-            rep = penalty_driven_step_(roles, a, b, step_of, target, self.controller, update_num + 1,
-                                       self.total_updates(train_itr), self.cfg.np_target_end)
-            self.cut_zeros += rep["cut"]
-            metrics.log_scalar("mult_attn", rep["multipliers"]["attn"], round=3)
-            metrics.log_scalar("mult_mlp", rep["multipliers"]["mlp"], round=3)
-        else:
-            self.cut_zeros += sparsify_step_(roles, a, b, self.proximal, target, step_of=step_of)
+            metrics.log_scalar("mult_attn", self.multipliers["attn"], round=3)
+            metrics.log_scalar("mult_mlp", self.multipliers["mlp"], round=3)
         if master is not None:
             master.sync_to_model_(model_weights)
         if self.target is not None and roles.dense:
-            metrics.log_scalar("cut_sparsity", 100.0 * self.cut_zeros / roles.dense, round=2)
+            metrics.log_scalar("cut_sparsity", self.cut_points(roles.dense), round=2)
             if update_num + 1 == self.total_updates(train_itr):
                 warn_if_below_target(roles, self.target)
         self._log_structure_at_epoch_end(model, train_itr)
@@ -249,7 +229,9 @@ class Sparsifier:
 
 class SparsifyTaskMixin:
     """Put before a fairseq task class in the bases (its config must include
-    :class:`SparsifyConfig`'s fields): adds the proximal step / target after every update."""
+    :class:`SparsifyConfig`'s fields): adds the proximal step / target after every update. The
+    task must be a :class:`.contracts.NeuroPruneTask`: this sets its ``penalty_by_proximal_step``
+    (read by the criterion) and reads its ``train_itr``."""
 
     @classmethod
     def setup_task(cls, cfg, **kwargs):
@@ -258,6 +240,8 @@ class SparsifyTaskMixin:
 
     def __init__(self, cfg, *args, **kwargs):
         super().__init__(cfg, *args, **kwargs)
+        if not isinstance(self, NeuroPruneTask):
+            raise TypeError(f"{type(self).__name__}: SparsifyTaskMixin needs a NeuroPruneTask (contracts.py) in the bases")
         active = cfg.np_proximal or cfg.np_target_sparsity is not None
         self.np_sparsifier = Sparsifier(cfg) if active else None
         # read by the criterion: with a proximal step the penalty's gradient is not added
@@ -286,7 +270,7 @@ class SparsifyTaskMixin:
         if sp is None:
             return super().optimizer_step(optimizer, model, update_num)
         inner = getattr(model, "module", model)
-        itr = getattr(self, "_train_itr", None)
+        itr = self.train_itr
         sp.before_step(inner, update_num, itr, optimizer)
         super().optimizer_step(optimizer, model, update_num)
         sp.after_step(inner, optimizer.get_lr(), update_num, itr, optimizer)

@@ -10,8 +10,8 @@ from typing import Optional, Tuple
 import torch
 
 from ..core.controller import folded_outputs
-from ..core.policy import sparsity
-from ..core.sparsity import count_weights
+from ..core.policy import site_sparsity
+from ..core.sparsity import SparsityReport, count_weights
 from ..core.structure import format_structure, structure_report
 from .sites import attention_sites, mlp_sites
 
@@ -46,7 +46,7 @@ def saved_state(cfg) -> Tuple[str, Optional[dict], Optional[Exception]]:
 def epoch_report(model, epoch: int, cut_zeros: int) -> str:
     """``NeuroPrune epoch E sparsity X% = removed R + penalties P + cut C points; <structure>``."""
     attn, mlp = attention_sites(model), mlp_sites(model)
-    rep = sparsity(attn, mlp)
+    rep = site_sparsity(attn, mlp)
     removed = 100.0 * (rep.dense - rep.present) / max(rep.dense, 1)
     cut = min(100.0 * cut_zeros / max(rep.dense, 1), rep.sparsity - removed)
     st = structure_report(attn, mlp, rep.dense, rep.present, rep.zero)
@@ -57,8 +57,7 @@ def epoch_report(model, epoch: int, cut_zeros: int) -> str:
 def warn_if_below_target(roles, target: float) -> None:
     """At the run's last update: say so when the model holds less than the target."""
     present, zero = count_weights(roles.counted)
-    zero += folded_outputs(roles)  # as the penalty mode and finalize count them
-    got = 100.0 * (roles.dense - present + zero) / max(roles.dense, 1)
+    got = SparsityReport(roles.dense, present, zero + folded_outputs(roles)).sparsity  # folded: as finalize counts
     if got + 1e-9 < target:
         logger.warning(f"NeuroPrune: --np-target-sparsity {target:g} was not reached: the run ends at "
                        f"{got:.2f}% (the cut could not close the gap; see the log's cut_sparsity)")

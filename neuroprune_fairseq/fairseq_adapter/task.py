@@ -22,20 +22,15 @@ from torch import nn
 
 from .criterion import check_nonnegative_finite
 from .dictionaries import TASK_STATE_KEY, fingerprint
+from ..core.head_target import epoch_target
 from ..core.policy import format_results
+from .contracts import NeuroPruneTask
 from .ddp import SUPPORTED_DDP, sync_data_parallel_
 from .fairseq_optim import optimizer_surgery
-from .sites import attention_sites, head_counts, kept_heads_record, model_sparsity, prune_redundant_heads_
+from .sites import FairseqModel, attention_sites, kept_heads_record
 from .sparsify import SparsifyConfig, SparsifyTaskMixin
 from .sparsify_state import epoch_ending
-from .target_heads import (
-    check_model_budget,
-    check_target_setup,
-    prune_to_target_,
-    target_enabled,
-    warn_if_max_update_ends_first,
-    warn_if_target_not_reached,
-)
+from .target_heads import check_target_setup, target_enabled, warn_if_max_update_ends_first, warn_if_target_not_reached
 
 logger = logging.getLogger(__name__)
 
@@ -111,7 +106,7 @@ def check_same_on_all_workers(heads, device=None):
 
 
 @register_task("neuroprune_translation", dataclass=NeuroPruneTranslationConfig)
-class NeuroPruneTranslationTask(SparsifyTaskMixin, TranslationTask):
+class NeuroPruneTranslationTask(SparsifyTaskMixin, TranslationTask, NeuroPruneTask):
     cfg: NeuroPruneTranslationConfig
 
     @classmethod
@@ -121,7 +116,7 @@ class NeuroPruneTranslationTask(SparsifyTaskMixin, TranslationTask):
 
     def __init__(self, cfg, src_dict, tgt_dict):
         super().__init__(cfg, src_dict, tgt_dict)
-        self._train_itr = None
+        self.train_itr = None  # NeuroPruneTask.train_itr
         self._last_pruned_epoch = 0
         self._budget_checked = False
         self._kept_heads = None  # kept_heads_record after the last pruning; saved in the checkpoint
@@ -155,13 +150,19 @@ class NeuroPruneTranslationTask(SparsifyTaskMixin, TranslationTask):
                 "(same model, registered by this plugin) or add --np-no-head-pruning"
             )
         if target_enabled(self.cfg):
-            check_model_budget(self.cfg, model)
+            self._check_budget(model)
         return model
+
+    def _check_budget(self, model) -> None:
+        """Refuse a head budget the model cannot meet (at least one head per module, at most the
+        heads it has): at model build time (dense shapes) and when the first epoch starts (after a
+        checkpoint, possibly pruned, was loaded)."""
+        FairseqModel(model).check_head_budget(self.cfg.np_target_heads, self.cfg.np_target_heads_per_module)
 
     def get_batch_iterator(self, dataset, *args, **kwargs):
         itr = super().get_batch_iterator(dataset, *args, **kwargs)
         if dataset is self.datasets.get(self.cfg.train_subset):
-            self._train_itr = itr
+            self.train_itr = itr
         return itr
 
     def train_step(self, sample, model, criterion, optimizer, update_num, ignore_grad=False):
@@ -181,7 +182,7 @@ class NeuroPruneTranslationTask(SparsifyTaskMixin, TranslationTask):
         watch, c = self._target_watch, self.cfg
         if not watch["start"]:
             watch["start"] = True
-            warn_if_max_update_ends_first(c, self._train_itr, update_num, check_target_setup(c, warn=False))
+            warn_if_max_update_ends_first(c, self.train_itr, update_num, check_target_setup(c, warn=False))
         why = None
         if (c.max_update or 0) > 0 and update_num + 1 >= c.max_update:
             why = f"--max-update {c.max_update}"
@@ -201,12 +202,12 @@ class NeuroPruneTranslationTask(SparsifyTaskMixin, TranslationTask):
     def _last_step_of_epoch(self):
         """The training epoch, if this step trains on its last batches (its iterator is
         exhausted: fairseq's grouped iterator takes a step's batches before the step)."""
-        return epoch_ending(self._train_itr)
+        return epoch_ending(self.train_itr)
 
     def begin_epoch(self, epoch, model):
         super().begin_epoch(epoch, model)
         if not self._budget_checked and target_enabled(self.cfg):
-            check_model_budget(self.cfg, model)  # the loaded checkpoint may hold fewer heads
+            self._check_budget(model)  # the loaded checkpoint may hold fewer heads
         self._budget_checked = True
 
     def prune(self, epoch, model, optimizer=None):
@@ -215,22 +216,25 @@ class NeuroPruneTranslationTask(SparsifyTaskMixin, TranslationTask):
         ``train_step`` then rebuilds the data-parallel wrapper on the new shapes (:mod:`.ddp`)."""
         while isinstance(getattr(model, "module", None), nn.Module):  # a data-parallel wrapper
             model = model.module
-        before = sum(head_counts(model))
+        c, fm = self.cfg, FairseqModel(model)
+        before = sum(fm.head_counts())
         with optimizer_surgery(optimizer) as opt:
-            if target_enabled(self.cfg):
-                results, tp = prune_to_target_(model, self.cfg, epoch, check_target_setup(self.cfg, warn=False), opt)
+            if target_enabled(c):
+                target = epoch_target(fm.head_counts(), c.np_target_heads, c.np_target_heads_per_module, epoch,
+                                      c.np_prune_start_epoch, c.np_prune_every, check_target_setup(c, warn=False))
+                results, tp = fm.prune_to_target_(target, c.np_dominating, bool(c.np_target_heads_per_module), opt)
                 how = tp.describe()
             else:
-                results = prune_redundant_heads_(model, self.cfg.np_theta, self.cfg.np_dominating, opt)
-                how = f"theta={self.cfg.np_theta:g}"
+                results = fm.prune_redundant_heads_(c.np_theta, c.np_dominating, opt)
+                how = f"theta={c.np_theta:g}"
         self._last_pruned_epoch = epoch
         self._kept_heads = kept_heads_record(model)
-        check_same_on_all_workers(head_counts(model), next(model.parameters()).device)
-        after = sum(head_counts(model))
-        report = model_sparsity(model)
+        check_same_on_all_workers(fm.head_counts(), next(model.parameters()).device)
+        after = sum(fm.head_counts())
+        report = fm.sparsity()
         logger.info(
             f"NeuroPrune epoch {epoch:03d}: heads {before} -> {after} ({how}, "
-            f"{self.cfg.np_dominating}); heads per module {'.'.join(map(str, head_counts(model)))}; "
+            f"{c.np_dominating}); heads per module {'.'.join(map(str, fm.head_counts()))}; "
             f"sparsity {report.sparsity:.2f}%\n{format_results(results)}"
         )
         return results

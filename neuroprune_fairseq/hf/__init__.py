@@ -4,8 +4,9 @@ Nothing here is imported by ``neuroprune_fairseq`` itself, and transformers is i
 lazily: the names below load their submodule on first access.
 
 * roles:    :func:`family_of`, :func:`attention_sites`, :func:`mlp_sites`, ``FAMILIES``
-* pruning:  :func:`neuroprune_penalties`, :func:`prune_redundant_heads_`, :func:`prune_heads`,
-            :func:`model_sparsity`, :func:`heads_summary`, :func:`head_distances`
+* pruning:  :class:`HfModel` (the core's model facade on a HF model), :func:`neuroprune_penalties`,
+            :func:`prune_redundant_heads_`, :func:`prune_heads`, :func:`model_sparsity`,
+            :func:`heads_summary`, :func:`head_distances`
 * trainer:  :class:`NeuroPruneArguments`, :class:`NeuroPruneTrainer`,
             :class:`NeuroPruneTrainerMixin`, :class:`NeuroPruneCallback`
 * io:       :func:`save_pruned`, :func:`load_pruned`, :func:`pruning_record`
@@ -16,9 +17,9 @@ lazily: the names below load their submodule on first access.
 import importlib
 
 _EXPORTS = {
-    "roles": ["FAMILIES", "Family", "AttentionRoles", "MlpRoles", "AttentionSite", "MlpSite",
+    "roles": ["FAMILIES", "Family", "AttentionRoles", "MlpRoles", "AttentionSite", "HfAttentionSite", "MlpSite",
               "family_of", "attention_sites", "mlp_sites"],
-    "pruning": ["neuroprune_penalties", "prune_redundant_heads_", "prune_heads", "prune_attention_heads_",
+    "pruning": ["HfModel", "neuroprune_penalties", "prune_redundant_heads_", "prune_heads", "prune_attention_heads_",
                 "model_sparsity", "matrices", "dense_matrix_count", "heads_summary",
                 "head_counts", "head_distances", "HeadPruneResult"],
     "trainer": ["NeuroPruneArguments", "NeuroPruneTrainer", "NeuroPruneTrainerMixin", "NeuroPruneCallback"],

@@ -17,13 +17,14 @@ import torch
 from torch import Tensor, nn
 
 from ..core import policy
+from ..core.facade import PrunableModel
 from ..core.policy import PENALTIES, HeadPruneResult
 from ..core.sparsity import SparsityReport
-from .roles import ATTN_KINDS, MLP_KINDS, AttentionSite, MlpSite, attention_sites, mlp_sites
+from .roles import ATTN_KINDS, MLP_KINDS, HfAttentionSite, MlpSite, attention_sites, mlp_sites
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["PENALTIES", "HeadPruneResult", "neuroprune_penalties", "prune_attention_heads_", "prune_heads",
+__all__ = ["PENALTIES", "HeadPruneResult", "HfModel", "neuroprune_penalties", "prune_attention_heads_", "prune_heads",
            "unwrap_optimizer", "prune_redundant_heads_", "matrices", "dense_matrix_count", "model_sparsity",
            "head_counts", "heads_summary", "head_distances"]
 
@@ -34,7 +35,7 @@ def neuroprune_penalties(
     penalty: str = "neuroprune",
     attn_kinds: Sequence[str] = ATTN_KINDS,
     mlp_kinds: Sequence[str] = MLP_KINDS,
-    sites: Optional[Tuple[List[AttentionSite], List[MlpSite]]] = None,
+    sites: Optional[Tuple[List[HfAttentionSite], List[MlpSite]]] = None,
 ) -> Tuple[Tensor, Tensor]:
     """``(sum_l R_attn, sum_l R_mlp)`` over the model's attention modules and MLP blocks
     (:func:`neuroprune_fairseq.core.policy.penalties`; a gated T5 MLP counts ``wi_0`` and
@@ -47,7 +48,7 @@ def neuroprune_penalties(
 
 
 def prune_attention_heads_(
-    site: AttentionSite, keep: Sequence[int], optimizer: Optional[torch.optim.Optimizer] = None
+    site: HfAttentionSite, keep: Sequence[int], optimizer: Optional[torch.optim.Optimizer] = None
 ) -> None:
     """Keep only the heads ``keep`` (current indices) of one attention module; no merge."""
     policy.prune_site_heads_(site, keep, optimizer)
@@ -64,13 +65,25 @@ def prune_heads(model: nn.Module, heads: Dict[str, Sequence[int]], optimizer=Non
         policy.prune_site_heads_(sites[name], keep, optimizer)
 
 
-def unwrap_optimizer(optimizer):
-    """The torch optimizer under accelerate's ``AcceleratedOptimizer`` (or similar wrappers)."""
-    seen = 0
-    while optimizer is not None and not isinstance(optimizer, torch.optim.Optimizer) and seen < 5:
-        optimizer = getattr(optimizer, "optimizer", None)
-        seen += 1
-    return optimizer
+class HfModel(PrunableModel):
+    """:class:`neuroprune_fairseq.core.facade.PrunableModel` for a HuggingFace model: its sites
+    are where its family's role table (:mod:`.roles`) says; its torch optimizer is found under
+    accelerate's ``AcceleratedOptimizer`` (or similar wrappers), and the surgery slices that."""
+
+    find_attention_sites = staticmethod(attention_sites)
+    find_mlp_sites = staticmethod(mlp_sites)
+
+    @staticmethod
+    def torch_optimizer(optimizer) -> Optional[torch.optim.Optimizer]:
+        """The torch optimizer under accelerate's ``AcceleratedOptimizer`` (or similar wrappers)."""
+        seen = 0
+        while optimizer is not None and not isinstance(optimizer, torch.optim.Optimizer) and seen < 5:
+            optimizer = getattr(optimizer, "optimizer", None)
+            seen += 1
+        return optimizer
+
+
+unwrap_optimizer = HfModel.torch_optimizer  # the earlier public name (in __all__), kept
 
 
 def prune_redundant_heads_(
@@ -81,39 +94,38 @@ def prune_redundant_heads_(
     kinds: Sequence[str] = ATTN_KINDS,
 ) -> List[HeadPruneResult]:
     """ELIM_REDUNDANT (Algorithm 2) on every attention module of the given kinds
-    (:func:`neuroprune_fairseq.core.policy.prune_redundant_heads_`). Pass the training
+    (:func:`neuroprune_fairseq.core.policy.prune_sites_`). Pass the training
     optimizer (or accelerate's wrapper of it) so its state is sliced with the weights."""
-    return policy.prune_redundant_heads_(attention_sites(model, kinds), theta, method, unwrap_optimizer(optimizer))
+    return HfModel(model).prune_redundant_heads_(theta, method, optimizer, kinds)
 
 
 # --------------------------------------------------------------------------- reporting
 def matrices(model: nn.Module) -> List[Tensor]:
     """The attention (q, k, v, out) and MLP (fc1[, fc1 gate], fc2) weight matrices."""
-    return policy.matrices(attention_sites(model), mlp_sites(model))
+    return HfModel(model).matrices()
 
 
 def dense_matrix_count(model: nn.Module) -> int:
     """How many weights those matrices held before any head was removed."""
-    return policy.dense_matrix_count(attention_sites(model), mlp_sites(model))
+    return HfModel(model).dense_matrix_count()
 
 
 def model_sparsity(model: nn.Module) -> SparsityReport:
     """Share of the attention + MLP matrices that is exactly zero or removed (``.sparsity`` %)."""
-    return policy.sparsity(attention_sites(model), mlp_sites(model))
+    return HfModel(model).sparsity()
 
 
 def head_counts(model: nn.Module) -> List[int]:
     """Heads present in every attention module, in model order."""
-    return policy.head_counts(attention_sites(model))
+    return HfModel(model).head_counts()
 
 
 def heads_summary(model: nn.Module) -> Tuple[int, int]:
     """``(heads kept, dense heads)`` over all attention modules."""
-    sites = attention_sites(model)
-    return sum(s.num_heads for s in sites), sum(s.dense_heads for s in sites)
+    return HfModel(model).heads_summary()
 
 
 def head_distances(model: nn.Module) -> Dict[str, float]:
     """Smallest off-diagonal l_inf [Q,K,V] head distance per attention module (what theta
     must exceed for anything to be pruned)."""
-    return policy.min_head_distances(attention_sites(model))
+    return HfModel(model).min_head_distances()

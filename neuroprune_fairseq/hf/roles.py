@@ -17,8 +17,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from torch import nn
 
-from ..core import sites as core_sites
-from ..core.sites import ATTN_KINDS, MLP_KINDS, MlpSite
+from ..core.sites import ATTN_KINDS, MLP_KINDS, AttentionSite, MlpSite  # noqa: F401  (AttentionSite: re-exported)
 from . import t5
 
 
@@ -58,7 +57,7 @@ class Family:
     attention: Tuple[AttentionRoles, ...]
     mlp: Tuple[MlpRoles, ...]
     #: called as ``post_prune(site, kept_original)`` after the head-count attributes are set
-    post_prune: Optional[Callable[["AttentionSite", List[int]], None]] = None
+    post_prune: Optional[Callable[["HfAttentionSite", List[int]], None]] = None
 
 
 def _enc_dec(name: str) -> str:
@@ -153,8 +152,9 @@ def _get(module: nn.Module, path: str) -> Optional[nn.Module]:
 
 
 @dataclass
-class AttentionSite(core_sites.AttentionSite):
-    """One attention module of a HF model: the core site plus its family's role table."""
+class HfAttentionSite(AttentionSite):
+    """One attention module of a HF model: the core site (:class:`neuroprune_fairseq.core.sites.AttentionSite`)
+    plus its family's role table."""
 
     roles: AttentionRoles = None
     family: Family = None
@@ -186,7 +186,7 @@ class AttentionSite(core_sites.AttentionSite):
             self.family.post_prune(self, kept_original)
 
 
-def attention_sites(model: nn.Module, kinds: Sequence[str] = ATTN_KINDS) -> List[AttentionSite]:
+def attention_sites(model: nn.Module, kinds: Sequence[str] = ATTN_KINDS) -> List[HfAttentionSite]:
     """Every attention module of ``model`` (in model order) whose kind is in ``kinds``."""
     fam = family_of(model)
     sites = []
@@ -198,7 +198,7 @@ def attention_sites(model: nn.Module, kinds: Sequence[str] = ATTN_KINDS) -> List
                     continue
                 kind = r.kind(name)
                 if kind in kinds:
-                    sites.append(AttentionSite(name, kind, m, *lin, roles=r, family=fam))
+                    sites.append(HfAttentionSite(name, kind, m, *lin, roles=r, family=fam))
                 break
     return sites
 

@@ -10,27 +10,21 @@ drives them with the controller of :mod:`..core.controller`; ``'cut'`` cuts afte
 """
 from typing import Optional
 
-import torch
 from transformers import TrainerCallback
 
-from ..core.controller import StrengthController, optimizer_step_of, penalty_driven_step_, ramp_done
-from ..core.sparsity import count_weights
-from ..core.target import SparsifyRoles, cubic_target, reapply_masks_, sparsify_step_, zero_masks
-from ..core.policy import sparsify_roles
-from .pruning import matrices
-from .roles import attention_sites, mlp_sites
+from ..core.controller import optimizer_step_of
+from ..core.sparsify_loop import SparsifyLoop
+from ..core.sparsity import SparsityReport, count_weights
+from ..core.target import SparsifyRoles
+from .pruning import HfModel
 
 
 def hf_roles(model, np_args) -> SparsifyRoles:
-    attn_all, mlp_all = attention_sites(model), mlp_sites(model)
-    return sparsify_roles(attention_sites(model, np_args.attn_kinds), mlp_sites(model, np_args.mlp_kinds),
-                          attn_all, mlp_all, np_args.penalty, np_args.eps)
+    return HfModel(model).sparsify_roles(np_args.attn_kinds, np_args.mlp_kinds, np_args.penalty, np_args.eps)
 
 
-def _torch_optimizer(optimizer):
-    opt = optimizer
-    while opt is not None and not isinstance(opt, torch.optim.Optimizer):
-        opt = getattr(opt, "optimizer", None)
+def _torch_optimizer_or_raise(optimizer):
+    opt = HfModel.torch_optimizer(optimizer)
     if opt is None:
         raise ValueError("NeuroPrune proximal step: cannot find the torch optimizer's learning rate")
     return opt
@@ -38,32 +32,29 @@ def _torch_optimizer(optimizer):
 
 def _step_lr(optimizer) -> float:
     """The learning rate of the step just taken (the scheduler steps after this callback)."""
-    return float(_torch_optimizer(optimizer).param_groups[0]["lr"])
+    return float(_torch_optimizer_or_raise(optimizer).param_groups[0]["lr"])
 
 
-class SparsifyCallback(TrainerCallback):
-    """Masks zeros before every optimizer step (when the cut holds the target), then applies the
-    proximal step and the target after it. ``last_target`` / ``last_sparsity`` / ``cut_sparsity``
-    / ``multipliers`` are what the Trainer logs."""
+class SparsifyCallback(SparsifyLoop, TrainerCallback):
+    """The loop of :class:`neuroprune_fairseq.core.sparsify_loop.SparsifyLoop` around every
+    optimizer step of a HF Trainer: masks zeros before the step (when the cut holds the target),
+    then the proximal step and the target after it. ``last_target`` / ``last_sparsity`` /
+    ``cut_sparsity`` / ``multipliers`` are what the Trainer logs."""
 
     def __init__(self, np_args):
-        self.np_args = np_args
-        self._masks = None
-        self.last_target: Optional[float] = None
+        a = self.np_args = np_args
+        SparsifyLoop.__init__(self, a.target_sparsity, a.target_start, a.target_end, a.target_mode, a.target_gain,
+                              a.by_proximal_step)
         self.last_sparsity: Optional[float] = None
-        self.driven = np_args.target_sparsity is not None and np_args.target_mode == "penalty"
-        self.controller = StrengthController(gain=np_args.target_gain) if self.driven else None
-        self.cut_zeros = 0
         self.cut_sparsity: Optional[float] = None
-        self.multipliers = None
 
-    def _done(self, state, step: int) -> bool:
-        return ramp_done(step, max(int(state.max_steps), 1), self.np_args.target_end)
+    @staticmethod
+    def _total(state) -> int:
+        return max(int(state.max_steps), 1)
 
     def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
-        a = self.np_args
-        if a.target_sparsity is not None and model is not None and (not self.driven or self._done(state, state.global_step + 1)):
-            self._masks = zero_masks(matrices(model))
+        if model is not None and self.masks_due(lambda: self.ramp_done(state.global_step + 1, self._total(state))):
+            self.take_masks(HfModel(model).matrices())
         return control
 
     def on_optimizer_step(self, args, state, control, model=None, optimizer=None, **kwargs):
@@ -71,25 +62,13 @@ class SparsifyCallback(TrainerCallback):
             return control
         a = self.np_args
         roles = hf_roles(model, a)
-        if self._masks is not None:
-            reapply_masks_(roles.counted, self._masks)
-            self._masks = None
-        target = None
         step = state.global_step + 1  # global_step is incremented after this event
-        if a.target_sparsity is not None:
-            target = cubic_target(step, max(int(state.max_steps), 1), a.target_sparsity, a.target_start, a.target_end)
-            self.last_target = target
-        proximal = a.by_proximal_step
-        step_of = optimizer_step_of(_torch_optimizer(optimizer)) if proximal and a.prox_metric == "optimizer" else None
-        scale = 1.0 if step_of is not None else (_step_lr(optimizer) if proximal else 0.0)
-        if self.driven:
-            rep = penalty_driven_step_(roles, scale * a.alpha, scale * a.beta, step_of, target, self.controller,
-                                       step, max(int(state.max_steps), 1), a.target_end)
-            self.cut_zeros += rep["cut"]
-            self.multipliers = rep["multipliers"]
-        else:
-            self.cut_zeros += sparsify_step_(roles, scale * a.alpha, scale * a.beta, proximal, target, step_of=step_of)
+        proximal = self.proximal
+        step_of = optimizer_step_of(_torch_optimizer_or_raise(optimizer)) if proximal and a.prox_metric == "optimizer" else None
+        lr = _step_lr(optimizer) if proximal and step_of is None else 0.0
+        lam_attn, lam_mlp = self.strengths(a.alpha, a.beta, step_of, lr)
+        self.after_step(roles, lam_attn, lam_mlp, step_of, step, self._total(state))
         present, zero = count_weights(roles.counted)
-        self.last_sparsity = 100.0 * (roles.dense - present + zero) / max(roles.dense, 1)
-        self.cut_sparsity = 100.0 * self.cut_zeros / max(roles.dense, 1)
+        self.last_sparsity = SparsityReport(roles.dense, present, zero).sparsity
+        self.cut_sparsity = self.cut_points(roles.dense)
         return control

@@ -15,7 +15,7 @@ import torch
 
 
 def after_head_change(site, kept_original: List[int]) -> None:
-    """The T5 family's post-prune hook: ``site`` (an ``hf.roles.AttentionSite``) now holds the
+    """The T5 family's post-prune hook: ``site`` (an ``hf.roles.HfAttentionSite``) now holds the
     heads ``kept_original`` of its ``module._np_dense_heads``."""
     m = site.module
     dense, n = m._np_dense_heads, len(kept_original)

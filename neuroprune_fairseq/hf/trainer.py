@@ -13,15 +13,10 @@ import torch
 from transformers import Trainer, TrainerCallback
 
 from ..core.controller import TARGET_MODES
-from ..core.target import check_target_options
-from .pruning import (
-    PENALTIES,
-    heads_summary,
-    model_sparsity,
-    neuroprune_penalties,
-    prune_redundant_heads_,
-)
+from ..core.head_target import check_one_budget, epoch_target
 from ..core.sites import parse_kinds
+from ..core.target import check_target_options
+from .pruning import PENALTIES, HfModel, neuroprune_penalties
 from .roles import ATTN_KINDS, MLP_KINDS, attention_sites, mlp_sites
 
 logger = logging.getLogger(__name__)
@@ -77,8 +72,7 @@ class NeuroPruneArguments:
             v = getattr(self, name)
             if not isinstance(v, int) or v < 0:
                 raise ValueError(f"NeuroPrune {name} must be an int >= 0 (0: off / default), got {v!r}")
-        if self.target_heads and self.target_heads_per_module:
-            raise ValueError("give either target_heads (a total) or target_heads_per_module, not both")
+        check_one_budget(self.target_heads, self.target_heads_per_module, ("target_heads", "target_heads_per_module"))
         if (self.target_heads or self.target_heads_per_module) and not self.prune_heads:
             raise ValueError("target_heads prunes heads: it needs prune_heads=True")
         if self.target_epoch and not (self.target_heads or self.target_heads_per_module):
@@ -137,29 +131,28 @@ class NeuroPruneCallback(TrainerCallback):
                 raise ValueError(f"dominating='exact' handles at most {EXACT_MAX_HEADS} heads per module; "
                                  f"{big[0]} has more: use 'heuristic'")
         if self.has_target and model is not None:
-            from .target_heads import check_model_budget, resolve_target_epoch
+            from .target_heads import resolve_target_epoch
 
             a = self.np_args
-            check_model_budget(model, a.target_heads, a.target_heads_per_module, a.attn_kinds)
+            HfModel(model).check_head_budget(a.target_heads, a.target_heads_per_module, a.attn_kinds)
             self._target_epoch = resolve_target_epoch(a.target_epoch, state.num_train_epochs or args.num_train_epochs)
         return control
 
     def on_epoch_end(self, args, state, control, model=None, optimizer=None, **kwargs):
         if not self.np_args.prune_heads or model is None:
             return control
-        target = None
+        target, a, hm = None, self.np_args, HfModel(model)
         if self.has_target:
-            from .target_heads import prune_to_target_
+            from .target_heads import EVERY, START
 
-            a = self.np_args
-            results, target = prune_to_target_(model, a.target_heads, a.target_heads_per_module, int(round(state.epoch)),
-                                               self._target_epoch, a.dominating, optimizer, a.attn_kinds)
+            scheduled = epoch_target(hm.head_counts(a.attn_kinds), a.target_heads, a.target_heads_per_module,
+                                     int(round(state.epoch)), START, EVERY, self._target_epoch)
+            results, target = hm.prune_to_target_(scheduled, a.dominating, bool(a.target_heads_per_module), optimizer,
+                                                  a.attn_kinds)
         else:
-            results = prune_redundant_heads_(
-                model, self.np_args.theta, self.np_args.dominating, optimizer, self.np_args.attn_kinds
-            )
-        kept, dense = heads_summary(model)
-        sp = model_sparsity(model)
+            results = hm.prune_redundant_heads_(a.theta, a.dominating, optimizer, a.attn_kinds)
+        kept, dense = hm.heads_summary()
+        sp = hm.sparsity()
         entry = {
             "epoch": state.epoch,
             "heads_kept": kept,
