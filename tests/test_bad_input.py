@@ -17,7 +17,7 @@ from conftest import ROOT, TINY_ARCH, USER_DIR, run_cli
 from neuroprune_fairseq.commands import dsp_finalize
 from neuroprune_fairseq.commands.finalize import cli_main as finalize_main
 from neuroprune_fairseq.fairseq_adapter.dictionaries import TASK_STATE_KEY, bin_fingerprint, dict_sizes
-from neuroprune_fairseq.recipes import common, evaluate, prepare
+from neuroprune_fairseq.recipes import evaluate, files, prepare, steps
 from test_fairseq_e2e import TRAIN, heads_in_checkpoint
 from test_prepare_evaluate import write_corpus
 
@@ -44,7 +44,7 @@ def preps(tmp_path_factory):
         (raw_b / f.name).write_text(f.read_text().translate(RENAME))
     prepare.prepare(raw_a, d / "prep_a", "xx", "yy", vocab_size=VOCAB)
     prepare.prepare(raw_b, d / "prep_b", "xx", "yy", vocab_size=VOCAB)
-    common.train(d / "prep_a" / "bin", d / "model", [
+    steps.train(d / "prep_a" / "bin", d / "model", [
         *TINY_ARCH, "--share-all-embeddings", "--criterion", "label_smoothed_cross_entropy", "--label-smoothing", "0.1",
         "--np-no-head-pruning", "--optimizer", "adam", "--lr", "0.005", "--max-tokens", "2000", "--max-update", "20",
         "--log-interval", "10"], logfile=d / "train.log")
@@ -244,7 +244,7 @@ def test_evaluate_never_writes_over_an_input_and_names_bad_inputs(preps, tmp_pat
     out = tmp_path / "hyps.txt"
     out.write_text("old\n")
     evaluate.main(base + ["--output", str(out), "--overwrite"])
-    assert len(common.read_lines(out)) == 2
+    assert len(files.read_lines(out)) == 2
     # not a checkpoint: finalize's loader names the file
     bad = tmp_path / "notes.pt"
     bad.write_text("not a checkpoint\n")

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-from neuroprune_fairseq.recipes import common  # noqa: E402
+from neuroprune_fairseq.recipes import files, scoring  # noqa: E402
 from neuroprune_fairseq.recipes import iwslt14 as iwslt  # noqa: E402
 
 
@@ -106,16 +106,16 @@ def test_iwslt_binarize_small_slice(tmp_path):
 
 def test_multi30k_raw_counts():
     d = _data("multi30k")
-    assert len(common.read_lines(d / "test_2016_flickr.en.gz")) == 1000
-    assert len(common.read_lines(d / "val.de.gz")) == 1014
-    assert len(common.read_lines(d / "train.en.gz")) == 29000
+    assert len(files.read_lines(d / "test_2016_flickr.en.gz")) == 1000
+    assert len(files.read_lines(d / "val.de.gz")) == 1014
+    assert len(files.read_lines(d / "train.en.gz")) == 29000
 
 
 def test_sacrebleu_refuses_count_mismatch_and_scores():
-    bleu, sig = common.sacrebleu_score(["a cat sat on the mat ."], ["a cat sat on the mat ."])
+    bleu, sig = scoring.sacrebleu_score(["a cat sat on the mat ."], ["a cat sat on the mat ."])
     assert bleu == pytest.approx(100.0) and "tok:13a" in sig and "case:mixed" in sig
     with pytest.raises(ValueError, match="not a test-set BLEU"):
-        common.sacrebleu_score(["a"], ["a", "b"])
+        scoring.sacrebleu_score(["a"], ["a", "b"])
 
 
 def test_generate_output_parsing(monkeypatch, tmp_path):
@@ -124,8 +124,8 @@ def test_generate_output_parsing(monkeypatch, tmp_path):
         stdout = "S-1\tx\nH-1\t-0.5\tsecond\nD-1\t-0.5\tsecond\nH-0\t-0.1\tfirst one\n"
         stderr = "Translated 2 sentences (9 tokens) in 0.5s (4.00 sentences/s, 18.00 tokens/s)\n"
 
-    monkeypatch.setattr(common.subprocess, "run", lambda *a, **k: R())
-    g = common.generate(tmp_path, tmp_path / "x.pt")
+    monkeypatch.setattr(scoring.subprocess, "run", lambda *a, **k: R())
+    g = scoring.generate(tmp_path, tmp_path / "x.pt")
     assert g["hyps"] == ["first one", "second"] and g["sentences_per_s"] == 4.0 and g["sentences"] == 2
 
 
@@ -211,13 +211,13 @@ def test_iwslt_scoring_on_the_standard_references(monkeypatch, tmp_path):
     (prep / "tok").mkdir(parents=True)
     refs = iwslt.read(d / "tok" / "test.en")[:200]
     iwslt.write(prep / "tok" / "test.en", refs)
-    monkeypatch.setattr(common, "generate", lambda *a, **k: {"hyps": list(refs), "wall_s": 1.0, "sentences_per_s": 9.0})
-    r = common.evaluate_iwslt(prep, tmp_path / "x.pt")
+    monkeypatch.setattr(scoring, "generate", lambda *a, **k: {"hyps": list(refs), "wall_s": 1.0, "sentences_per_s": 9.0})
+    r = scoring.evaluate_iwslt(prep, tmp_path / "x.pt")
     assert r["bleu"] == pytest.approx(100.0) and r["bleu_tok"] == pytest.approx(100.0)
     assert "case:lc" in r["sacrebleu_signature"] and r["n_hyps_eq_n_refs"]
-    monkeypatch.setattr(common, "generate", lambda *a, **k: {"hyps": list(refs[:-1]), "wall_s": 1.0})
+    monkeypatch.setattr(scoring, "generate", lambda *a, **k: {"hyps": list(refs[:-1]), "wall_s": 1.0})
     with pytest.raises(ValueError, match="199 hypotheses for 200 references"):
-        common.evaluate_iwslt(prep, tmp_path / "x.pt")
+        scoring.evaluate_iwslt(prep, tmp_path / "x.pt")
 
 
 def test_dsp_sweep_reads_a_results_file_shared_with_the_neuroprune_sweep(tmp_path):
@@ -260,7 +260,7 @@ def test_sweep_heads_target_epoch(tmp_path, capsys, monkeypatch):
     point's identity only when it differs from E, and is refused where it cannot apply."""
     from types import SimpleNamespace
 
-    from neuroprune_fairseq.recipes import common, sweep_heads
+    from neuroprune_fairseq.recipes import steps, sweep_heads
 
     prep = tmp_path / "m30k"
     (prep / "bin").mkdir(parents=True)
@@ -284,7 +284,7 @@ def test_sweep_heads_target_epoch(tmp_path, capsys, monkeypatch):
     assert "only for neuroprune/l1" in capsys.readouterr().err
 
     seen = []
-    monkeypatch.setattr(common, "train", lambda bin_dir, save, argv, log: seen.append(list(argv)) or 1.0)
+    monkeypatch.setattr(steps, "train", lambda bin_dir, save, argv, log: seen.append(list(argv)) or 1.0)
     a = SimpleNamespace(prep=prep, dense=dense, epochs=3, recipe="multi30k", model_args="", seed=1, method="neuroprune")
     sweep_heads.run_point(a, 25, tmp_path / "run", tmp_path / "logs", {"alpha": 0.5, "beta": 0.1, "target_epoch": 2})
     sweep_heads.run_point(a, 25, tmp_path / "run2", tmp_path / "logs", {"alpha": 0.5, "beta": 0.1})

@@ -31,7 +31,7 @@ import shutil
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from neuroprune_fairseq.recipes import common
+from neuroprune_fairseq.recipes import files, runner
 
 LAYOUTS = {
     "multi30k": {"train": "train", "valid": "val", "test": "test_2016_flickr"},
@@ -86,9 +86,9 @@ OUTPUTS = ("raw", "spm", "bin", "spm.model", "spm.vocab", "prep.json", "preproce
 
 
 def read_text_lines(path: Path) -> List[str]:
-    """:func:`common.read_lines`, with a non-UTF-8 byte reported by file, line and byte."""
+    """:func:`files.read_lines`, with a non-UTF-8 byte reported by file, line and byte."""
     try:
-        return common.read_lines(path)
+        return files.read_lines(path)
     except UnicodeDecodeError:
         pass
     import gzip
@@ -185,9 +185,9 @@ def prepare(raw_dir, out_dir, src_lang: str, tgt_lang: str, vocab_size: Optional
                              f"{src_lang}->{tgt_lang}: use another --out")
         if not overwrite:
             check_same_settings(out_dir, m, raw_dir, vocab_size)
-            common.log(f"{src_lang}->{tgt_lang} already prepared in {out_dir}")
+            runner.log(f"{src_lang}->{tgt_lang} already prepared in {out_dir}")
             return out_dir / "bin"
-        common.log(f"--overwrite: rebuilding {out_dir}")
+        runner.log(f"--overwrite: rebuilding {out_dir}")
     vocab_size = DEFAULT_VOCAB if vocab_size is None else vocab_size
     layout, files = find_files(Path(raw_dir), src_lang, tgt_lang)
     for name in OUTPUTS:  # the corpus must survive a rebuild of the outputs
@@ -225,8 +225,8 @@ def _write(out_dir: Path, raw_dir, src_lang: str, tgt_lang: str, vocab_size: int
     raw = out_dir / "raw"
     for split, pair in pairs.items():
         for lang, lines in pair.items():
-            common.write_lines(raw / f"{split}.{lang}", lines)
-        common.log(f"{split}: {counts[split]} {src_lang}-{tgt_lang} pairs ({layout} layout)")
+            files.write_lines(raw / f"{split}.{lang}", lines)
+        runner.log(f"{split}: {counts[split]} {src_lang}-{tgt_lang} pairs ({layout} layout)")
     _train_spm(raw, out_dir, src_lang, tgt_lang, vocab_size, workers)
     import sentencepiece as spm
 
@@ -234,8 +234,8 @@ def _write(out_dir: Path, raw_dir, src_lang: str, tgt_lang: str, vocab_size: int
     lengths = {}
     for split in LAYOUTS[layout]:
         for lang in (src_lang, tgt_lang):
-            pieces = sp.encode(common.read_lines(raw / f"{split}.{lang}"), out_type=str)
-            common.write_lines(out_dir / "spm" / f"{split}.{lang}", [" ".join(p) for p in pieces])
+            pieces = sp.encode(files.read_lines(raw / f"{split}.{lang}"), out_type=str)
+            files.write_lines(out_dir / "spm" / f"{split}.{lang}", [" ".join(p) for p in pieces])
             if split == "train":
                 lengths[lang] = [len(p) for p in pieces]
     b = gen_len_b(lengths[src_lang], lengths[tgt_lang])
@@ -243,7 +243,7 @@ def _write(out_dir: Path, raw_dir, src_lang: str, tgt_lang: str, vocab_size: int
     if bin_dir.exists():
         shutil.rmtree(bin_dir)
     sp_pref = out_dir / "spm"
-    common.run([common.tool("fairseq-preprocess"), "--source-lang", src_lang, "--target-lang", tgt_lang,
+    runner.run([runner.tool("fairseq-preprocess"), "--source-lang", src_lang, "--target-lang", tgt_lang,
                 "--trainpref", sp_pref / "train", "--validpref", sp_pref / "valid", "--testpref", sp_pref / "test",
                 "--destdir", bin_dir, "--joined-dictionary", "--workers", str(workers)],
                logfile=out_dir / "preprocess.log")
@@ -253,7 +253,7 @@ def _write(out_dir: Path, raw_dir, src_lang: str, tgt_lang: str, vocab_size: int
         "vocab_size": vocab_size, "gen_max_len_a": GEN_LEN_A, "gen_max_len_b": b,
         "dict_sha256": bin_fingerprint(bin_dir, src_lang, tgt_lang),
     }, indent=1))
-    common.log(f"generation cap --max-len-a {GEN_LEN_A:g} --max-len-b {b} (every training target fits)")
+    runner.log(f"generation cap --max-len-a {GEN_LEN_A:g} --max-len-b {b} (every training target fits)")
     done.write_text("ok\n")
     return bin_dir
 
@@ -271,7 +271,7 @@ def main(argv=None):
                    help="rebuild an existing --out prepared with other settings (default: refuse, naming the difference)")
     a = p.parse_args(argv)
     try:
-        bin_dir = prepare(common.data_dir(a.data_dir, "multi30k"), a.out, a.src_lang, a.tgt_lang, a.vocab_size, a.workers,
+        bin_dir = prepare(files.data_dir(a.data_dir, "multi30k"), a.out, a.src_lang, a.tgt_lang, a.vocab_size, a.workers,
                           overwrite=a.overwrite)
     except (FileNotFoundError, ValueError) as e:
         raise SystemExit(f"neuroprune-prepare: {e}")
