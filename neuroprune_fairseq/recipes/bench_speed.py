@@ -240,8 +240,7 @@ def main(argv=None):
     if a.more_pruned:
         res["sparsity_speed"] = sparsity_speed_table(a, prep, work, refs, sd)
     if a.out:
-        Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(a.out).write_text(json.dumps(res, indent=1))
+        files.write_json(a.out, res)
     return res
 
 

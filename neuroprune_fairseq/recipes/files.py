@@ -32,6 +32,12 @@ def write_lines(path: Path, lines: Sequence[str]) -> None:
             fh.write(line + "\n")
 
 
+def write_json(path, obj) -> None:
+    """``obj`` as indented JSON at ``path`` (its folder made if needed): a benchmark's result file."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(obj, indent=1))
+
+
 def bin_langs(bin_dir: Path) -> Optional[Tuple[str, str]]:
     """(source, target) of a fairseq bin dir holding one pair (from ``dict.X.txt`` + ``*.X-Y.X.idx``)."""
     pairs = {p.name.split(".")[1] for p in Path(bin_dir).glob("*.*-*.*.idx")}
