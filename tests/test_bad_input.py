@@ -17,7 +17,7 @@ from conftest import ROOT, TINY_ARCH, USER_DIR, run_cli
 from neuroprune_fairseq.commands import dsp_finalize
 from neuroprune_fairseq.commands.finalize import cli_main as finalize_main
 from neuroprune_fairseq.fairseq_adapter.dictionaries import TASK_STATE_KEY, bin_fingerprint, dict_sizes
-from neuroprune_fairseq.recipes import evaluate, files, prepare, steps
+from neuroprune_fairseq.recipes import evaluate, datafiles, prepare, steps
 from test_fairseq_e2e import TRAIN, heads_in_checkpoint
 from test_prepare_evaluate import write_corpus
 
@@ -244,7 +244,7 @@ def test_evaluate_never_writes_over_an_input_and_names_bad_inputs(preps, tmp_pat
     out = tmp_path / "hyps.txt"
     out.write_text("old\n")
     evaluate.main(base + ["--output", str(out), "--overwrite"])
-    assert len(files.read_lines(out)) == 2
+    assert len(datafiles.read_lines(out)) == 2
     # not a checkpoint: finalize's loader names the file
     bad = tmp_path / "notes.pt"
     bad.write_text("not a checkpoint\n")

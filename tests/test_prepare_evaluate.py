@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from conftest import TINY_ARCH
-from neuroprune_fairseq.recipes import files, prepare, scoring, steps
+from neuroprune_fairseq.recipes import datafiles, prepare, scoring, steps
 
 pytest.importorskip("fairseq")
 MAX_POS = 256
@@ -62,8 +62,8 @@ def test_prepare_generic_layout_both_directions(prepped):
     # the length cap: every training target fits a*src+b, and b-1 would cut at least one (unless b is the floor 1)
     sp = spm.SentencePieceProcessor(model_file=str(out / "spm.model"))
     assert sp.get_piece_size() == 60
-    ls = [len(p) for p in sp.encode(files.read_lines(out / "raw" / "train.xx"), out_type=str)]
-    lt = [len(p) for p in sp.encode(files.read_lines(out / "raw" / "train.yy"), out_type=str)]
+    ls = [len(p) for p in sp.encode(datafiles.read_lines(out / "raw" / "train.xx"), out_type=str)]
+    lt = [len(p) for p in sp.encode(datafiles.read_lines(out / "raw" / "train.yy"), out_type=str)]
     a, b = meta["gen_max_len_a"], meta["gen_max_len_b"]
     assert a == 1.5 and all(t <= int(a * s + b) for s, t in zip(ls, lt))
     assert b == 1 or any(t > int(a * s + b - 1) for s, t in zip(ls, lt))
@@ -71,18 +71,18 @@ def test_prepare_generic_layout_both_directions(prepped):
     # spm/ decodes back to raw/, the binary holds one xx-yy pair with a joined dictionary
     for split, n in (("train", 400), ("valid", 40), ("test", 30)):
         for lang in ("xx", "yy"):
-            pieces = files.read_lines(out / "spm" / f"{split}.{lang}")
+            pieces = datafiles.read_lines(out / "spm" / f"{split}.{lang}")
             assert len(pieces) == n
-            assert [sp.decode(p.split()) for p in pieces] == files.read_lines(out / "raw" / f"{split}.{lang}")
+            assert [sp.decode(p.split()) for p in pieces] == datafiles.read_lines(out / "raw" / f"{split}.{lang}")
     assert (out / "bin" / "dict.xx.txt").read_text() == (out / "bin" / "dict.yy.txt").read_text()
-    assert files.bin_langs(out / "bin") == ("xx", "yy") and files.prep_langs(out) == ("xx", "yy")
+    assert datafiles.bin_langs(out / "bin") == ("xx", "yy") and datafiles.prep_langs(out) == ("xx", "yy")
     log = (out / "preprocess.log").read_text()
     assert re.search(r"\[xx\] .*train\.xx: 400 sents", log) and re.search(r"\[yy\] .*test\.yy: 30 sents", log)
     # the other direction: same text, the pair reversed
     rev = prepped / "yy_xx"
-    assert files.bin_langs(rev / "bin") == ("yy", "xx") and json.loads((rev / "prep.json").read_text())["src_lang"] == "yy"
+    assert datafiles.bin_langs(rev / "bin") == ("yy", "xx") and json.loads((rev / "prep.json").read_text())["src_lang"] == "yy"
     assert (rev / "raw" / "test.yy").read_text() == (out / "raw" / "test.yy").read_text()
-    assert files.src_path(rev / "bin", "test") == rev / "spm" / "test.yy"
+    assert datafiles.src_path(rev / "bin", "test") == rev / "spm" / "test.yy"
     # idempotent for the same pair; another pair into the same folder is refused
     assert prepare.prepare(prepped / "raw_in", out, "xx", "yy") == out / "bin"
     with pytest.raises(ValueError, match="prepared for xx->yy"):
@@ -143,7 +143,7 @@ def test_evaluate_raw_files_all_lines_and_bleu(trained, prepped, tmp_path):
     sp = spm.SentencePieceProcessor(model_file=str(prep / "spm.model"))
     rng = random.Random(5)
     pairs = [_pair(rng, rng.randint(2, 9)) for _ in range(6)]
-    longest_train = max(len(p) for p in sp.encode(files.read_lines(prep / "raw" / "train.xx"), out_type=str))
+    longest_train = max(len(p) for p in sp.encode(datafiles.read_lines(prep / "raw" / "train.xx"), out_type=str))
     long_src, long_ref = _pair(rng, 60)
     n_long = len(sp.encode(long_src, out_type=str))
     assert 3 * longest_train < n_long < MAX_POS - 1
@@ -155,7 +155,7 @@ def test_evaluate_raw_files_all_lines_and_bleu(trained, prepped, tmp_path):
     r = _evaluate(["--prep-dir", prep, "--path", trained, "--src", tmp_path / "in.xx", "--ref", tmp_path / "in.yy",
                    "--output", hyp])
     assert r.returncode == 0, r.stderr[-3000:]
-    hyps = files.read_lines(hyp)
+    hyps = datafiles.read_lines(hyp)
     assert len(hyps) == 6  # one hypothesis per input line, the empty (3rd) and the long (5th) one included
     direct = sacrebleu.corpus_bleu(hyps, [[p[1] for p in pairs]])
     printed = [line for line in r.stdout.splitlines() if line.startswith("BLEU ")]
@@ -164,7 +164,7 @@ def test_evaluate_raw_files_all_lines_and_bleu(trained, prepped, tmp_path):
     assert res["bleu"] == round(direct.score, 2) and res["n_hyps"] == res["n_src"] == res["n_refs"] == 6
     # an existing --output is kept without --overwrite
     r2 = _evaluate(["--prep-dir", prep, "--path", trained, "--src", tmp_path / "in.xx", "--output", hyp])
-    assert r2.returncode != 0 and "pass --overwrite" in r2.stderr and files.read_lines(hyp) == hyps
+    assert r2.returncode != 0 and "pass --overwrite" in r2.stderr and datafiles.read_lines(hyp) == hyps
     # the raw-file path decodes the prepared test split exactly as fairseq-generate on PREP/bin does
     from neuroprune_fairseq.recipes import evaluate
 
@@ -173,7 +173,7 @@ def test_evaluate_raw_files_all_lines_and_bleu(trained, prepped, tmp_path):
     assert got["hyps"] == ref_gen["hyps"] and len(got["hyps"]) == 30
     ev = scoring.evaluate_prep(prep, trained)
     assert ev["n_hyps"] == 30 and ev["bleu"] == got["bleu"] == round(
-        sacrebleu.corpus_bleu(ref_gen["hyps"], [files.read_lines(prep / "raw" / "test.yy")]).score, 2)
+        sacrebleu.corpus_bleu(ref_gen["hyps"], [datafiles.read_lines(prep / "raw" / "test.yy")]).score, 2)
 
 
 def test_evaluate_bad_inputs(trained, prepped, tmp_path):
@@ -200,7 +200,7 @@ def test_prepare_multi30k_layout_reversed_pair(tmp_path):
     raw.mkdir()
     for name, n in (("train", 400), ("val", 50), ("test_2016_flickr", 60)):
         for lang in ("de", "en"):
-            lines = files.read_lines(m30k / f"{name}.{lang}.gz")[:n]
+            lines = datafiles.read_lines(m30k / f"{name}.{lang}.gz")[:n]
             with gzip.open(raw / f"{name}.{lang}.gz", "wt", encoding="utf-8") as fh:
                 fh.write("".join(x + "\n" for x in lines))
     out = tmp_path / "prep_en_de"
@@ -208,7 +208,7 @@ def test_prepare_multi30k_layout_reversed_pair(tmp_path):
     meta = json.loads((out / "prep.json").read_text())
     assert (meta["src_lang"], meta["tgt_lang"], meta["layout"]) == ("en", "de", "multi30k")
     assert {s: f["de"]["lines"] for s, f in meta["files"].items()} == {"train": 400, "valid": 50, "test": 60}
-    assert files.bin_langs(out / "bin") == ("en", "de")
-    assert files.read_lines(out / "raw" / "test.de") == [" ".join(x.split()) for x in
-                                                           files.read_lines(m30k / "test_2016_flickr.de.gz")[:60]]
+    assert datafiles.bin_langs(out / "bin") == ("en", "de")
+    assert datafiles.read_lines(out / "raw" / "test.de") == [" ".join(x.split()) for x in
+                                                           datafiles.read_lines(m30k / "test_2016_flickr.de.gz")[:60]]
     assert meta["gen_max_len_b"] >= 1

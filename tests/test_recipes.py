@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-from neuroprune_fairseq.recipes import files, scoring  # noqa: E402
+from neuroprune_fairseq.recipes import datafiles, scoring  # noqa: E402
 from neuroprune_fairseq.recipes import iwslt14 as iwslt  # noqa: E402
 
 
@@ -106,9 +106,9 @@ def test_iwslt_binarize_small_slice(tmp_path):
 
 def test_multi30k_raw_counts():
     d = _data("multi30k")
-    assert len(files.read_lines(d / "test_2016_flickr.en.gz")) == 1000
-    assert len(files.read_lines(d / "val.de.gz")) == 1014
-    assert len(files.read_lines(d / "train.en.gz")) == 29000
+    assert len(datafiles.read_lines(d / "test_2016_flickr.en.gz")) == 1000
+    assert len(datafiles.read_lines(d / "val.de.gz")) == 1014
+    assert len(datafiles.read_lines(d / "train.en.gz")) == 29000
 
 
 def test_sacrebleu_refuses_count_mismatch_and_scores():

@@ -5,7 +5,7 @@ with the ``recipes`` extra. This package is never imported by the fairseq ``--us
 of :mod:`neuroprune_fairseq`; import its modules explicitly
 (``from neuroprune_fairseq.recipes import scoring``).
 
-The shared pieces, one concern each: ``runner`` (subprocesses, the log line), ``files`` (text
+The shared pieces, one concern each: ``runner`` (subprocesses, the log line), ``datafiles`` (text
 files, a prepared folder's layout), ``presets`` (model and schedule presets, ``THETA``),
 ``steps`` (the ``fairseq-train`` command line, finalisation, run-once markers), ``scoring``
 (``fairseq-generate`` and BLEU), ``sweeps`` (point hashes, resume keys, row append) and

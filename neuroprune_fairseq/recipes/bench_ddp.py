@@ -27,7 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from neuroprune_fairseq.recipes import files, presets, runner, steps
+from neuroprune_fairseq.recipes import datafiles, presets, runner, steps
 
 BACKENDS = ("c10d", "legacy_ddp")
 
@@ -131,7 +131,7 @@ def main(argv=None):
         print(f"    {b:<11} {med[b]:.3f}s median over {len(times[b])} updates (mean {res['mean_s_per_update'][b]:.3f}s)")
     print(f"    ratio c10d / legacy_ddp: {ratio:.3f} (median)")
     if a.out:
-        files.write_json(a.out, res)
+        datafiles.write_json(a.out, res)
     return res
 
 

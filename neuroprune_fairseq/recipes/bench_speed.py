@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 from neuroprune_fairseq.fairseq_adapter import checkpoints
-from neuroprune_fairseq.recipes import files, presets, runner, scoring, steps
+from neuroprune_fairseq.recipes import datafiles, presets, runner, scoring, steps
 
 
 def build_trainer(bin_dir, crit_args, model_args, ckpt):
@@ -125,7 +125,7 @@ def sparsity_speed_table(a, prep, work, refs, dense_sps):
         runs = [scoring.generate(prep / "bin", work / f"more_{label}.pt", subset=a.subset, beam=5, batch_size=a.batch_size,
                                extra=scoring.gen_cap(prep), logfile=work / f"gen_more_{label}.log") for _ in range(a.reps)]
         best = max(runs, key=lambda g: g.get("sentences_per_s", 0))
-        bleu, _ = scoring.sacrebleu_score(best["hyps"], refs, trg_lang=files.prep_langs(prep)[1])
+        bleu, _ = scoring.sacrebleu_score(best["hyps"], refs, trg_lang=datafiles.prep_langs(prep)[1])
         rows.append({"checkpoint": str(ck), "sparsity": fin["sparsity"], "heads_kept": fin["heads_kept"],
                      "mlp_neurons_kept": fin["mlp_neurons_kept"], "mlp_neurons_dense": fin["mlp_neurons_dense"],
                      "flops_ratio": fin["flops_ratio"], "sentences_per_s": best.get("sentences_per_s"),
@@ -207,11 +207,11 @@ def main(argv=None):
         for name, ck in models.items():
             gen[name].append(scoring.generate(prep / "bin", ck, subset=a.subset, beam=5, batch_size=a.batch_size,
                                             extra=scoring.gen_cap(prep), logfile=work / f"gen_{name}.log"))
-    refs = files.read_lines(prep / "raw" / f"{a.subset}.{files.prep_langs(prep)[1]}")
+    refs = datafiles.read_lines(prep / "raw" / f"{a.subset}.{datafiles.prep_langs(prep)[1]}")
     res["generate"] = {}
     for name, runs in gen.items():
         best = max(runs, key=lambda g: g.get("sentences_per_s", 0))
-        bleu, _ = scoring.sacrebleu_score(best["hyps"], refs, trg_lang=files.prep_langs(prep)[1])
+        bleu, _ = scoring.sacrebleu_score(best["hyps"], refs, trg_lang=datafiles.prep_langs(prep)[1])
         res["generate"][name] = {"sentences_per_s": best.get("sentences_per_s"), "gen_s": best.get("gen_s"),
                                  "tokens_per_s": best.get("tokens_per_s"),
                                  "output_tokens": sum(len(h.split()) for h in best["hyps"]),
@@ -240,7 +240,7 @@ def main(argv=None):
     if a.more_pruned:
         res["sparsity_speed"] = sparsity_speed_table(a, prep, work, refs, sd)
     if a.out:
-        files.write_json(a.out, res)
+        datafiles.write_json(a.out, res)
     return res
 
 

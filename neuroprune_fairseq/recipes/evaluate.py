@@ -31,7 +31,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from neuroprune_fairseq.recipes import files, runner, scoring, steps
+from neuroprune_fairseq.recipes import datafiles, runner, scoring, steps
 
 
 def read_checkpoint(ckpt) -> dict:
@@ -66,7 +66,7 @@ def check_dictionaries(prep_dir, ckpt, state: dict) -> str:
     from neuroprune_fairseq.fairseq_adapter.dictionaries import TASK_STATE_KEY, bin_fingerprint, dict_files, dict_sizes
 
     prep_dir, ckpt = Path(prep_dir), Path(ckpt)
-    src, tgt = files.prep_langs(prep_dir)
+    src, tgt = datafiles.prep_langs(prep_dir)
     bin_dir = prep_dir / "bin"
     mine = bin_fingerprint(bin_dir, src, tgt)
     if mine is None:
@@ -139,12 +139,12 @@ def translate(prep_dir, ckpt, src_file, output=None, ref_file=None, beam: int = 
     if state is None:
         state = read_checkpoint(ckpt)
         check_dictionaries(prep_dir, ckpt, state)
-    src_lang, tgt_lang = files.prep_langs(prep_dir)
-    lines = [" ".join(s.split()) for s in files.read_lines(src_file)]
+    src_lang, tgt_lang = datafiles.prep_langs(prep_dir)
+    lines = [" ".join(s.split()) for s in datafiles.read_lines(src_file)]
     if not lines:
         raise ValueError(f"--src {src_file} is empty: there is nothing to translate (give a file with one "
                          "sentence per line)")
-    refs = files.read_lines(ref_file) if ref_file else None
+    refs = datafiles.read_lines(ref_file) if ref_file else None
     if refs is not None and len(refs) != len(lines):
         raise ValueError(f"--ref {ref_file} has {len(refs)} lines but --src {src_file} has {len(lines)}")
     sp = spm.SentencePieceProcessor(model_file=str(prep_dir / "spm.model"))
@@ -157,7 +157,7 @@ def translate(prep_dir, ckpt, src_file, output=None, ref_file=None, beam: int = 
                          f"split them, or train with a larger --max-source-positions")
     tmp = Path(tempfile.mkdtemp(prefix="neuroprune_eval_"))
     try:
-        files.write_lines(tmp / "spm" / f"test.{src_lang}", [" ".join(p) for p in pieces])
+        datafiles.write_lines(tmp / "spm" / f"test.{src_lang}", [" ".join(p) for p in pieces])
         bin_dir = tmp / "bin"
         runner.run([runner.tool("fairseq-preprocess"), "--source-lang", src_lang, "--target-lang", tgt_lang,
                     "--testpref", tmp / "spm" / "test", "--destdir", bin_dir, "--only-source",
@@ -172,7 +172,7 @@ def translate(prep_dir, ckpt, src_file, output=None, ref_file=None, beam: int = 
         raise RuntimeError(f"fairseq-generate returned {len(gen['ids'])} hypotheses for {len(lines)} source lines")
     hyps = gen["hyps"]
     if output is not None:
-        files.write_lines(Path(output), hyps)
+        datafiles.write_lines(Path(output), hyps)
     out = {"src": str(src_file), "src_lang": src_lang, "tgt_lang": tgt_lang, "n_src": len(lines), "n_hyps": len(hyps),
            "output": None if output is None else str(output), "gen_sentences_per_s": gen.get("sentences_per_s"),
            "gen_wall_s": round(gen["wall_s"], 2), "hyps": hyps}

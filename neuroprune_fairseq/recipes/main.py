@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from neuroprune_fairseq.fairseq_adapter.checkpoints import active_heads
-from neuroprune_fairseq.recipes import files, main_table, presets, runner, scoring, steps, sweeps
+from neuroprune_fairseq.recipes import datafiles, main_table, presets, runner, scoring, steps, sweeps
 from neuroprune_fairseq.recipes.prepare import prepare
 from neuroprune_fairseq.recipes.progress import Eta, Job, StageFailed, fmt_s, ft_pace_factor, run_jobs
 
@@ -100,7 +100,7 @@ def parse(argv):
         p.error("--sparsity must be in [0, 100)")
     if not 0 < a.anneal_fraction <= 1:
         p.error("--anneal-fraction must be in (0, 1]")
-    a.raw = files.data_dir(a.data_dir, "multi30k")
+    a.raw = datafiles.data_dir(a.data_dir, "multi30k")
     if not a.raw.is_dir():
         p.error(f"--data-dir {a.raw} is not a folder")
     a.model = shlex.split(a.model_args)

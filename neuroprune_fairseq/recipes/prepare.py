@@ -31,7 +31,7 @@ import shutil
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from neuroprune_fairseq.recipes import files, runner
+from neuroprune_fairseq.recipes import datafiles, runner
 
 LAYOUTS = {
     "multi30k": {"train": "train", "valid": "val", "test": "test_2016_flickr"},
@@ -86,9 +86,9 @@ OUTPUTS = ("raw", "spm", "bin", "spm.model", "spm.vocab", "prep.json", "preproce
 
 
 def read_text_lines(path: Path) -> List[str]:
-    """:func:`files.read_lines`, with a non-UTF-8 byte reported by file, line and byte."""
+    """:func:`datafiles.read_lines`, with a non-UTF-8 byte reported by file, line and byte."""
     try:
-        return files.read_lines(path)
+        return datafiles.read_lines(path)
     except UnicodeDecodeError:
         pass
     import gzip
@@ -225,7 +225,7 @@ def _write(out_dir: Path, raw_dir, src_lang: str, tgt_lang: str, vocab_size: int
     raw = out_dir / "raw"
     for split, pair in pairs.items():
         for lang, lines in pair.items():
-            files.write_lines(raw / f"{split}.{lang}", lines)
+            datafiles.write_lines(raw / f"{split}.{lang}", lines)
         runner.log(f"{split}: {counts[split]} {src_lang}-{tgt_lang} pairs ({layout} layout)")
     _train_spm(raw, out_dir, src_lang, tgt_lang, vocab_size, workers)
     import sentencepiece as spm
@@ -234,8 +234,8 @@ def _write(out_dir: Path, raw_dir, src_lang: str, tgt_lang: str, vocab_size: int
     lengths = {}
     for split in LAYOUTS[layout]:
         for lang in (src_lang, tgt_lang):
-            pieces = sp.encode(files.read_lines(raw / f"{split}.{lang}"), out_type=str)
-            files.write_lines(out_dir / "spm" / f"{split}.{lang}", [" ".join(p) for p in pieces])
+            pieces = sp.encode(datafiles.read_lines(raw / f"{split}.{lang}"), out_type=str)
+            datafiles.write_lines(out_dir / "spm" / f"{split}.{lang}", [" ".join(p) for p in pieces])
             if split == "train":
                 lengths[lang] = [len(p) for p in pieces]
     b = gen_len_b(lengths[src_lang], lengths[tgt_lang])
@@ -271,7 +271,7 @@ def main(argv=None):
                    help="rebuild an existing --out prepared with other settings (default: refuse, naming the difference)")
     a = p.parse_args(argv)
     try:
-        bin_dir = prepare(files.data_dir(a.data_dir, "multi30k"), a.out, a.src_lang, a.tgt_lang, a.vocab_size, a.workers,
+        bin_dir = prepare(datafiles.data_dir(a.data_dir, "multi30k"), a.out, a.src_lang, a.tgt_lang, a.vocab_size, a.workers,
                           overwrite=a.overwrite)
     except (FileNotFoundError, ValueError) as e:
         raise SystemExit(f"neuroprune-prepare: {e}")

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from . import files, runner
+from . import datafiles, runner
 
 _TRANSLATED = re.compile(r"Translated ([\d,]+) sentences \(([\d,]+) tokens\) in ([\d.]+)s \(([\d.]+) sentences/s, ([\d.]+) tokens/s\)")
 
@@ -45,8 +45,8 @@ def generate(bin_dir: Path, ckpt: Path, subset: str = "test", beam: int = 5, bat
             idx, _score, *text = line.split("\t")
             hyps[int(idx[2:])] = text[0] if text else ""
     m = _TRANSLATED.search(r.stdout + r.stderr)
-    src = files.src_path(bin_dir, subset)
-    n_src = len(files.read_lines(src)) if src else None
+    src = datafiles.src_path(bin_dir, subset)
+    n_src = len(datafiles.read_lines(src)) if src else None
     out = {"hyps": [hyps[i] for i in sorted(hyps)], "ids": sorted(hyps), "wall_s": wall, "n_src": n_src}
     if m:
         out.update(sentences=int(m.group(1).replace(",", "")), gen_s=float(m.group(3)),
@@ -91,10 +91,10 @@ def evaluate_prep(prep_dir: Path, ckpt: Path, subset: str = "test", beam: int = 
     """Detokenized cased sacrebleu of a split of a ``neuroprune-prepare`` folder against its raw
     references ``raw/{subset}.{tgt}`` (Multi30k: test = test_2016_flickr, 1000 lines)."""
     prep_dir = Path(prep_dir)
-    _src, tgt = files.prep_langs(prep_dir)
+    _src, tgt = datafiles.prep_langs(prep_dir)
     gen = generate(prep_dir / "bin", ckpt, subset=subset, beam=beam, batch_size=batch_size, logfile=logfile,
                    extra=gen_cap(prep_dir))
-    refs = files.read_lines(prep_dir / "raw" / f"{subset}.{tgt}")
+    refs = datafiles.read_lines(prep_dir / "raw" / f"{subset}.{tgt}")
     bleu, sig = sacrebleu_score(gen["hyps"], refs, trg_lang=tgt)
     return {"bleu": round(bleu, 2), "sacrebleu_signature": sig, "n_hyps": len(gen["hyps"]), "n_refs": len(refs),
             "n_hyps_eq_n_refs": len(gen["hyps"]) == len(refs), "gen_sentences_per_s": gen.get("sentences_per_s"),
@@ -115,14 +115,14 @@ def evaluate_iwslt(prep_dir: Path, ckpt: Path, subset: str = "test", beam: int =
     from sacremoses import MosesDetokenizer
 
     prep_dir = Path(prep_dir)
-    _src, tgt = files.bin_langs(prep_dir / "bin") or ("de", "en")  # IWSLT14 de-en, the pair iwslt14.py prepares
+    _src, tgt = datafiles.bin_langs(prep_dir / "bin") or ("de", "en")  # IWSLT14 de-en, the pair iwslt14.py prepares
     gen = generate(prep_dir / "bin", ckpt, subset=subset, beam=beam, batch_size=batch_size,
                    post_process="subword_nmt", logfile=logfile)
-    tok_refs = files.read_lines(prep_dir / "tok" / f"{subset}.{tgt}")
+    tok_refs = datafiles.read_lines(prep_dir / "tok" / f"{subset}.{tgt}")
     md = MosesDetokenizer(lang=tgt)
     detok = [md.detokenize(h.split(), unescape=True) for h in gen["hyps"]]
     raw = prep_dir / "raw" / f"{subset}.{tgt}"
-    refs = files.read_lines(raw) if raw.exists() else [md.detokenize(r.split(), unescape=True) for r in tok_refs]
+    refs = datafiles.read_lines(raw) if raw.exists() else [md.detokenize(r.split(), unescape=True) for r in tok_refs]
     bleu, sig = sacrebleu_score(detok, refs, lowercase=True)
     bleu_tok, sig_tok = sacrebleu_score(gen["hyps"], tok_refs, tokenize="none")
     return {"bleu": round(bleu, 2), "sacrebleu_signature": sig, "bleu_tok": round(bleu_tok, 2),

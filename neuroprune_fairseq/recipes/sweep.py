@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 from neuroprune_fairseq.fairseq_adapter.checkpoints import epochs_trained
-from neuroprune_fairseq.recipes import files, prepare, presets, runner, scoring, steps, sweeps
+from neuroprune_fairseq.recipes import datafiles, prepare, presets, runner, scoring, steps, sweeps
 
 DEFAULTS = {
     "dataset": "multi30k",
@@ -185,8 +185,7 @@ def main(argv=None):
     points = expand(cfg["grid"])
     model_args = cfg["model_args"] or presets.MULTI30K_MODEL
     work = Path(a.work_dir)
-    results = Path(a.results)
-    results.parent.mkdir(parents=True, exist_ok=True)
+    sweep = sweeps.Sweep(Path(a.results), key)
 
     if a.init and not (a.prep_dir or cfg["dataset"] != "multi30k"):
         p.error("--init needs --prep-dir: the preparation (dictionaries) the checkpoint was trained on")
@@ -199,9 +198,9 @@ def main(argv=None):
     elif cfg["dataset"] == "multi30k":
         prep = work / (f"prep_{a.src_lang}_{a.tgt_lang}" if (a.src_lang, a.tgt_lang) != ("de", "en") else "prep")
         if not a.dry_run:
-            prepare.prepare(files.data_dir(a.data_dir, "multi30k"), prep, a.src_lang, a.tgt_lang)
+            prepare.prepare(datafiles.data_dir(a.data_dir, "multi30k"), prep, a.src_lang, a.tgt_lang)
     else:
-        prep = files.data_dir(a.data_dir, "iwslt14_prepared")
+        prep = datafiles.data_dir(a.data_dir, "iwslt14_prepared")
     bin_dir = prep / "bin"
 
     if a.init:
@@ -218,11 +217,9 @@ def main(argv=None):
     dense_init = str(Path(a.init).resolve()) if a.init else str(dense_dir.resolve() / "checkpoint_last.pt")
     fe = cfg["finetune_epochs"]
     todo = ([{"method": "dense", "alpha": None, "beta": None, "theta": None}] if cfg["include_dense"] else []) + points
-    have = done_keys(results)
-    pending = [pt for pt in todo
-               if key({**pt, "finetune_epochs": None if pt["method"] == "dense" else fe, "dense_init": dense_init,
-                       "penalty_scale": cfg["penalty_scale"] if pt["method"] in ("neuroprune", "l1") else None}) not in have]
-    runner.log(f"{len(todo)} points, {len(todo) - len(pending)} already in {results}, {len(pending)} to run")
+    pending = sweep.pending(todo, lambda pt: {
+        **pt, "finetune_epochs": None if pt["method"] == "dense" else fe, "dense_init": dense_init,
+        "penalty_scale": cfg["penalty_scale"] if pt["method"] in ("neuroprune", "l1") else None})
     if a.dry_run:
         for pt in pending:
             print(json.dumps(pt))
@@ -273,7 +270,7 @@ def main(argv=None):
                "point_wall_s": round(time.time() - t0, 1), "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
         if not row["n_hyps_eq_n_refs"]:
             raise SystemExit(f"{pt}: {row['n_hyps']} hypotheses for {row['n_refs']} references")
-        sweeps.record(results, row, f"{pt['method']} a={pt['alpha']} b={pt['beta']} t={pt['theta']} "
+        sweep.record(row, f"{pt['method']} a={pt['alpha']} b={pt['beta']} t={pt['theta']} "
                       f"prox={pt.get('proximal', False)} S={pt.get('target_sparsity')}: BLEU {row['bleu']} heads "
                       f"{row['heads_kept']}/{row['heads_dense']} sparsity {row['sparsity']}% flops ratio {row['flops_ratio']}")
 

@@ -31,7 +31,7 @@ import shlex
 import time
 from pathlib import Path
 
-from neuroprune_fairseq.recipes import files, presets, runner, scoring, steps, sweeps
+from neuroprune_fairseq.recipes import datafiles, presets, runner, scoring, steps, sweeps
 
 #: the DSP task and criterion on top of steps.COMMON_TRAIN
 DSP_TRAIN = ["--task", "dsp_translation", "--criterion", "dsp_ce"]
@@ -51,9 +51,13 @@ def point_key(row):
             row.get("model_args"), row.get("anneal_steps"), row.get("straight_through"), row.get("gate_lr"), row.get("data_bin"))
 
 
-def done_keys(results: Path):
+def is_dsp_row(row) -> bool:
     # the file is shared with scripts/sweep.py (dense, neuroprune, l1 rows have no K)
-    return sweeps.done_keys(results, point_key, where=lambda r: r.get("method") in ("dsp", "michel") and r.get("K") is not None)
+    return row.get("method") in ("dsp", "michel") and row.get("K") is not None
+
+
+def done_keys(results: Path):
+    return sweeps.done_keys(results, point_key, where=is_dsp_row)
 
 
 def train_point(a, k: int, run_dir: Path, logfile: Path) -> float:
@@ -86,10 +90,10 @@ def finalize_point(a, k: int, src: Path, out: Path, logfile: Path):
 
 
 def references(a, gen_log: Path):
-    tgt = (files.bin_langs(a.data_bin) or (None, None))[1]
+    tgt = (datafiles.bin_langs(a.data_bin) or (None, None))[1]
     refs_path = Path(a.refs) if a.refs else Path(a.data_bin).resolve().parent / "raw" / f"{a.subset}.{tgt}"
     if refs_path.exists():
-        return files.read_lines(refs_path), str(refs_path)
+        return datafiles.read_lines(refs_path), str(refs_path)
     tgt = {}
     for line in gen_log.read_text().splitlines():
         if line.startswith("T-"):
@@ -102,7 +106,7 @@ def evaluate(a, ckpt: Path, gen_log: Path):
     gen = scoring.generate(Path(a.data_bin), ckpt, subset=a.subset, beam=a.beam, batch_size=a.batch_size,
                          post_process=a.post_process, logfile=gen_log)
     refs, ref_source = references(a, gen_log)
-    tgt = (files.bin_langs(a.data_bin) or (None, ""))[1]
+    tgt = (datafiles.bin_langs(a.data_bin) or (None, ""))[1]
     bleu, sig = scoring.sacrebleu_score(gen["hyps"], refs, trg_lang=tgt)  # raises if counts differ
     return {"bleu": round(bleu, 2), "sacrebleu_signature": sig, "refs": ref_source, "n_hyps": len(gen["hyps"]),
             "n_refs": len(refs), "gen_sentences_per_s": gen.get("sentences_per_s"), "gen_wall_s": round(gen["wall_s"], 2)}
@@ -149,15 +153,13 @@ def main(argv=None):
     a.data_bin = str(Path(a.data_bin).resolve())
     init = str(Path(a.pretrained).resolve()) if a.pretrained else None
     ks = [int(x) for x in a.heads.split(",") if x.strip()]
-    results, work = Path(a.results), Path(a.work_dir)
-    results.parent.mkdir(parents=True, exist_ok=True)
-    have = done_keys(results)
+    work = Path(a.work_dir)
+    sweep = sweeps.Sweep(Path(a.results), point_key, where=is_dsp_row)
     base = {"method": a.method, "mode": a.mode, "epochs": a.epochs, "init": init, "arch": a.arch,
             "model_args": a.model_args, "anneal_steps": a.anneal_steps, "straight_through": a.straight_through,
             "gate_lr": a.gate_lr,
             "data_bin": a.data_bin}
-    pending = [k for k in ks if point_key({**base, "K": k}) not in have]
-    runner.log(f"{len(ks)} points, {len(ks) - len(pending)} already in {results}, {len(pending)} to run: K={pending}")
+    pending = sweep.pending(ks, lambda k: {**base, "K": k}, lambda left: f": K={left}")
     if a.dry_run:
         return
     # run folders are named by the settings, so two sweeps sharing --work-dir never reuse each other's runs
@@ -183,7 +185,7 @@ def main(argv=None):
                "train_wall_s": None if wall is None else round(wall, 1), **{key: v for key, v in ev.items() if key != "bleu"},
                "empty_policy": a.empty_modules,
                "point_wall_s": round(time.time() - t0, 1), "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
-        sweeps.record(results, row, f"{a.method} {a.mode or ''} K={k}: BLEU {row['bleu']} heads {row['heads_kept']}/"
+        sweep.record(row, f"{a.method} {a.mode or ''} K={k}: BLEU {row['bleu']} heads {row['heads_kept']}/"
                       f"{row['heads_dense']} per module {'.'.join(map(str, row['heads_per_module']))} "
                       f"sparsity {row['sparsity']:.2f}% params {row['params']}")
 

@@ -39,9 +39,8 @@ import time
 from pathlib import Path
 
 from neuroprune_fairseq.fairseq_adapter import checkpoints
-from neuroprune_fairseq.recipes import files, presets, runner, scoring, steps, sweeps
+from neuroprune_fairseq.recipes import datafiles, presets, runner, scoring, steps, sweeps
 
-METHODS = ("neuroprune", "l1", "dsp-joint", "dsp-pipelined", "michel", "dense", "dense-ft")
 DEFAULT_ALPHA = {"neuroprune": 0.5, "l1": 0.05}  # the CPU preset's penalty weights (examples/multi30k_cpu/sweep.json)
 
 
@@ -54,7 +53,7 @@ def references(a) -> Path:
     """The file the test BLEU is computed against (its absence is an error before any training)."""
     if a.recipe == "iwslt14":
         return a.prep / "tok" / "test.en"
-    return a.prep / "raw" / f"test.{files.prep_langs(a.prep)[1]}"
+    return a.prep / "raw" / f"test.{datafiles.prep_langs(a.prep)[1]}"
 
 
 def evaluate(a, final: Path, logfile: Path) -> dict:
@@ -65,49 +64,79 @@ def evaluate(a, final: Path, logfile: Path) -> dict:
     return scoring.evaluate_prep(a.prep, final, logfile=logfile)
 
 
-def done_keys(results: Path):
-    return sweeps.done_keys(results, lambda r: r.get("point_key"))
+def point_key(row):
+    return row.get("point_key")
+
+
+class Point:
+    """One point's training: its settings and the phases' wall seconds (resumable phases)."""
+
+    def __init__(self, a, k: int, run: Path, logs: Path, s: dict):
+        self.a, self.k, self.run, self.logs, self.s = a, k, run, logs, s
+        self.bin, self.dense, self.E = a.prep / "bin", a.dense, a.epochs
+        self.base = [*RECIPES[a.recipe], *shlex.split(a.model_args), "--seed", str(a.seed)]
+        self.walls = {}
+
+    def train(self, phase: str, folder: str, args, log: str) -> Path:
+        """``fairseq-train`` into ``run/folder``, timed as ``phase``; returns its last checkpoint."""
+        self.walls[phase] = steps.train(self.bin, self.run / folder, args, self.logs / f"{self.run.name}.{log}.log")
+        return self.run / folder / "checkpoint_last.pt"
+
+    def prune(self, command: str, args, log: str, phase=None) -> Path:
+        """A pruning command (``--output run/pruned.pt --data BIN --heads K --report``), run once."""
+        pruned = self.run / "pruned.pt"
+        wall = steps.once(self.run / "pruned.done", lambda: runner.run_module(
+            command, [*args, "--output", pruned, "--data", self.bin, "--heads", self.k, "--report", self.run / "pruned.json"],
+            self.logs / f"{self.run.name}.{log}.log"))
+        if phase:
+            self.walls[phase] = wall
+        return pruned
+
+    def finetune(self, pruned: Path, epochs: int) -> Path:
+        """``epochs`` of plain fine-tuning of a pruned model (none: the pruned model itself)."""
+        if epochs <= 0:
+            return pruned
+        return self.train("finetune", "finetune", presets.plain_args(self.base, epochs, pruned.resolve()), "finetune")
+
+
+def penalised(p: Point) -> Path:
+    """neuroprune / l1: fine-tuning with the head target K, reached after --target-epoch."""
+    args = presets.finetune_args(p.a.method, p.dense, p.E, p.s["alpha"], p.s["beta"], presets.THETA, p.base) + [
+        "--np-target-heads", str(p.k), "--np-target-epoch", str(p.s.get("target_epoch", p.E))]
+    return p.train("train", "train", args, "train")
+
+
+def dsp(mode: str):
+    """DSP gates (joint: with the weights, E epochs; pipelined: 1 epoch, then E - 1 of fine-tuning)."""
+    def method(p: Point) -> Path:
+        gate_epochs = p.E if mode == "joint" else 1
+        args = [*p.base, "--task", "dsp_translation", "--criterion", "dsp_ce", "--dsp-heads", str(p.k), "--dsp-mode", mode,
+                "--dsp-pretrained", str(p.dense), "--max-epoch", str(gate_epochs), "--dsp-anneal-steps",
+                str(p.s["anneal_steps"]), "--dsp-lr", str(p.s["gate_lr"])]
+        gates = p.train("gates" if mode == "pipelined" else "train", "dsp", args, "dsp")
+        pruned = p.prune("neuroprune_fairseq.commands.dsp_finalize", ["--path", gates], "dsp_finalize")
+        return p.finetune(pruned, 0 if mode == "joint" else p.E - 1)
+
+    return method
+
+
+def michel(p: Point) -> Path:
+    """Michel et al.'s importance on the dense model, top-K, then E epochs of fine-tuning."""
+    pruned = p.prune("neuroprune_fairseq.commands.head_importance", ["--path", p.dense], "importance", phase="importance")
+    return p.finetune(pruned, p.E)
+
+
+#: every method: how one point trains (the model it returns is finalised and scored alike)
+METHODS = {"neuroprune": penalised, "l1": penalised, "dsp-joint": dsp("joint"), "dsp-pipelined": dsp("pipelined"),
+           "michel": michel, "dense": lambda p: p.dense,
+           "dense-ft": lambda p: p.train("train", "train", presets.plain_args(p.base, p.E, p.dense), "train")}
 
 
 def run_point(a, k, run: Path, logs: Path, s: dict):
     """Train/prune one point; returns (checkpoint to finalise, {phase: wall seconds})."""
-    bin_dir, dense, E = a.prep / "bin", a.dense, a.epochs
-    base = [*RECIPES[a.recipe], *shlex.split(a.model_args), "--seed", str(a.seed)]
-    walls = {}
-    tag = run.name
+    p = Point(a, k, run, logs, s)
     run.mkdir(parents=True, exist_ok=True)
-    if a.method in ("neuroprune", "l1"):
-        args = presets.finetune_args(a.method, dense, E, s["alpha"], s["beta"], presets.THETA, base) + [
-            "--np-target-heads", str(k), "--np-target-epoch", str(s.get("target_epoch", E))]
-        walls["train"] = steps.train(bin_dir, run / "train", args, logs / f"{tag}.train.log")
-        return run / "train" / "checkpoint_last.pt", walls
-    if a.method == "dense":
-        return dense, walls
-    if a.method == "dense-ft":
-        walls["train"] = steps.train(bin_dir, run / "train", presets.plain_args(base, E, dense), logs / f"{tag}.train.log")
-        return run / "train" / "checkpoint_last.pt", walls
-    pruned = run / "pruned.pt"
-    if a.method.startswith("dsp"):
-        mode = a.method.split("-")[1]
-        gate_epochs = E if mode == "joint" else 1
-        args = [*base, "--task", "dsp_translation", "--criterion", "dsp_ce", "--dsp-heads", str(k), "--dsp-mode", mode,
-                "--dsp-pretrained", str(dense), "--max-epoch", str(gate_epochs), "--dsp-anneal-steps", str(s["anneal_steps"]),
-                "--dsp-lr", str(s["gate_lr"])]
-        walls["gates" if mode == "pipelined" else "train"] = steps.train(bin_dir, run / "dsp", args, logs / f"{tag}.dsp.log")
-        steps.once(run / "pruned.done", lambda: runner.run_module(
-            "neuroprune_fairseq.commands.dsp_finalize", ["--path", run / "dsp" / "checkpoint_last.pt", "--output", pruned,
-             "--data", bin_dir, "--heads", k, "--report", run / "pruned.json"], logs / f"{tag}.dsp_finalize.log"))
-        ft_epochs = 0 if mode == "joint" else E - 1
-    else:  # michel
-        walls["importance"] = steps.once(run / "pruned.done", lambda: runner.run_module(
-            "neuroprune_fairseq.commands.head_importance", ["--path", dense, "--heads", k, "--output", pruned, "--data", bin_dir,
-             "--report", run / "pruned.json"], logs / f"{tag}.importance.log"))
-        ft_epochs = E
-    if ft_epochs <= 0:
-        return pruned, walls
-    walls["finetune"] = steps.train(bin_dir, run / "finetune", presets.plain_args(base, ft_epochs, pruned.resolve()),
-                                    logs / f"{tag}.finetune.log")
-    return run / "finetune" / "checkpoint_last.pt", walls
+    return METHODS[a.method](p), p.walls
 
 
 def main(argv=None):
@@ -151,7 +180,7 @@ def main(argv=None):
     if a.also_score and a.recipe == "iwslt14":
         p.error("--also-score: not for --recipe iwslt14 (its test set is scored with two BLEUs); leave it empty")
     for sub in a.also_score:
-        tgt = files.prep_langs(a.prep)[1] if (a.prep / "prep.json").exists() else "?"
+        tgt = datafiles.prep_langs(a.prep)[1] if (a.prep / "prep.json").exists() else "?"
         if not (a.prep / "raw" / f"{sub}.{tgt}").exists():
             p.error(f"--also-score {sub}: no references {a.prep / 'raw' / f'{sub}.{tgt}'}")
     if not (a.prep / "bin").exists():
@@ -175,15 +204,14 @@ def main(argv=None):
         s["recipe"] = a.recipe
     if a.label:
         s["base_method"] = a.method
-    results, work = Path(a.results), Path(a.work_dir)
-    results.parent.mkdir(parents=True, exist_ok=True)
-    have = done_keys(results)
+    work = Path(a.work_dir)
+    sweep = sweeps.Sweep(Path(a.results), point_key)
     epochs = 0 if a.method == "dense" else a.epochs
     for k in ks:
         ident = {"method": a.label or a.method, "K": k, "seed": a.seed, "epochs": epochs, "dense": str(a.dense), **s}
         pkey = sweeps.settings_hash(ident, 12)
-        if pkey in have:
-            runner.log(f"{a.method} K={k} seed={a.seed}: already in {results}")
+        if sweep.done({"point_key": pkey}):
+            runner.log(f"{a.method} K={k} seed={a.seed}: already in {sweep.results}")
             continue
         tag = f"{a.label or a.method}_K{k}_e{epochs}_s{a.seed}_{pkey}"
         runner.log(f"{tag}: {json.dumps(ident)}")
@@ -200,12 +228,12 @@ def main(argv=None):
             raise SystemExit(f"{tag}: {ev['n_hyps']} hypotheses for {ev['n_refs']} references")
         bleu_sets = {}
         if a.recipe != "iwslt14":  # BLEU per test set, keyed by set name (the test split first)
-            bleu_sets[files.split_name(a.prep, "test")] = ev["bleu"]
+            bleu_sets[datafiles.split_name(a.prep, "test")] = ev["bleu"]
             for sub in a.also_score:
                 e2 = scoring.evaluate_prep(a.prep, final, subset=sub, logfile=logs / f"{tag}.generate.{sub}.log")
                 if not e2["n_hyps_eq_n_refs"]:
                     raise SystemExit(f"{tag} {sub}: {e2['n_hyps']} hypotheses for {e2['n_refs']} references")
-                bleu_sets[files.split_name(a.prep, sub)] = e2["bleu"]
+                bleu_sets[datafiles.split_name(a.prep, sub)] = e2["bleu"]
         if a.method != "dense" and sum(act) != k:
             runner.log(f"WARNING {tag}: {sum(act)} active heads, not K={k}")
         row = {**ident, "point_key": pkey, "bleu": ev["bleu"], **({"bleu_sets": bleu_sets} if bleu_sets else {}), "heads_kept": sum(act), "heads_physical": sum(phys),
@@ -215,7 +243,7 @@ def main(argv=None):
                **{key: v for key, v in ev.items() if key != "bleu"},
                "point_wall_s": round(time.time() - t0, 1), "device": runner.device_desc(),
                "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
-        sweeps.record(results, row, f"{a.method} K={k} seed={a.seed}: BLEU {row['bleu']} heads {row['heads_kept']} "
+        sweep.record(row, f"{a.method} K={k} seed={a.seed}: BLEU {row['bleu']} heads {row['heads_kept']} "
                       f"({'.'.join(map(str, act))}) sparsity {row['sparsity']:.2f}% train {row['train_wall_s']} s")
 
 

@@ -1,14 +1,15 @@
-"""The sweep engine's shared plumbing, used by every sweep (``sweep``, ``sweep_dsp``,
-``sweep_heads``) and the main job: a point's identity as a short hash, the keys of the points
-a results file already holds (resume), and one results row appended under a file lock with its
-log line. A sweep says only what its points are and how one is trained and scored."""
+"""The sweep engine, used by every sweep (``sweep``, ``sweep_dsp``, ``sweep_heads``; the main job
+names its runs with :func:`settings_hash` too): a point's identity as a short hash, the keys of
+the points a results file already holds (resume), and one results row appended under a file lock
+with its log line. A sweep says only what its points are (its methods are a table of data and
+functions) and how one point is trained and scored; :class:`Sweep` does the rest."""
 from __future__ import annotations
 
 import fcntl
 import hashlib
 import json
 from pathlib import Path
-from typing import Callable, Hashable, Iterable, Optional, Set
+from typing import Callable, Hashable, Iterable, List, Optional, Set
 
 from .runner import log
 
@@ -46,3 +47,31 @@ def record(results: Path, row: dict, message: str) -> None:
     """A finished point: its row appended to ``results``, then ``message`` logged."""
     append_row(results, row)
     log(message)
+
+
+class Sweep:
+    """The points of one sweep in a results file (which a file may share with other sweeps).
+
+    ``key(row)``: a point's identity, computed alike from a finished row and from a planned
+    point's row fields; ``where(row)``: the rows of this sweep (default: all)."""
+
+    def __init__(self, results: Path, key: Callable[[dict], Hashable], where: Optional[Callable[[dict], bool]] = None):
+        self.results, self.key = Path(results), key
+        self.results.parent.mkdir(parents=True, exist_ok=True)
+        self.have = done_keys(self.results, key, where)
+
+    def done(self, row: dict) -> bool:
+        """Whether the point with these row fields is in the results file already."""
+        return self.key(row) in self.have
+
+    def pending(self, points: List, row_of: Callable = lambda pt: pt, what: Callable[[List], str] = lambda left: "") -> List:
+        """The points not in the results file yet (``row_of(point)``: its row fields), logged as
+        ``N points, D already in FILE, P to run`` (+ ``what(pending)``)."""
+        left = [pt for pt in points if not self.done(row_of(pt))]
+        log(f"{len(points)} points, {len(points) - len(left)} already in {self.results}, {len(left)} to run{what(left)}")
+        return left
+
+    def record(self, row: dict, message: str) -> None:
+        """A finished point: its row appended, ``message`` logged, the point marked done."""
+        record(self.results, row, message)
+        self.have.add(self.key(row))
