@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from conftest import TINY_ARCH
-from neuroprune_fairseq.recipes import datafiles, prepare, scoring, steps
+from neuroprune_fairseq.recipes import datafiles, preparation, prepare, scoring, steps
 
 pytest.importorskip("fairseq")
 MAX_POS = 256
@@ -46,8 +46,8 @@ def write_corpus(d: Path, sizes=(("train", 400), ("valid", 40), ("test", 30)), g
 def prepped(tmp_path_factory):
     d = tmp_path_factory.mktemp("prep")
     raw = write_corpus(d / "raw_in")
-    prepare.prepare(raw, d / "xx_yy", "xx", "yy", vocab_size=60)
-    prepare.prepare(raw, d / "yy_xx", "yy", "xx", vocab_size=60)
+    preparation.prepare(raw, d / "xx_yy", "xx", "yy", vocab_size=60)
+    preparation.prepare(raw, d / "yy_xx", "yy", "xx", vocab_size=60)
     return d
 
 
@@ -84,28 +84,28 @@ def test_prepare_generic_layout_both_directions(prepped):
     assert (rev / "raw" / "test.yy").read_text() == (out / "raw" / "test.yy").read_text()
     assert datafiles.src_path(rev / "bin", "test") == rev / "spm" / "test.yy"
     # idempotent for the same pair; another pair into the same folder is refused
-    assert prepare.prepare(prepped / "raw_in", out, "xx", "yy") == out / "bin"
+    assert preparation.prepare(prepped / "raw_in", out, "xx", "yy") == out / "bin"
     with pytest.raises(ValueError, match="prepared for xx->yy"):
-        prepare.prepare(prepped / "raw_in", out, "yy", "xx")
+        preparation.prepare(prepped / "raw_in", out, "yy", "xx")
 
 
 def test_gen_len_b_hand_computed():
     # ceil(5 - 3) = 2, ceil(5 - 6) = -1, ceil(1 - 0) = 1, ceil(3 - 1.5) = 2 -> 2
-    assert prepare.gen_len_b([2, 4, 0, 1], [5, 5, 1, 3]) == 2
-    assert prepare.gen_len_b([4, 4], [1, 2]) == 1  # floor 1: an empty source still gets a search step
+    assert preparation.gen_len_b([2, 4, 0, 1], [5, 5, 1, 3]) == 2
+    assert preparation.gen_len_b([4, 4], [1, 2]) == 1  # floor 1: an empty source still gets a search step
 
 
 def test_prepare_bad_inputs(tmp_path):
     raw = write_corpus(tmp_path / "raw", sizes=(("train", 40), ("valid", 5), ("test", 5)))
     with pytest.raises(FileNotFoundError, match=r"no complete xx-zz corpus.*train\.\{xx,yy\}"):
-        prepare.prepare(raw, tmp_path / "o1", "xx", "zz")
+        preparation.prepare(raw, tmp_path / "o1", "xx", "zz")
     with pytest.raises(SystemExit, match="no complete"):
         prepare.main(["--data-dir", str(raw), "--src-lang", "cs", "--tgt-lang", "fr", "--out", str(tmp_path / "o2")])
     with pytest.raises(ValueError, match="--vocab-size 5000 is too large"):
-        prepare.prepare(raw, tmp_path / "o3", "xx", "yy", vocab_size=5000)
+        preparation.prepare(raw, tmp_path / "o3", "xx", "yy", vocab_size=5000)
     (raw / "valid.yy").write_text("".join("ZQ\n" for _ in range(6)))
     with pytest.raises(ValueError, match=r"valid\.xx has 5 lines but .*valid\.yy has 6"):
-        prepare.prepare(raw, tmp_path / "o4", "xx", "yy")
+        preparation.prepare(raw, tmp_path / "o4", "xx", "yy")
 
 
 @pytest.fixture(scope="module")
@@ -204,7 +204,7 @@ def test_prepare_multi30k_layout_reversed_pair(tmp_path):
             with gzip.open(raw / f"{name}.{lang}.gz", "wt", encoding="utf-8") as fh:
                 fh.write("".join(x + "\n" for x in lines))
     out = tmp_path / "prep_en_de"
-    prepare.prepare(raw, out, "en", "de", vocab_size=500)
+    preparation.prepare(raw, out, "en", "de", vocab_size=500)
     meta = json.loads((out / "prep.json").read_text())
     assert (meta["src_lang"], meta["tgt_lang"], meta["layout"]) == ("en", "de", "multi30k")
     assert {s: f["de"]["lines"] for s, f in meta["files"].items()} == {"train": 400, "valid": 50, "test": 60}

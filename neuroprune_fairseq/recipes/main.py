@@ -21,7 +21,7 @@ from pathlib import Path
 
 from neuroprune_fairseq.fairseq_adapter.checkpoints import active_heads
 from neuroprune_fairseq.recipes import datafiles, main_table, presets, runner, scoring, steps, sweeps
-from neuroprune_fairseq.recipes.prepare import prepare
+from neuroprune_fairseq.recipes.preparation import prepare
 from neuroprune_fairseq.recipes.progress import Eta, Job, StageFailed, fmt_s, ft_pace_factor, run_jobs
 
 #: --model-args default (part of the run folders' settings hash: keep the string as it is)

@@ -76,7 +76,7 @@ LEGACY_GEN_CAP = (1.5, 12)
 
 
 def gen_cap(prep_dir: Path) -> List[str]:
-    """``--max-len-a/--max-len-b`` of a prepared folder (``prep.json``; see recipes.prepare). The cap
+    """``--max-len-a/--max-len-b`` of a prepared folder (``prep.json``; see recipes.preparation). The cap
     lets every training target through and stops degenerate (heavily pruned) models from looping."""
     meta = Path(prep_dir) / "prep.json"
     a, b = LEGACY_GEN_CAP

@@ -25,9 +25,10 @@ import json
 import os
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 from neuroprune_fairseq.fairseq_adapter.checkpoints import epochs_trained
-from neuroprune_fairseq.recipes import datafiles, prepare, presets, runner, scoring, steps, sweeps
+from neuroprune_fairseq.recipes import datafiles, preparation, presets, runner, scoring, steps, sweeps
 
 DEFAULTS = {
     "dataset": "multi30k",
@@ -144,6 +145,43 @@ def penalty_points(log: Path) -> dict:
     return {"points_removed": r, "points_penalties": p_, "points_cut": c}
 
 
+def run_dense(ctx, pt):
+    """The dense model itself, not trained here: (run folder, its training seconds, no log)."""
+    if ctx.init:  # never write next to a shared checkpoint
+        run_dir = ctx.work / "runs" / ctx.dense_dir.name / "dense"
+        run_dir.mkdir(parents=True, exist_ok=True)
+        return run_dir, ctx.dense_wall, None
+    return ctx.dense_dir, ctx.dense_wall, None
+
+
+def run_dense_ft(ctx, pt):
+    """The control: the same fine-tuning epochs and schedule, no penalty."""
+    run_dir = ctx.work / "runs" / ctx.dense_dir.name / f"dense-ft_e{ctx.fe}"
+    log = ctx.work / "logs" / f"{ctx.dense_dir.name}.{run_dir.name}.log"
+    return run_dir, steps.train(ctx.bin_dir, run_dir, presets.plain_args(ctx.model_args, ctx.fe, ctx.dense_init), log), log
+
+
+def run_penalised(ctx, pt):
+    """NeuroPrune or l1 fine-tuning (the point's --np-proximal / --np-target-* flags too)."""
+    cfg, fe = ctx.cfg, ctx.fe
+    tag = f"{pt['method']}_a{pt['alpha']:g}_b{pt['beta']:g}_t{pt['theta']:g}_e{fe}"
+    tag += "_token" if cfg["penalty_scale"] == "token" else ""
+    tag += "_prox" if pt.get("proximal") else ""
+    tag += f"_s{pt['target_sparsity']:g}" if pt.get("target_sparsity") is not None else ""
+    tag += f"_{pt['target_mode']}" if pt.get("target_mode") else ""
+    tag += "_euclid" if pt.get("prox_metric") == "euclidean" else ""
+    tag += f"_k{pt['target_heads']}" if pt.get("target_heads") else ""
+    run_dir = ctx.work / "runs" / ctx.dense_dir.name / tag
+    log = ctx.work / "logs" / f"{ctx.dense_dir.name}.{tag}.log"
+    args = presets.finetune_args(pt["method"], Path(ctx.dense_init), fe, pt["alpha"], pt["beta"], pt["theta"],
+                                 ctx.model_args, cfg["penalty_scale"]) + sparsify_args(pt, cfg)
+    return run_dir, steps.train(ctx.bin_dir, run_dir, args, log), log
+
+
+#: every method: how one point trains -> (run folder, training seconds, training log)
+METHODS = {"dense": run_dense, "dense-ft": run_dense_ft, "neuroprune": run_penalised, "l1": run_penalised}
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", help="JSON or YAML sweep config")
@@ -198,7 +236,7 @@ def main(argv=None):
     elif cfg["dataset"] == "multi30k":
         prep = work / (f"prep_{a.src_lang}_{a.tgt_lang}" if (a.src_lang, a.tgt_lang) != ("de", "en") else "prep")
         if not a.dry_run:
-            prepare.prepare(datafiles.data_dir(a.data_dir, "multi30k"), prep, a.src_lang, a.tgt_lang)
+            preparation.prepare(datafiles.data_dir(a.data_dir, "multi30k"), prep, a.src_lang, a.tgt_lang)
     else:
         prep = datafiles.data_dir(a.data_dir, "iwslt14_prepared")
     bin_dir = prep / "bin"
@@ -227,33 +265,13 @@ def main(argv=None):
     if not (a.dense_dir or a.init):
         dense_wall = steps.train(bin_dir, dense_dir, presets.plain_args(model_args, cfg["dense_epochs"]),
                                  work / "logs" / f"{dense_dir.name}.log")
+    ctx = SimpleNamespace(work=work, dense_dir=dense_dir, dense_wall=dense_wall, init=a.init, fe=fe, bin_dir=bin_dir,
+                          model_args=model_args, dense_init=dense_init, cfg=cfg)
     for n, pt in enumerate(pending):
         if a.max_points is not None and n >= a.max_points:
             break
         t0 = time.time()
-        log = None
-        if pt["method"] == "dense" and a.init:  # never write next to a shared checkpoint
-            run_dir, wall = work / "runs" / dense_dir.name / "dense", dense_wall
-            run_dir.mkdir(parents=True, exist_ok=True)
-        elif pt["method"] == "dense":
-            run_dir, wall = dense_dir, dense_wall
-        elif pt["method"] == "dense-ft":  # the control: the same fine-tuning epochs and schedule, no penalty
-            run_dir = work / "runs" / dense_dir.name / f"dense-ft_e{fe}"
-            log = work / "logs" / f"{dense_dir.name}.{run_dir.name}.log"
-            wall = steps.train(bin_dir, run_dir, presets.plain_args(model_args, fe, dense_init), log)
-        else:
-            tag = f"{pt['method']}_a{pt['alpha']:g}_b{pt['beta']:g}_t{pt['theta']:g}_e{fe}"
-            tag += "_token" if cfg["penalty_scale"] == "token" else ""
-            tag += "_prox" if pt.get("proximal") else ""
-            tag += f"_s{pt['target_sparsity']:g}" if pt.get("target_sparsity") is not None else ""
-            tag += f"_{pt['target_mode']}" if pt.get("target_mode") else ""
-            tag += "_euclid" if pt.get("prox_metric") == "euclidean" else ""
-            tag += f"_k{pt['target_heads']}" if pt.get("target_heads") else ""
-            run_dir = work / "runs" / dense_dir.name / tag
-            log = work / "logs" / f"{dense_dir.name}.{tag}.log"
-            wall = steps.train(bin_dir, run_dir,
-                               presets.finetune_args(pt["method"], Path(dense_init), fe, pt["alpha"], pt["beta"], pt["theta"],
-                                                   model_args, cfg["penalty_scale"]) + sparsify_args(pt, cfg), log)
+        run_dir, wall, log = METHODS[pt["method"]](ctx, pt)
         fin_path = run_dir / f"final_t{cfg['threshold']:g}.pt"
         ckpt = Path(dense_init) if pt["method"] == "dense" else run_dir / "checkpoint_last.pt"
         fin = steps.finalize(ckpt, fin_path, cfg["threshold"],

@@ -112,12 +112,35 @@ def evaluate(a, ckpt: Path, gen_log: Path):
             "n_refs": len(refs), "gen_sentences_per_s": gen.get("sentences_per_s"), "gen_wall_s": round(gen["wall_s"], 2)}
 
 
+def run_dsp(a, k: int, work: Path, cfg_hash: str):
+    """DSP: train the gates (joint: and the weights), then keep the hard top-K of the logits."""
+    tag = f"dsp_{a.mode}_K{k}_e{a.epochs}" + (f"_T{a.anneal_steps}" if a.anneal_steps is not None else "") \
+        + ("_st" if a.straight_through else "") + (f"_lr{a.gate_lr:g}" if a.gate_lr is not None else "")
+    run_dir = work / "runs" / f"{tag}_{cfg_hash}"
+    wall = train_point(a, k, run_dir, work / "logs" / f"{tag}.train.log")
+    fin, _ = finalize_point(a, k, run_dir / "checkpoint_last.pt", run_dir / "final.pt", work / "logs" / f"{tag}.finalize.log")
+    return tag, run_dir, fin, wall
+
+
+def run_michel(a, k: int, work: Path, cfg_hash: str):
+    """Michel et al.: the importance pass on the dense model (its "training"), then the top-K."""
+    tag = f"michel_K{k}"
+    run_dir = work / "runs" / f"{tag}_{cfg_hash}"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    fin, wall = finalize_point(a, k, Path(a.pretrained).resolve(), run_dir / "final.pt", work / "logs" / f"{tag}.finalize.log")
+    return tag, run_dir, fin, wall
+
+
+#: every method: how one point is made -> (tag, run folder, finalisation report, training seconds)
+METHODS = {"dsp": run_dsp, "michel": run_michel}
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data-bin", required=True, help="fairseq-preprocess output (joined dictionary)")
     p.add_argument("--pretrained", help="trained dense checkpoint: required for --mode pipelined and --method michel; "
                                         "with --mode joint it initialises the weights (default: from scratch)")
-    p.add_argument("--method", choices=["dsp", "michel"], default="dsp")
+    p.add_argument("--method", choices=list(METHODS), default="dsp")
     p.add_argument("--mode", choices=["joint", "pipelined"], default=None,
                    help="DSP mode (default: pipelined with --pretrained, joint without)")
     p.add_argument("--heads", default="10,25,50,75,100", help="comma-separated global budgets K")
@@ -166,20 +189,7 @@ def main(argv=None):
     cfg_hash = sweeps.settings_hash(base)
     for k in pending:
         t0 = time.time()
-        if a.method == "dsp":
-            tag = f"dsp_{a.mode}_K{k}_e{a.epochs}" + (f"_T{a.anneal_steps}" if a.anneal_steps is not None else "") \
-                + ("_st" if a.straight_through else "") + (f"_lr{a.gate_lr:g}" if a.gate_lr is not None else "")
-            run_dir = work / "runs" / f"{tag}_{cfg_hash}"
-            wall = train_point(a, k, run_dir, work / "logs" / f"{tag}.train.log")
-            src = run_dir / "checkpoint_last.pt"
-        else:
-            tag = f"michel_K{k}"
-            run_dir = work / "runs" / f"{tag}_{cfg_hash}"
-            run_dir.mkdir(parents=True, exist_ok=True)
-            src = Path(init)
-        fin, fin_wall = finalize_point(a, k, src, run_dir / "final.pt", work / "logs" / f"{tag}.finalize.log")
-        if a.method == "michel":
-            wall = fin_wall  # the importance pass is michel's "training"
+        tag, run_dir, fin, wall = METHODS[a.method](a, k, work, cfg_hash)
         ev = evaluate(a, run_dir / "final.pt", work / "logs" / f"{tag}.generate.log")
         row = {**base, "K": k, "bleu": ev["bleu"], **{key: fin.get(key) for key in STAT_KEYS},
                "train_wall_s": None if wall is None else round(wall, 1), **{key: v for key, v in ev.items() if key != "bleu"},
