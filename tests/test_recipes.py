@@ -307,3 +307,59 @@ def test_bench_speed_builds_plugin_trainers_in_a_fresh_process(tiny_data):
                        env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
     assert p.returncode == 0, p.stderr[-3000:]
     assert p.stdout.split()[-2:] == ["NeuroPruneTranslationTask", "NeuroPruneCriterion"], p.stdout[-500:]
+
+
+def test_committed_frontier_rows_keep_their_point_keys():
+    """sweeps.settings_hash of a row's identity is the point key sweep_heads wrote: a resumed sweep
+    skips the points the committed results files (and the running frontier's file) hold."""
+    from neuroprune_fairseq.recipes import sweeps
+
+    ident = ("method", "K", "seed", "epochs", "dense", "threshold", "alpha", "beta", "target_epoch", "gate_lr",
+             "anneal_steps", "model_args", "recipe", "base_method")
+    rows = [json.loads(line) for f in ("frontier_multi30k.jsonl", "frontier_multi30k_sp_cpu.jsonl")
+            for line in (REPO / "results" / f).read_text().splitlines() if line.strip()]
+    assert len(rows) > 10
+    assert all(sweeps.settings_hash({k: r[k] for k in ident if k in r}, 12) == r["point_key"] for r in rows)
+
+
+def test_sweep_engine_pending_and_record(tmp_path, capsys):
+    """A Sweep reads the keys of the rows it owns in a shared file, logs what is left, and marks a
+    recorded point done."""
+    from neuroprune_fairseq.recipes import sweeps
+
+    res = tmp_path / "sub" / "r.jsonl"
+    res.parent.mkdir()
+    res.write_text(json.dumps({"method": "dsp", "K": 1}) + "\n" + json.dumps({"method": "dense"}) + "\n")
+    sweep = sweeps.Sweep(res, key=lambda r: (r["method"], r.get("K")), where=lambda r: r.get("K") is not None)
+    assert sweep.pending([1, 2, 3], lambda k: {"method": "dsp", "K": k}, lambda left: f": K={left}") == [2, 3]
+    assert "3 points, 1 already in" in capsys.readouterr().out
+    sweep.record({"method": "dsp", "K": 2, "bleu": 1.0}, "dsp K=2 done")
+    assert sweep.done({"method": "dsp", "K": 2}) and "dsp K=2 done" in capsys.readouterr().out
+    assert json.loads(res.read_text().splitlines()[-1]) == {"method": "dsp", "K": 2, "bleu": 1.0}
+    assert sweeps.settings_hash({"b": 1, "a": 2}) == sweeps.settings_hash({"a": 2, "b": 1})
+
+
+def test_presets_share_the_multi30k_model():
+    """The main job's --model-args default, the pre-norm fine-tuning preset and the CPU preset are
+    built from one Multi30k model list (the main job's run folders hash the string as it was)."""
+    from neuroprune_fairseq.recipes import main, presets
+
+    assert main.MODEL_ARGS == ("--arch neuroprune_multi30k_cpu --share-all-embeddings --encoder-normalize-before "
+                               "--decoder-normalize-before --dropout 0.1 --label-smoothing 0.1 --optimizer adam "
+                               "--adam-betas (0.9,0.98)")
+    assert presets.MULTI30K_PRENORM_FT[:len(presets.MULTI30K_PRENORM_MODEL)] == presets.MULTI30K_PRENORM_MODEL
+    assert presets.MULTI30K_MODEL[:3] == presets.MULTI30K_ARCH and presets.THETA == 0.2
+
+
+def test_gpu_check_script_is_a_thin_wrapper(tmp_path):
+    """scripts/gpu_check_mixed_precision.sh embeds no Python: its steps are
+    neuroprune_fairseq.recipes.gpu_check's (here: the toy data, without a GPU)."""
+    import subprocess
+    import sys
+
+    script = (REPO / "scripts" / "gpu_check_mixed_precision.sh").read_text()
+    assert "<<'EOF'" not in script and "python -c" not in script and "neuroprune_fairseq.recipes.gpu_check" in script
+    subprocess.run([sys.executable, "-m", "neuroprune_fairseq.recipes.gpu_check", "data", "--cpu"], cwd=tmp_path, check=True,
+                   env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, timeout=300)
+    assert len((tmp_path / "train.src").read_text().splitlines()) == 600
+    assert (tmp_path / "valid.tgt").read_text().split("\n")[0].isupper()
