@@ -32,13 +32,14 @@ def read_state(path) -> Dict:
     return torch.load(path, map_location="cpu", weights_only=False)
 
 
-def read_checkpoint(path: str, data: Optional[str] = None, overrides: Optional[Dict] = None) -> Dict:
+def read_checkpoint(path, data: Optional[str] = None, overrides: Optional[Dict] = None) -> Dict:
     """A fairseq checkpoint as a dict (``--data`` and ``overrides`` applied to its config), or an
     error that says what ``path`` is instead."""
     from fairseq import checkpoint_utils
 
     from .. import plugin  # noqa: F401  (registers the model; safe checkpoint loading)
 
+    path = str(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"--path {path}: no such checkpoint file")
     overrides = {**(overrides or {}), **({"data": data} if data else {})}
@@ -67,7 +68,7 @@ class Checkpoint:
         return self.task.build_model(self.state["cfg"].model)
 
 
-def load(path: str, data: Optional[str] = None, from_checkpoint: bool = False) -> Checkpoint:
+def load(path, data: Optional[str] = None, from_checkpoint: bool = False) -> Checkpoint:
     """Build the checkpoint's model at the stored (possibly pruned) shapes and load its weights.
 
     ``from_checkpoint``: rebuild it as fairseq's ``load_model_ensemble_and_task`` does (task state
@@ -76,6 +77,7 @@ def load(path: str, data: Optional[str] = None, from_checkpoint: bool = False) -
     its gate logits stay in ``state['criterion']``. The DSP and Michel commands load this way."""
     from fairseq import checkpoint_utils, tasks
 
+    path = str(path)
     overrides = {"dsp_pretrained": None} if from_checkpoint else None
     state = read_checkpoint(path, data, overrides)
     cfg = state["cfg"]

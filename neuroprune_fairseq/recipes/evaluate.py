@@ -31,15 +31,9 @@ import sys
 import tempfile
 from pathlib import Path
 
+# a file that is not a fairseq checkpoint is a ValueError saying so (not a KeyError / UnpicklingError from torch)
+from neuroprune_fairseq.fairseq_adapter.checkpoints import read_checkpoint
 from neuroprune_fairseq.recipes import datafiles, runner, scoring, steps
-
-
-def read_checkpoint(ckpt) -> dict:
-    """The checkpoint, through the checkpoints module's reader: a file that is not a fairseq checkpoint
-    is a ValueError saying so (not a KeyError / UnpicklingError from deep inside torch)."""
-    from neuroprune_fairseq.fairseq_adapter.checkpoints import read_checkpoint as read
-
-    return read(str(ckpt))
 
 
 def _data_candidates(data: str, ckpt: Path):
