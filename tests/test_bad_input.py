@@ -17,7 +17,7 @@ from conftest import ROOT, TINY_ARCH, USER_DIR, run_cli
 from neuroprune_fairseq.commands import dsp_finalize
 from neuroprune_fairseq.commands.finalize import cli_main as finalize_main
 from neuroprune_fairseq.fairseq_adapter.dictionaries import TASK_STATE_KEY, bin_fingerprint, dict_sizes
-from neuroprune_fairseq.recipes import common, evaluate, prepare
+from neuroprune_fairseq.recipes import datafiles, evaluate, preparation, prepare, steps
 from test_fairseq_e2e import TRAIN, heads_in_checkpoint
 from test_prepare_evaluate import write_corpus
 
@@ -42,9 +42,9 @@ def preps(tmp_path_factory):
     raw_b.mkdir()
     for f in raw_a.iterdir():
         (raw_b / f.name).write_text(f.read_text().translate(RENAME))
-    prepare.prepare(raw_a, d / "prep_a", "xx", "yy", vocab_size=VOCAB)
-    prepare.prepare(raw_b, d / "prep_b", "xx", "yy", vocab_size=VOCAB)
-    common.train(d / "prep_a" / "bin", d / "model", [
+    preparation.prepare(raw_a, d / "prep_a", "xx", "yy", vocab_size=VOCAB)
+    preparation.prepare(raw_b, d / "prep_b", "xx", "yy", vocab_size=VOCAB)
+    steps.train(d / "prep_a" / "bin", d / "model", [
         *TINY_ARCH, "--share-all-embeddings", "--criterion", "label_smoothed_cross_entropy", "--label-smoothing", "0.1",
         "--np-no-head-pruning", "--optimizer", "adam", "--lr", "0.005", "--max-tokens", "2000", "--max-update", "20",
         "--log-interval", "10"], logfile=d / "train.log")
@@ -244,7 +244,7 @@ def test_evaluate_never_writes_over_an_input_and_names_bad_inputs(preps, tmp_pat
     out = tmp_path / "hyps.txt"
     out.write_text("old\n")
     evaluate.main(base + ["--output", str(out), "--overwrite"])
-    assert len(common.read_lines(out)) == 2
+    assert len(datafiles.read_lines(out)) == 2
     # not a checkpoint: finalize's loader names the file
     bad = tmp_path / "notes.pt"
     bad.write_text("not a checkpoint\n")
@@ -287,7 +287,7 @@ def test_prepare_names_bad_input_and_leaves_no_partial_folder(tmp_path):
 
     def refused(match, **kw):
         with pytest.raises(ValueError, match=match):
-            prepare.prepare(kw.pop("raw", raw), out, "xx", "yy", **kw)
+            preparation.prepare(kw.pop("raw", raw), out, "xx", "yy", **kw)
         assert not out.exists()
 
     for v in (0, -5):
@@ -325,7 +325,7 @@ def test_prepare_names_bad_input_and_leaves_no_partial_folder(tmp_path):
     out.mkdir()
     (out / "mine.txt").write_text("the user's")
     with pytest.raises(ValueError, match="too large"):
-        prepare.prepare(raw, out, "xx", "yy", vocab_size=5000)
+        preparation.prepare(raw, out, "xx", "yy", vocab_size=5000)
     assert sorted(p.name for p in out.iterdir()) == ["mine.txt"]
 
 
@@ -333,17 +333,17 @@ def test_prepare_rerun_with_other_settings_is_refused_or_rebuilt(tmp_path):
     raw = write_corpus(tmp_path / "raw", sizes=(("train", 60), ("valid", 5), ("test", 5)), gz_train=False)
     other = write_corpus(tmp_path / "other", sizes=(("train", 60), ("valid", 5), ("test", 5)), gz_train=False)
     out = tmp_path / "prep"
-    prepare.prepare(raw, out, "xx", "yy", vocab_size=40)
+    preparation.prepare(raw, out, "xx", "yy", vocab_size=40)
     first = _read(out / "bin" / "dict.xx.txt")
     # the same settings (the vocabulary omitted: the one prepared) return the folder as it is
-    assert prepare.prepare(raw, out, "xx", "yy") == out / "bin"
-    assert prepare.prepare(raw, out, "xx", "yy", vocab_size=40) == out / "bin"
+    assert preparation.prepare(raw, out, "xx", "yy") == out / "bin"
+    assert preparation.prepare(raw, out, "xx", "yy", vocab_size=40) == out / "bin"
     with pytest.raises(ValueError, match=r"already prepared with other settings: --vocab-size 45 \(prepared with 40\)"
                                          r".*pass --overwrite to rebuild"):
-        prepare.prepare(raw, out, "xx", "yy", vocab_size=45)
+        preparation.prepare(raw, out, "xx", "yy", vocab_size=45)
     with pytest.raises(ValueError, match=rf"--data-dir {re.escape(str(other.resolve()))} \(prepared from "
                                          rf"{re.escape(str(raw.resolve()))}\)"):
-        prepare.prepare(other, out, "xx", "yy")
+        preparation.prepare(other, out, "xx", "yy")
     with pytest.raises(SystemExit, match=r"--vocab-size 45 \(prepared with 40\)"):
         prepare.main(["--data-dir", str(raw), "--src-lang", "xx", "--tgt-lang", "yy", "--out", str(out), "--vocab-size", "45"])
     assert _read(out / "bin" / "dict.xx.txt") == first

@@ -114,7 +114,7 @@ def test_pytorch_ddp_reaches_the_head_target_like_legacy_ddp_with_update_freq(ti
 
 
 def test_c10d_target_sparsity_with_head_pruning_like_legacy_ddp(tiny_data, tmp_path):
-    from neuroprune_fairseq.commands.finalize import load
+    from neuroprune_fairseq.fairseq_adapter.checkpoints import load
     from neuroprune_fairseq.fairseq_adapter.sites import model_sparsity
 
     extra = ["--np-proximal", "--np-target-sparsity", "60", "--max-epoch", "3"]
@@ -123,5 +123,5 @@ def test_c10d_target_sparsity_with_head_pruning_like_legacy_ddp(tiny_data, tmp_p
     assert plan == pruning(logs["legacy_ddp"]) and len(plan) == 3
     assert plan[-1][2] < 36 and logs["c10d"].count(REBUILT) == sum(a < b for _, b, a, _ in plan)
     assert_same_weights(weights(tmp_path / "c10d"), weights(tmp_path / "legacy_ddp"))
-    _, model, _, _ = load(str(tmp_path / "c10d" / "checkpoint_last.pt"), str(tiny_data / "bin"))
+    model = load(str(tmp_path / "c10d" / "checkpoint_last.pt"), str(tiny_data / "bin")).model
     assert model_sparsity(model).sparsity >= 60

@@ -63,9 +63,9 @@ def test_dsp_pipelined_then_finetune_changes_only_what_it_should(dense):
                               "--data", str(d / "bin"), "--heads", "3"])
     assert info["heads_kept"] == 3 and len(info["empty_modules"]) >= 3
     # scripts/sweep_heads.py counts a zeroed placeholder as no head, as the finaliser's report does
-    from neuroprune_fairseq.recipes import sweep_heads
+    from neuroprune_fairseq.fairseq_adapter import checkpoints
 
-    assert sweep_heads.active_heads(d / "pruned.pt") == (info["heads_per_module"], info["physical_heads_per_module"])
+    assert checkpoints.active_heads(d / "pruned.pt") == (info["heads_per_module"], info["physical_heads_per_module"])
     # phase 2: fine-tune the pruned model (no gates, no head pruning)
     run("fairseq_cli.train", "bin", "--user-dir", USER_DIR, "--task", "neuroprune_translation", *TINY,
         "--criterion", "label_smoothed_cross_entropy", "--label-smoothing", "0.1", "--np-no-head-pruning",

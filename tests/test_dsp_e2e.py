@@ -84,7 +84,10 @@ def test_dsp_train_finalise_generate(tmp_path):
     assert json.load(open(f"{d}/final.json"))["heads_per_module"] == [len(ks) for ks in info["kept_heads"]]
 
     # the finalised checkpoint (loaded the normal way) computes what the hard-masked model does
-    masked_model, task, _ = dsp_finalize.load(f"{d}/joint/checkpoint_last.pt", f"{d}/bin")
+    from neuroprune_fairseq.fairseq_adapter.checkpoints import load
+
+    masked = load(f"{d}/joint/checkpoint_last.pt", f"{d}/bin", from_checkpoint=True)
+    masked_model, task = masked.model, masked.task
     hooks = HeadGateHooks(masked_model)
     hooks.mask = hard_topk_mask(logits.float(), K)
     models, _, _ = checkpoint_utils.load_model_ensemble_and_task([f"{d}/final.pt"], task=task)

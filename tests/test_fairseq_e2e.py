@@ -372,7 +372,7 @@ def test_task_loss_is_exactly_label_smoothed_cross_entropy(tiny_data, criterion)
 
 
 def test_theta_scan_predicts_what_pruning_keeps(trained, capsys):
-    from neuroprune_fairseq.commands.finalize import load
+    from neuroprune_fairseq.fairseq_adapter.checkpoints import load
     from neuroprune_fairseq.commands.theta_scan import cli_main as scan_main
 
     d, _ = trained
@@ -384,7 +384,7 @@ def test_theta_scan_predicts_what_pruning_keeps(trained, capsys):
     assert [r["kept"]["0"] for r in rows] == heads  # nothing is within distance 0
     assert [r["kept"]["1000"] for r in rows] == [1] * len(heads)  # everything is similar: one head each
     assert all(r["min_dist"] is None or r["min_dist"] <= r["median_dist"] for r in rows)
-    _, model, _, _ = load(str(src), data)
+    model = load(str(src), data).model
     prune_redundant_heads_(model, 0.3)
     assert head_counts(model) == [r["kept"]["0.3"] for r in rows]
     with pytest.raises(SystemExit):

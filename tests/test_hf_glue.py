@@ -119,6 +119,7 @@ def test_predict_pairs_predictions_with_their_labels_under_length_grouping(tmp_p
     from neuroprune_fairseq.hf import NeuroPruneTrainer
 
     from neuroprune_fairseq.recipes import glue as mod
+    from neuroprune_fairseq.recipes.hf_run import ListDataset
     g = torch.Generator().manual_seed(0)
     items = []
     for i in range(48):
@@ -141,6 +142,6 @@ def test_predict_pairs_predictions_with_their_labels_under_length_grouping(tmp_p
     args = TrainingArguments(output_dir=str(tmp_path), per_device_eval_batch_size=4, report_to=[], use_cpu=True,
                              disable_tqdm=True, **mod.length_grouping_kwargs(True))
     trainer = NeuroPruneTrainer(model=model, args=args, data_collator=collate)
-    preds, labels = mod.predict(trainer, mod._ListDataset(items), get_task("SST-2"))
+    preds, labels = mod.predict(trainer, ListDataset(items), get_task("SST-2"))
     assert labels != [it["labels"] for it in items]  # the eval order really is not the dataset order
     assert sorted(zip(preds, labels)) == sorted(direct)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from conftest import TINY_ARCH
-from neuroprune_fairseq.recipes import common
+from neuroprune_fairseq.recipes import datafiles, runner
 
 REPO = Path(__file__).resolve().parent.parent
 pytest.importorskip("fairseq")
@@ -31,11 +31,11 @@ def _prepared(iw: Path, out: Path) -> Path:
     """The layout examples/iwslt14_de_en/prepare.py writes (bpe/, tok/, bin/), from the training sample
     (the full training set is not offline) and the standard valid/test files."""
     for lang in ("de", "en"):
-        common.write_lines(out / "bpe" / f"train.{lang}", common.read_lines(iw / "train_sample" / f"sample4600.bpe.{lang}"))
+        datafiles.write_lines(out / "bpe" / f"train.{lang}", datafiles.read_lines(iw / "train_sample" / f"sample4600.bpe.{lang}"))
         for split in ("valid", "test"):
-            common.write_lines(out / "bpe" / f"{split}.{lang}", common.read_lines(iw / "bpe10k" / f"{split}.{lang}"))
-            common.write_lines(out / "tok" / f"{split}.{lang}", common.read_lines(iw / "tok" / f"{split}.{lang}"))
-    common.run([common.tool("fairseq-preprocess"), "--source-lang", "de", "--target-lang", "en",
+            datafiles.write_lines(out / "bpe" / f"{split}.{lang}", datafiles.read_lines(iw / "bpe10k" / f"{split}.{lang}"))
+            datafiles.write_lines(out / "tok" / f"{split}.{lang}", datafiles.read_lines(iw / "tok" / f"{split}.{lang}"))
+    runner.run([runner.tool("fairseq-preprocess"), "--source-lang", "de", "--target-lang", "en",
                 "--trainpref", out / "bpe" / "train", "--validpref", out / "bpe" / "valid", "--testpref", out / "bpe" / "test",
                 "--destdir", out / "bin", "--joined-dictionary", "--workers", "2"], logfile=out / "preprocess.log")
     return out
@@ -44,7 +44,7 @@ def _prepared(iw: Path, out: Path) -> Path:
 def test_iwslt14_frontier_script_end_to_end(tmp_path):
     iw = _iwslt()
     data = _prepared(iw, tmp_path / "data")
-    n_test = len(common.read_lines(iw / "tok" / "test.en"))
+    n_test = len(datafiles.read_lines(iw / "tok" / "test.en"))
     tiny = " ".join(TINY_ARCH)  # 2 + 2 layers, 6 heads in each of 6 attention modules = 36 heads
     results = tmp_path / "frontier_iwslt14.jsonl"
     env = {**os.environ, "DATA": str(data), "PYTHON": sys.executable, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from conftest import TINY_ARCH
-from neuroprune_fairseq.recipes import common, prepare
+from neuroprune_fairseq.recipes import datafiles, preparation, prepare, scoring, steps
 
 pytest.importorskip("fairseq")
 MAX_POS = 256
@@ -46,8 +46,8 @@ def write_corpus(d: Path, sizes=(("train", 400), ("valid", 40), ("test", 30)), g
 def prepped(tmp_path_factory):
     d = tmp_path_factory.mktemp("prep")
     raw = write_corpus(d / "raw_in")
-    prepare.prepare(raw, d / "xx_yy", "xx", "yy", vocab_size=60)
-    prepare.prepare(raw, d / "yy_xx", "yy", "xx", vocab_size=60)
+    preparation.prepare(raw, d / "xx_yy", "xx", "yy", vocab_size=60)
+    preparation.prepare(raw, d / "yy_xx", "yy", "xx", vocab_size=60)
     return d
 
 
@@ -62,56 +62,56 @@ def test_prepare_generic_layout_both_directions(prepped):
     # the length cap: every training target fits a*src+b, and b-1 would cut at least one (unless b is the floor 1)
     sp = spm.SentencePieceProcessor(model_file=str(out / "spm.model"))
     assert sp.get_piece_size() == 60
-    ls = [len(p) for p in sp.encode(common.read_lines(out / "raw" / "train.xx"), out_type=str)]
-    lt = [len(p) for p in sp.encode(common.read_lines(out / "raw" / "train.yy"), out_type=str)]
+    ls = [len(p) for p in sp.encode(datafiles.read_lines(out / "raw" / "train.xx"), out_type=str)]
+    lt = [len(p) for p in sp.encode(datafiles.read_lines(out / "raw" / "train.yy"), out_type=str)]
     a, b = meta["gen_max_len_a"], meta["gen_max_len_b"]
     assert a == 1.5 and all(t <= int(a * s + b) for s, t in zip(ls, lt))
     assert b == 1 or any(t > int(a * s + b - 1) for s, t in zip(ls, lt))
-    assert common.gen_cap(out) == ["--max-len-a", "1.5", "--max-len-b", str(b)]
+    assert scoring.gen_cap(out) == ["--max-len-a", "1.5", "--max-len-b", str(b)]
     # spm/ decodes back to raw/, the binary holds one xx-yy pair with a joined dictionary
     for split, n in (("train", 400), ("valid", 40), ("test", 30)):
         for lang in ("xx", "yy"):
-            pieces = common.read_lines(out / "spm" / f"{split}.{lang}")
+            pieces = datafiles.read_lines(out / "spm" / f"{split}.{lang}")
             assert len(pieces) == n
-            assert [sp.decode(p.split()) for p in pieces] == common.read_lines(out / "raw" / f"{split}.{lang}")
+            assert [sp.decode(p.split()) for p in pieces] == datafiles.read_lines(out / "raw" / f"{split}.{lang}")
     assert (out / "bin" / "dict.xx.txt").read_text() == (out / "bin" / "dict.yy.txt").read_text()
-    assert common.bin_langs(out / "bin") == ("xx", "yy") and common.prep_langs(out) == ("xx", "yy")
+    assert datafiles.bin_langs(out / "bin") == ("xx", "yy") and datafiles.prep_langs(out) == ("xx", "yy")
     log = (out / "preprocess.log").read_text()
     assert re.search(r"\[xx\] .*train\.xx: 400 sents", log) and re.search(r"\[yy\] .*test\.yy: 30 sents", log)
     # the other direction: same text, the pair reversed
     rev = prepped / "yy_xx"
-    assert common.bin_langs(rev / "bin") == ("yy", "xx") and json.loads((rev / "prep.json").read_text())["src_lang"] == "yy"
+    assert datafiles.bin_langs(rev / "bin") == ("yy", "xx") and json.loads((rev / "prep.json").read_text())["src_lang"] == "yy"
     assert (rev / "raw" / "test.yy").read_text() == (out / "raw" / "test.yy").read_text()
-    assert common._src_path(rev / "bin", "test") == rev / "spm" / "test.yy"
+    assert datafiles.src_path(rev / "bin", "test") == rev / "spm" / "test.yy"
     # idempotent for the same pair; another pair into the same folder is refused
-    assert prepare.prepare(prepped / "raw_in", out, "xx", "yy") == out / "bin"
+    assert preparation.prepare(prepped / "raw_in", out, "xx", "yy") == out / "bin"
     with pytest.raises(ValueError, match="prepared for xx->yy"):
-        prepare.prepare(prepped / "raw_in", out, "yy", "xx")
+        preparation.prepare(prepped / "raw_in", out, "yy", "xx")
 
 
 def test_gen_len_b_hand_computed():
     # ceil(5 - 3) = 2, ceil(5 - 6) = -1, ceil(1 - 0) = 1, ceil(3 - 1.5) = 2 -> 2
-    assert prepare.gen_len_b([2, 4, 0, 1], [5, 5, 1, 3]) == 2
-    assert prepare.gen_len_b([4, 4], [1, 2]) == 1  # floor 1: an empty source still gets a search step
+    assert preparation.gen_len_b([2, 4, 0, 1], [5, 5, 1, 3]) == 2
+    assert preparation.gen_len_b([4, 4], [1, 2]) == 1  # floor 1: an empty source still gets a search step
 
 
 def test_prepare_bad_inputs(tmp_path):
     raw = write_corpus(tmp_path / "raw", sizes=(("train", 40), ("valid", 5), ("test", 5)))
     with pytest.raises(FileNotFoundError, match=r"no complete xx-zz corpus.*train\.\{xx,yy\}"):
-        prepare.prepare(raw, tmp_path / "o1", "xx", "zz")
+        preparation.prepare(raw, tmp_path / "o1", "xx", "zz")
     with pytest.raises(SystemExit, match="no complete"):
         prepare.main(["--data-dir", str(raw), "--src-lang", "cs", "--tgt-lang", "fr", "--out", str(tmp_path / "o2")])
     with pytest.raises(ValueError, match="--vocab-size 5000 is too large"):
-        prepare.prepare(raw, tmp_path / "o3", "xx", "yy", vocab_size=5000)
+        preparation.prepare(raw, tmp_path / "o3", "xx", "yy", vocab_size=5000)
     (raw / "valid.yy").write_text("".join("ZQ\n" for _ in range(6)))
     with pytest.raises(ValueError, match=r"valid\.xx has 5 lines but .*valid\.yy has 6"):
-        prepare.prepare(raw, tmp_path / "o4", "xx", "yy")
+        preparation.prepare(raw, tmp_path / "o4", "xx", "yy")
 
 
 @pytest.fixture(scope="module")
 def trained(prepped):
     save = prepped / "model"
-    wall = common.train(prepped / "xx_yy" / "bin", save, [
+    wall = steps.train(prepped / "xx_yy" / "bin", save, [
         *TINY_ARCH, "--share-all-embeddings", "--criterion", "label_smoothed_cross_entropy", "--label-smoothing", "0.1",
         "--np-no-head-pruning", "--optimizer", "adam", "--lr", "0.005", "--max-tokens", "2000", "--max-update", "150",
         "--log-interval", "10", "--max-source-positions", str(MAX_POS), "--max-target-positions", str(MAX_POS)],
@@ -143,7 +143,7 @@ def test_evaluate_raw_files_all_lines_and_bleu(trained, prepped, tmp_path):
     sp = spm.SentencePieceProcessor(model_file=str(prep / "spm.model"))
     rng = random.Random(5)
     pairs = [_pair(rng, rng.randint(2, 9)) for _ in range(6)]
-    longest_train = max(len(p) for p in sp.encode(common.read_lines(prep / "raw" / "train.xx"), out_type=str))
+    longest_train = max(len(p) for p in sp.encode(datafiles.read_lines(prep / "raw" / "train.xx"), out_type=str))
     long_src, long_ref = _pair(rng, 60)
     n_long = len(sp.encode(long_src, out_type=str))
     assert 3 * longest_train < n_long < MAX_POS - 1
@@ -155,7 +155,7 @@ def test_evaluate_raw_files_all_lines_and_bleu(trained, prepped, tmp_path):
     r = _evaluate(["--prep-dir", prep, "--path", trained, "--src", tmp_path / "in.xx", "--ref", tmp_path / "in.yy",
                    "--output", hyp])
     assert r.returncode == 0, r.stderr[-3000:]
-    hyps = common.read_lines(hyp)
+    hyps = datafiles.read_lines(hyp)
     assert len(hyps) == 6  # one hypothesis per input line, the empty (3rd) and the long (5th) one included
     direct = sacrebleu.corpus_bleu(hyps, [[p[1] for p in pairs]])
     printed = [line for line in r.stdout.splitlines() if line.startswith("BLEU ")]
@@ -164,16 +164,16 @@ def test_evaluate_raw_files_all_lines_and_bleu(trained, prepped, tmp_path):
     assert res["bleu"] == round(direct.score, 2) and res["n_hyps"] == res["n_src"] == res["n_refs"] == 6
     # an existing --output is kept without --overwrite
     r2 = _evaluate(["--prep-dir", prep, "--path", trained, "--src", tmp_path / "in.xx", "--output", hyp])
-    assert r2.returncode != 0 and "pass --overwrite" in r2.stderr and common.read_lines(hyp) == hyps
+    assert r2.returncode != 0 and "pass --overwrite" in r2.stderr and datafiles.read_lines(hyp) == hyps
     # the raw-file path decodes the prepared test split exactly as fairseq-generate on PREP/bin does
     from neuroprune_fairseq.recipes import evaluate
 
     got = evaluate.translate(prep, trained, prep / "raw" / "test.xx", ref_file=prep / "raw" / "test.yy", batch_size=64)
-    ref_gen = common.generate(prep / "bin", trained, batch_size=64, extra=common.gen_cap(prep))
+    ref_gen = scoring.generate(prep / "bin", trained, batch_size=64, extra=scoring.gen_cap(prep))
     assert got["hyps"] == ref_gen["hyps"] and len(got["hyps"]) == 30
-    ev = common.evaluate_prep(prep, trained)
+    ev = scoring.evaluate_prep(prep, trained)
     assert ev["n_hyps"] == 30 and ev["bleu"] == got["bleu"] == round(
-        sacrebleu.corpus_bleu(ref_gen["hyps"], [common.read_lines(prep / "raw" / "test.yy")]).score, 2)
+        sacrebleu.corpus_bleu(ref_gen["hyps"], [datafiles.read_lines(prep / "raw" / "test.yy")]).score, 2)
 
 
 def test_evaluate_bad_inputs(trained, prepped, tmp_path):
@@ -200,17 +200,17 @@ def test_prepare_multi30k_layout_reversed_pair(tmp_path):
     raw.mkdir()
     for name, n in (("train", 400), ("val", 50), ("test_2016_flickr", 60)):
         for lang in ("de", "en"):
-            lines = common.read_lines(m30k / f"{name}.{lang}.gz")[:n]
+            lines = datafiles.read_lines(m30k / f"{name}.{lang}.gz")[:n]
             with gzip.open(raw / f"{name}.{lang}.gz", "wt", encoding="utf-8") as fh:
                 fh.write("".join(x + "\n" for x in lines))
     out = tmp_path / "prep_en_de"
-    prepare.prepare(raw, out, "en", "de", vocab_size=500)
+    preparation.prepare(raw, out, "en", "de", vocab_size=500)
     meta = json.loads((out / "prep.json").read_text())
     assert (meta["src_lang"], meta["tgt_lang"], meta["layout"]) == ("en", "de", "multi30k")
     assert {s: f["de"]["lines"] for s, f in meta["files"].items()} == {"train": 400, "valid": 50, "test": 60}
-    assert common.bin_langs(out / "bin") == ("en", "de")
-    assert common.read_lines(out / "raw" / "test.de") == [" ".join(x.split()) for x in
-                                                           common.read_lines(m30k / "test_2016_flickr.de.gz")[:60]]
+    assert datafiles.bin_langs(out / "bin") == ("en", "de")
+    assert datafiles.read_lines(out / "raw" / "test.de") == [" ".join(x.split()) for x in
+                                                           datafiles.read_lines(m30k / "test_2016_flickr.de.gz")[:60]]
     assert meta["gen_max_len_b"] >= 1
 
 
@@ -249,7 +249,7 @@ def test_extra_test_sets_prepared_with_training_dictionaries_and_scored(trained,
     assert len(ds) == 12
     for i in (0, 5, 11):
         assert d.string(ds[i]) == " ".join(sp.encode(pairs[i][0], out_type=str))
-    assert common.read_lines(prep / "raw" / "t2.yy") == [p[1] for p in pairs]
+    assert datafiles.read_lines(prep / "raw" / "t2.yy") == [p[1] for p in pairs]
     # again with the same files: kept; the same name from other files: refused
     prepare.main([*base, "--extra-test", f"t2={raw2 / 't2'}"])
     (raw2 / "bad.xx").write_text("ka lo\n" * 5)
@@ -273,6 +273,6 @@ def test_extra_test_sets_prepared_with_training_dictionaries_and_scored(trained,
 
     got = evaluate.translate(prep, trained, raw2 / "t2.xx", ref_file=prep / "raw" / "t2.yy", batch_size=64)
     assert res["bleu_sets"]["t2"] == got["bleu"] == round(sacrebleu.corpus_bleu(got["hyps"], [[p[1] for p in pairs]]).score, 2)
-    assert res["bleu_sets"]["test"] == res["bleu"] == common.evaluate_prep(prep, trained)["bleu"]
+    assert res["bleu_sets"]["test"] == res["bleu"] == scoring.evaluate_prep(prep, trained)["bleu"]
     r = _evaluate(["--dataset", "multi30k", "--prep-dir", prep, "--path", trained, "--subset", "test,t3"])
     assert r.returncode != 0 and "--subset t3" in r.stderr and "test, valid, t2" in r.stderr

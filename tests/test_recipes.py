@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-from neuroprune_fairseq.recipes import common  # noqa: E402
+from neuroprune_fairseq.recipes import datafiles, scoring  # noqa: E402
 from neuroprune_fairseq.recipes import iwslt14 as iwslt  # noqa: E402
 
 
@@ -106,16 +106,16 @@ def test_iwslt_binarize_small_slice(tmp_path):
 
 def test_multi30k_raw_counts():
     d = _data("multi30k")
-    assert len(common.read_lines(d / "test_2016_flickr.en.gz")) == 1000
-    assert len(common.read_lines(d / "val.de.gz")) == 1014
-    assert len(common.read_lines(d / "train.en.gz")) == 29000
+    assert len(datafiles.read_lines(d / "test_2016_flickr.en.gz")) == 1000
+    assert len(datafiles.read_lines(d / "val.de.gz")) == 1014
+    assert len(datafiles.read_lines(d / "train.en.gz")) == 29000
 
 
 def test_sacrebleu_refuses_count_mismatch_and_scores():
-    bleu, sig = common.sacrebleu_score(["a cat sat on the mat ."], ["a cat sat on the mat ."])
+    bleu, sig = scoring.sacrebleu_score(["a cat sat on the mat ."], ["a cat sat on the mat ."])
     assert bleu == pytest.approx(100.0) and "tok:13a" in sig and "case:mixed" in sig
     with pytest.raises(ValueError, match="not a test-set BLEU"):
-        common.sacrebleu_score(["a"], ["a", "b"])
+        scoring.sacrebleu_score(["a"], ["a", "b"])
 
 
 def test_generate_output_parsing(monkeypatch, tmp_path):
@@ -124,8 +124,8 @@ def test_generate_output_parsing(monkeypatch, tmp_path):
         stdout = "S-1\tx\nH-1\t-0.5\tsecond\nD-1\t-0.5\tsecond\nH-0\t-0.1\tfirst one\n"
         stderr = "Translated 2 sentences (9 tokens) in 0.5s (4.00 sentences/s, 18.00 tokens/s)\n"
 
-    monkeypatch.setattr(common.subprocess, "run", lambda *a, **k: R())
-    g = common.generate(tmp_path, tmp_path / "x.pt")
+    monkeypatch.setattr(scoring.subprocess, "run", lambda *a, **k: R())
+    g = scoring.generate(tmp_path, tmp_path / "x.pt")
     assert g["hyps"] == ["first one", "second"] and g["sentences_per_s"] == 4.0 and g["sentences"] == 2
 
 
@@ -211,13 +211,13 @@ def test_iwslt_scoring_on_the_standard_references(monkeypatch, tmp_path):
     (prep / "tok").mkdir(parents=True)
     refs = iwslt.read(d / "tok" / "test.en")[:200]
     iwslt.write(prep / "tok" / "test.en", refs)
-    monkeypatch.setattr(common, "generate", lambda *a, **k: {"hyps": list(refs), "wall_s": 1.0, "sentences_per_s": 9.0})
-    r = common.evaluate_iwslt(prep, tmp_path / "x.pt")
+    monkeypatch.setattr(scoring, "generate", lambda *a, **k: {"hyps": list(refs), "wall_s": 1.0, "sentences_per_s": 9.0})
+    r = scoring.evaluate_iwslt(prep, tmp_path / "x.pt")
     assert r["bleu"] == pytest.approx(100.0) and r["bleu_tok"] == pytest.approx(100.0)
     assert "case:lc" in r["sacrebleu_signature"] and r["n_hyps_eq_n_refs"]
-    monkeypatch.setattr(common, "generate", lambda *a, **k: {"hyps": list(refs[:-1]), "wall_s": 1.0})
+    monkeypatch.setattr(scoring, "generate", lambda *a, **k: {"hyps": list(refs[:-1]), "wall_s": 1.0})
     with pytest.raises(ValueError, match="199 hypotheses for 200 references"):
-        common.evaluate_iwslt(prep, tmp_path / "x.pt")
+        scoring.evaluate_iwslt(prep, tmp_path / "x.pt")
 
 
 def test_dsp_sweep_reads_a_results_file_shared_with_the_neuroprune_sweep(tmp_path):
@@ -260,7 +260,7 @@ def test_sweep_heads_target_epoch(tmp_path, capsys, monkeypatch):
     point's identity only when it differs from E, and is refused where it cannot apply."""
     from types import SimpleNamespace
 
-    from neuroprune_fairseq.recipes import common, sweep_heads
+    from neuroprune_fairseq.recipes import steps, sweep_heads
 
     prep = tmp_path / "m30k"
     (prep / "bin").mkdir(parents=True)
@@ -284,7 +284,7 @@ def test_sweep_heads_target_epoch(tmp_path, capsys, monkeypatch):
     assert "only for neuroprune/l1" in capsys.readouterr().err
 
     seen = []
-    monkeypatch.setattr(common, "train", lambda bin_dir, save, argv, log: seen.append(list(argv)) or 1.0)
+    monkeypatch.setattr(steps, "train", lambda bin_dir, save, argv, log: seen.append(list(argv)) or 1.0)
     a = SimpleNamespace(prep=prep, dense=dense, epochs=3, recipe="multi30k", model_args="", seed=1, method="neuroprune")
     sweep_heads.run_point(a, 25, tmp_path / "run", tmp_path / "logs", {"alpha": 0.5, "beta": 0.1, "target_epoch": 2})
     sweep_heads.run_point(a, 25, tmp_path / "run2", tmp_path / "logs", {"alpha": 0.5, "beta": 0.1})
@@ -307,3 +307,59 @@ def test_bench_speed_builds_plugin_trainers_in_a_fresh_process(tiny_data):
                        env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
     assert p.returncode == 0, p.stderr[-3000:]
     assert p.stdout.split()[-2:] == ["NeuroPruneTranslationTask", "NeuroPruneCriterion"], p.stdout[-500:]
+
+
+def test_committed_frontier_rows_keep_their_point_keys():
+    """sweeps.settings_hash of a row's identity is the point key sweep_heads wrote: a resumed sweep
+    skips the points the committed results files (and the running frontier's file) hold."""
+    from neuroprune_fairseq.recipes import sweeps
+
+    ident = ("method", "K", "seed", "epochs", "dense", "threshold", "alpha", "beta", "target_epoch", "gate_lr",
+             "anneal_steps", "model_args", "recipe", "base_method")
+    rows = [json.loads(line) for f in ("frontier_multi30k.jsonl", "frontier_multi30k_sp_cpu.jsonl")
+            for line in (REPO / "results" / f).read_text().splitlines() if line.strip()]
+    assert len(rows) > 10
+    assert all(sweeps.settings_hash({k: r[k] for k in ident if k in r}, 12) == r["point_key"] for r in rows)
+
+
+def test_sweep_engine_pending_and_record(tmp_path, capsys):
+    """A Sweep reads the keys of the rows it owns in a shared file, logs what is left, and marks a
+    recorded point done."""
+    from neuroprune_fairseq.recipes import sweeps
+
+    res = tmp_path / "sub" / "r.jsonl"
+    res.parent.mkdir()
+    res.write_text(json.dumps({"method": "dsp", "K": 1}) + "\n" + json.dumps({"method": "dense"}) + "\n")
+    sweep = sweeps.Sweep(res, key=lambda r: (r["method"], r.get("K")), where=lambda r: r.get("K") is not None)
+    assert sweep.pending([1, 2, 3], lambda k: {"method": "dsp", "K": k}, lambda left: f": K={left}") == [2, 3]
+    assert "3 points, 1 already in" in capsys.readouterr().out
+    sweep.record({"method": "dsp", "K": 2, "bleu": 1.0}, "dsp K=2 done")
+    assert sweep.done({"method": "dsp", "K": 2}) and "dsp K=2 done" in capsys.readouterr().out
+    assert json.loads(res.read_text().splitlines()[-1]) == {"method": "dsp", "K": 2, "bleu": 1.0}
+    assert sweeps.settings_hash({"b": 1, "a": 2}) == sweeps.settings_hash({"a": 2, "b": 1})
+
+
+def test_presets_share_the_multi30k_model():
+    """The main job's --model-args default, the pre-norm fine-tuning preset and the CPU preset are
+    built from one Multi30k model list (the main job's run folders hash the string as it was)."""
+    from neuroprune_fairseq.recipes import main, presets
+
+    assert main.MODEL_ARGS == ("--arch neuroprune_multi30k_cpu --share-all-embeddings --encoder-normalize-before "
+                               "--decoder-normalize-before --dropout 0.1 --label-smoothing 0.1 --optimizer adam "
+                               "--adam-betas (0.9,0.98)")
+    assert presets.MULTI30K_PRENORM_FT[:len(presets.MULTI30K_PRENORM_MODEL)] == presets.MULTI30K_PRENORM_MODEL
+    assert presets.MULTI30K_MODEL[:3] == presets.MULTI30K_ARCH and presets.THETA == 0.2
+
+
+def test_gpu_check_script_is_a_thin_wrapper(tmp_path):
+    """scripts/gpu_check_mixed_precision.sh embeds no Python: its steps are
+    neuroprune_fairseq.recipes.gpu_check's (here: the toy data, without a GPU)."""
+    import subprocess
+    import sys
+
+    script = (REPO / "scripts" / "gpu_check_mixed_precision.sh").read_text()
+    assert "<<'EOF'" not in script and "python -c" not in script and "neuroprune_fairseq.recipes.gpu_check" in script
+    subprocess.run([sys.executable, "-m", "neuroprune_fairseq.recipes.gpu_check", "data", "--cpu"], cwd=tmp_path, check=True,
+                   env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, timeout=300)
+    assert len((tmp_path / "train.src").read_text().splitlines()) == 600
+    assert (tmp_path / "valid.tgt").read_text().split("\n")[0].isupper()

@@ -13,7 +13,7 @@ from fairseq.trainer import Trainer
 from neuroprune_fairseq.core.penalties import pa_row_weight
 from neuroprune_fairseq.core.target import proximal_step_
 from neuroprune_fairseq.fairseq_adapter.sites import matrices, model_sparsity
-from neuroprune_fairseq.commands.finalize import load
+from neuroprune_fairseq.fairseq_adapter.checkpoints import load
 from neuroprune_fairseq.fairseq_adapter.sparsify import Sparsifier, check_sparsify_setup
 
 from conftest import TINY_ARCH, USER_DIR, run_cli
@@ -122,7 +122,7 @@ def test_proximal_run_makes_exact_zeros_and_eq1_row_weights_grow(tiny_data):
     log = p.stdout + p.stderr
     r = [_row_weights(tiny_data / "ck_prox" / f"checkpoint{e}.pt", 1e-2) for e in (1, 2, 3)]
     assert r[0] < r[1] < r[2], r  # rich get richer: sparse MLP rows get sparser
-    _, model, _, _ = load(str(tiny_data / "ck_prox" / "checkpoint_last.pt"), str(tiny_data / "bin"))
+    model = load(str(tiny_data / "ck_prox" / "checkpoint_last.pt"), str(tiny_data / "bin")).model
     qkv = [w for n, w in model.named_parameters() if n.endswith(("q_proj.weight", "k_proj.weight", "v_proj.weight"))]
     assert sum(int((w == 0).sum()) for w in qkv) > 0
     rep = model_sparsity(model)
@@ -138,7 +138,7 @@ def test_target_sparsity_reached_without_finalize(tiny_data):
                                       "--np-target-mode", "cut", "--np-prox-metric", "euclidean",
                                       "--save-dir", "ck_target_sparsity"], cwd=tiny_data)
     log = p.stdout + p.stderr
-    _, model, _, _ = load(str(tiny_data / "ck_target_sparsity" / "checkpoint_last.pt"), str(tiny_data / "bin"))
+    model = load(str(tiny_data / "ck_target_sparsity" / "checkpoint_last.pt"), str(tiny_data / "bin")).model
     rep = model_sparsity(model)
     assert target <= rep.sparsity <= target + 0.5, rep
     inner = [(float(t), float(s)) for t, s in re.findall(r"train_inner .*?target_sparsity=([\d.]+),.*? sparsity=([\d.]+)", log)]
@@ -183,7 +183,7 @@ def test_strong_penalties_zero_whole_input_groups_and_mlp_rows(tiny_data):
     run_cli("fairseq_cli.train", ["bin", *BASE, "--criterion", "neuroprune_ce", "--np-penalty-scale", "token",
                                   "--np-alpha", "2", "--np-beta", "2", "--np-proximal", "--np-no-head-pruning",
                                   "--max-epoch", "2", "--save-dir", "ck_strong"], cwd=tiny_data)
-    _, model, _, _ = load(str(tiny_data / "ck_strong" / "checkpoint_last.pt"), str(tiny_data / "bin"))
+    model = load(str(tiny_data / "ck_strong" / "checkpoint_last.pt"), str(tiny_data / "bin")).model
     st = structure(attention_sites(model), mlp_sites(model))
     assert st["input_groups_zeroed"] > 0, st
     assert st["fc2_rows_zero"] + st["mlp_neurons_dead"] > 0, st

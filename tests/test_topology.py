@@ -145,9 +145,9 @@ def test_fairseq_report_numbers(checkpoints, tmp_path):
 
     # the project's own sparsity on the same model agrees
     from neuroprune_fairseq.fairseq_adapter.sites import model_sparsity
-    from neuroprune_fairseq.commands.finalize import load
+    from neuroprune_fairseq.fairseq_adapter.checkpoints import load
 
-    _, model, _, _ = load(str(a), str(d / "bin"))
+    model = load(str(a), str(d / "bin")).model
     assert model_sparsity(model).sparsity == pytest.approx(s["sparsity"], abs=1e-9)
 
     # B: recorded positions and the zeroed placeholder head

@@ -37,7 +37,7 @@ if [ -z "$PY" ]; then if [ -x .venv/bin/python ]; then PY=.venv/bin/python; else
 JOBS=${JOBS:-8}; EPOCHS=${EPOCHS:-3}; export OMP_NUM_THREADS=${THREADS:-2}
 RECIPE=${RECIPE:-multi30k-prenorm}; KS=${KS:-18 25 50 75 100}
 ALSO_SCORE=${ALSO_SCORE-valid}  # further splits scored like test (rows: bleu_sets); '' for none
-TARGET_EPOCH=${TARGET_EPOCH:-$("$PY" -c 'import sys; from neuroprune_fairseq.recipes.common import recovery_target_epoch as r; print(r(sys.argv[1]))' "$EPOCHS")}
+TARGET_EPOCH=${TARGET_EPOCH:-$("$PY" -c 'import sys; from neuroprune_fairseq.recipes.presets import recovery_target_epoch as r; print(r(sys.argv[1]))' "$EPOCHS")}
 
 {
   # in priority order (a CPU run that stops early has the control and the paper's main comparison first)

@@ -14,48 +14,15 @@ import sys
 from typing import Dict, Optional
 
 import fairseq  # noqa: F401  (before the plugin, so that it registers its components)
-from fairseq import checkpoint_utils
 from omegaconf import OmegaConf, open_dict
 
 from .. import plugin  # noqa: F401
 from ..core.dsp import top_k_heads
+from ..fairseq_adapter import checkpoints
 from ..fairseq_adapter.head_gates import finalize_heads_
 from ..fairseq_adapter.sites import head_counts
 
 logger = logging.getLogger("neuroprune_fairseq.dsp_finalize")
-
-
-def load(path: str, data: Optional[str] = None):
-    """``(model, task, state)`` of a fairseq checkpoint, model in eval mode on CPU."""
-    overrides = {"dsp_pretrained": None}
-    if data:
-        overrides["data"] = data
-    state = checkpoint_utils.load_checkpoint_to_cpu(path, arg_overrides=overrides)
-    models, _, task = checkpoint_utils.load_model_ensemble_and_task([path], arg_overrides=overrides, state=state)
-    model = models[0].eval()
-    return model, task, state
-
-
-def _as_neuroprune_model_cfg(cfg) -> None:
-    """A checkpoint of a stock ``transformer`` becomes one of ``neuroprune_transformer``
-    (same model; its load_state_dict accepts pruned shapes). ``cfg.model`` is an
-    ``argparse.Namespace`` for fairseq's legacy (argparse) models, else a DictConfig."""
-    from fairseq.models import ARCH_MODEL_REGISTRY
-
-    m = cfg.model
-    arch = getattr(m, "arch", None)
-    updates = {}
-    if arch and not str(arch).startswith("neuroprune_") and f"neuroprune_{arch}" in ARCH_MODEL_REGISTRY:
-        updates = {"arch": f"neuroprune_{arch}", "_name": "neuroprune_transformer"}
-    elif getattr(m, "_name", None) == "transformer":
-        updates = {"_name": "neuroprune_transformer"}
-    if isinstance(m, argparse.Namespace):
-        for k, v in updates.items():
-            setattr(m, k, v)
-    elif updates:
-        with open_dict(m):
-            for k, v in updates.items():
-                m[k] = v
 
 
 def save_finalized(model, state: Dict, output: str, info: Dict) -> None:
@@ -66,7 +33,9 @@ def save_finalized(model, state: Dict, output: str, info: Dict) -> None:
     cfg = new.get("cfg")
     if cfg is not None:
         cfg = OmegaConf.create(OmegaConf.to_container(cfg), flags={"allow_objects": True}) if not isinstance(cfg, dict) else cfg
-        _as_neuroprune_model_cfg(cfg)
+        arch = checkpoints.neuroprune_arch(cfg.model)  # a stock transformer: its neuroprune_ twin loads pruned shapes
+        if arch:
+            checkpoints.set_arch_(cfg.model, arch)
         with open_dict(cfg):
             ls = float(cfg.criterion.get("label_smoothing", 0.0)) if cfg.get("criterion") is not None else 0.0
             cfg.criterion = {"_name": "label_smoothed_cross_entropy", "label_smoothing": ls,
@@ -77,29 +46,29 @@ def save_finalized(model, state: Dict, output: str, info: Dict) -> None:
                 cfg.task.pop("dsp_pretrained", None)
         new["cfg"] = cfg
     new["neuroprune_finalize"] = info
-    checkpoint_utils.torch_persistent_save(new, output)
+    checkpoints.save(new, output)
 
 
-def summary(model, task, cfg_model, report: Dict, seq_len: int = 20) -> Dict:
+def summary(ck: checkpoints.Checkpoint, report: Dict, seq_len: int = 20) -> Dict:
     """NeuroPrune's finalisation report (:func:`neuroprune_fairseq.commands.finalize.describe`: params,
     sparsity, FLOPs against the dense model), with DSP's head counts: ``heads_per_module``
     and ``heads_kept`` count active heads (a zeroed placeholder head counts 0),
     ``physical_heads_per_module`` the heads present."""
     from .finalize import describe
 
-    dense = task.build_model(cfg_model, from_checkpoint=True)
-    info = describe(model, dense, seq_len)
+    info = describe(ck.model, ck.dense(), seq_len)
     info.update(report)
     return info
 
 
-def finalize_and_report(model, task, state: Dict, keep, scores, empty: str, output: str, extra: Dict,
+def finalize_and_report(ck: checkpoints.Checkpoint, keep, scores, empty: str, output: str, extra: Dict,
                         report_path: Optional[str] = None, hidden=("kept_heads",)) -> Dict:
     """Shared tail of the DSP and Michel commands: keep ``keep`` heads physically, write the
     checkpoint and the JSON report, print the report (without the ``hidden`` keys)."""
-    report = finalize_heads_(model, keep, scores=scores, empty=empty)
-    info = summary(model, task, state["cfg"].model, {**extra, "kept_heads": keep, **report})
-    save_finalized(model, state, output, info)
+    state = ck.state
+    report = finalize_heads_(ck.model, keep, scores=scores, empty=empty)
+    info = summary(ck, {**extra, "kept_heads": keep, **report})
+    save_finalized(ck.model, state, output, info)
     if report_path:
         with open(report_path, "w") as f:
             json.dump(info, f)
@@ -133,7 +102,8 @@ def main(argv=None) -> Dict:
     from .finalize import check_output
 
     check_output(args.path, args.output, overwrite=True)  # never the training checkpoint itself
-    model, task, state = load(args.path, args.data)
+    ck = checkpoints.load(args.path, args.data, from_checkpoint=True)
+    model, state = ck.model, ck.state
     crit = state.get("criterion") or {}
     if "dsp_logits" not in crit:
         raise SystemExit(f"{args.path} holds no DSP gate logits (criterion state keys: {sorted(crit)}); was it trained with --criterion dsp_ce?")
@@ -144,7 +114,7 @@ def main(argv=None) -> Dict:
     k = args.heads if args.heads is not None else int(state["cfg"].criterion.dsp_heads)
     check_heads(k, sum(counts), "--heads" if args.heads is not None else "the run's --dsp-heads")
     keep = top_k_heads(logits, k, counts)
-    info = finalize_and_report(model, task, state, keep, logits, args.empty_modules, args.output,
+    info = finalize_and_report(ck, keep, logits, args.empty_modules, args.output,
                                {"method": "dsp", "K": k}, args.report)
     logger.info(f"DSP finalised: K={k}, heads per module {'.'.join(map(str, info['heads_per_module']))}, "
                 f"sparsity {info['sparsity']:.2f}%, FLOPs ratio {info['flops_ratio']:.3f}, params {info['params']} -> {args.output}")

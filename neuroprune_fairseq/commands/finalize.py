@@ -133,69 +133,6 @@ def format_report(d: Dict) -> str:
     ])
 
 
-def read_checkpoint(path: str, data: str = None) -> Dict:
-    """A fairseq checkpoint as a dict, or an error that says what ``path`` is instead."""
-    from fairseq import checkpoint_utils
-
-    from .. import plugin  # noqa: F401  (registers the model; safe checkpoint loading)
-
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"--path {path}: no such checkpoint file")
-    try:
-        state = checkpoint_utils.load_checkpoint_to_cpu(path, {"data": data} if data else None)
-    except Exception as e:  # torch/pickle raise anything from KeyError to UnpicklingError here
-        raise ValueError(f"--path {path} is not a readable fairseq checkpoint ({type(e).__name__}: {e})") from e
-    if not isinstance(state, dict) or not {"model", "cfg"} <= set(state) or state["cfg"] is None:
-        raise ValueError(f"--path {path} is not a fairseq training checkpoint (no 'model' and 'cfg' entries)")
-    return state
-
-
-def neuroprune_arch(cfg_model) -> str:
-    """The ``neuroprune_*`` arch to save a stock-transformer checkpoint as, '' if it is one already,
-    None if the model has no such twin (its MLPs then cannot be resized on loading)."""
-    from fairseq.models import ARCH_MODEL_REGISTRY
-    from fairseq.models.transformer import TransformerModel
-
-    from ..fairseq_adapter.model import NeuroPruneTransformerModel
-
-    arch = getattr(cfg_model, "arch", None) or getattr(cfg_model, "_name", None)
-    model_cls = ARCH_MODEL_REGISTRY.get(arch)
-    if model_cls is not None and issubclass(model_cls, NeuroPruneTransformerModel):
-        return ""
-    if model_cls is TransformerModel and f"neuroprune_{arch}" in ARCH_MODEL_REGISTRY:
-        return f"neuroprune_{arch}"
-    return None
-
-
-def set_arch_(cfg_model, arch: str) -> None:
-    from omegaconf import OmegaConf, open_dict
-
-    if OmegaConf.is_config(cfg_model):
-        with open_dict(cfg_model):
-            cfg_model.arch = cfg_model._name = arch
-    else:
-        for key in ("arch", "_name"):
-            setattr(cfg_model, key, arch)
-
-
-def load(path: str, data: str = None):
-    import fairseq  # noqa: F401
-    from fairseq import tasks
-
-    state = read_checkpoint(path, data)
-    cfg = state["cfg"]
-    if not os.path.isdir(str(cfg.task.data).split(os.pathsep)[0]):
-        raise FileNotFoundError(
-            f"the checkpoint's data directory {cfg.task.data!r} does not exist from here "
-            "(its dictionaries are needed); pass --data DATA_BIN_DIR"
-        )
-    task = tasks.setup_task(cfg.task)
-    model = task.build_model(cfg.model)
-    model.load_state_dict(state["model"], strict=True, model_cfg=cfg.model)
-    dense = task.build_model(cfg.model)
-    return state, model.eval(), dense, task
-
-
 def same_file(a: str, b: str) -> bool:
     """Whether two paths name one file: the same resolved path (symlinks followed), or, when
     both exist, the same file under two names (hard link)."""
@@ -233,7 +170,7 @@ def generate_command(output: str, data: str) -> str:
 
     user_dir = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the package: neuroprune_fairseq
     # absolute paths: a checkpoint's data path may be relative to where it was trained (prep/bin);
-    # fairseq resolves it against the current directory, as the check in load() did
+    # fairseq resolves it against the current directory, as the check in checkpoints.load() did
     data = os.pathsep.join(os.path.abspath(d) for d in str(data).split(os.pathsep))
     # fairseq's default --required-batch-size-multiple 8 loses hypotheses in this fairseq (see the README)
     return (f"fairseq-generate {shlex.quote(data)} --user-dir {shlex.quote(user_dir)} "
@@ -246,10 +183,11 @@ def finalize(path: str, output: str, threshold: float = 0.0, data: str = None, s
     if not (threshold >= 0 and math.isfinite(threshold)):
         raise ValueError(f"--threshold must be a finite number >= 0, got {threshold}")
     check_output(path, output, overwrite)
-    from fairseq.checkpoint_utils import torch_persistent_save
+    from ..fairseq_adapter import checkpoints
 
-    state, model, dense, _ = load(path, data)
-    arch = neuroprune_arch(state["cfg"].model)
+    ck = checkpoints.load(path, data)
+    state, model, dense = ck.state, ck.model, ck.dense()
+    arch = checkpoints.neuroprune_arch(state["cfg"].model)
     zeroed = zero_small_weights_(model, threshold) if threshold > 0 else 0
     removed_io = {"inputs": 0, "outputs": 0}
     if arch is None:
@@ -260,9 +198,7 @@ def finalize(path: str, output: str, threshold: float = 0.0, data: str = None, s
         if structured:
             removed_io = remove_zeroed_structure_(model)
         if arch:  # a stock transformer arch: save as its neuroprune_ twin, which loads resized MLPs
-            set_arch_(state["cfg"].model, arch)
-            if state.get("args") is not None:
-                state["args"].arch = arch
+            checkpoints.as_neuroprune_(state)
     info = describe(model, dense, seq_len)
     info.update({"zeroed_below_threshold": zeroed, "threshold": threshold, "source": path, "output": output,
                  "arch": getattr(state["cfg"].model, "arch", None), "neurons_removed": arch is not None,
@@ -270,8 +206,7 @@ def finalize(path: str, output: str, threshold: float = 0.0, data: str = None, s
     state["model"] = model.state_dict()
     state["last_optimizer_state"] = None
     state.setdefault("extra_state", {})["neuroprune_finalized"] = {"threshold": threshold}
-    os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
-    torch_persistent_save(state, output)
+    checkpoints.save(state, output)
     info["generate_command"] = generate_command(output, data or state["cfg"].task.data)
     return info
 

@@ -22,8 +22,9 @@ from fairseq import utils
 from .. import plugin  # noqa: F401
 from ..core.dsp import top_k_heads
 from ..fairseq_adapter.head_gates import head_importance
+from ..fairseq_adapter import checkpoints
 from ..fairseq_adapter.sites import head_counts
-from .dsp_finalize import finalize_and_report, load
+from .dsp_finalize import finalize_and_report
 
 logger = logging.getLogger("neuroprune_fairseq.head_importance")
 
@@ -47,7 +48,8 @@ def main(argv=None) -> Dict:
     check_output(args.path, args.output, overwrite=True)  # never the training checkpoint itself
     logging.basicConfig(level=logging.INFO, format="%(asctime)s | %(levelname)s | %(name)s | %(message)s")
 
-    model, task, state = load(args.path, args.data)
+    ck = checkpoints.load(args.path, args.data, from_checkpoint=True)
+    model, task = ck.model, ck.task
     counts = head_counts(model)
     if not 1 <= args.heads <= sum(counts):
         raise SystemExit(f"--heads must be in [1, {sum(counts)}]")
@@ -60,7 +62,7 @@ def main(argv=None) -> Dict:
     batches = (b for i, b in enumerate(itr) if not args.max_batches or i < args.max_batches)
     imp = head_importance(model, batches, task.target_dictionary.pad(), not args.no_normalize_by_layer)
     keep = top_k_heads(imp, args.heads, counts)
-    info = finalize_and_report(model, task, state, keep, imp, args.empty_modules, args.output,
+    info = finalize_and_report(ck, keep, imp, args.empty_modules, args.output,
                                {"method": "michel", "K": args.heads, "importance": imp.tolist()}, args.report,
                                hidden=("kept_heads", "importance"))
     logger.info(f"Michel importance pruning: K={args.heads}, heads per module "

@@ -61,9 +61,9 @@ def cli_main(argv=None) -> List[Dict]:
     bad = [t for t in a.theta if not (math.isfinite(t) and t >= 0)]
     if bad:
         p.error(f"--theta must be finite numbers >= 0, got {bad}")
-    from .finalize import load
+    from ..fairseq_adapter.checkpoints import load
 
-    _, model, _, _ = load(a.path, a.data)
+    model = load(a.path, a.data).model
     rows = scan(model, a.theta, a.dominating)
     print(format_scan(rows, a.theta))
     if a.json:

@@ -11,6 +11,7 @@ owns columns ``h*hd:(h+1)*hd``).
 * :func:`zero_input_groups`  -- Eq. 2's groups (columns of [Q;K;V]) that are exactly zero
 * :func:`dead_mlp_neurons`   -- the neurons ``finalize`` removes (no input or no output)
 * :func:`zeroed_heads`       -- heads whose q, k, v rows and out columns are all zero
+* :func:`active_head_count`  -- the heads present that are not zeroed: what "heads kept" counts
 """
 from typing import Dict, List, Sequence, Union
 
@@ -104,3 +105,9 @@ def zeroed_heads(q: Tensor, k: Tensor, v: Tensor, out: Tensor, head_dim: int) ->
     n = rows // head_dim
     z = torch.stack([(w.detach() == 0).all(dim=1) for w in (q, k, v)] + [(out.detach() == 0).all(dim=0)]).all(dim=0)
     return [h for h in range(n) if bool(z[h * head_dim:(h + 1) * head_dim].all())]
+
+
+def active_head_count(q: Tensor, k: Tensor, v: Tensor, out: Tensor, head_dim: int) -> int:
+    """Heads present in the module that are not :func:`zeroed_heads`: any non-zero q/k/v row or
+    out column. What every report's "heads kept" counts (a zeroed placeholder head counts 0)."""
+    return q.shape[0] // head_dim - len(zeroed_heads(q, k, v, out, head_dim))

@@ -20,6 +20,7 @@ from torch import Tensor, nn
 
 from ..core.policy import prune_site_heads_
 from ..core.surgery import zero_heads_
+from ..core.topology import active_head_count
 from .sites import attention_sites
 
 logger = logging.getLogger(__name__)
@@ -116,7 +117,6 @@ def finalize_heads_(
         ks = sorted(int(h) for h in ks)
         if any(h < 0 or h >= n for h in ks):
             raise ValueError(f"{name}: head ids {ks} out of range for {n} heads")
-        active.append(len(ks))
         if not ks:
             best = int(torch.argmax(scores[offset:offset + n]).item()) if scores is not None else 0
             ks = [best]
@@ -126,9 +126,9 @@ def finalize_heads_(
             logger.warning(f"DSP finalise: every head of {name} is pruned; kept head {best} "
                            f"{'zeroed (module outputs its out_proj bias)' if empty == 'zero' else 'with its weights'}")
         prune_site_heads_(site, ks)
+        # counted as every report counts them: a zeroed placeholder is no head, a kept best head is one
+        active.append(active_head_count(site.q.weight, site.k.weight, site.v.weight, site.out.weight, site.head_dim))
         physical.append(site.num_heads)
         offset += n
-    if empty == "keep-best":
-        active = [max(a, 1) for a in active]
     return {"heads_per_module": active, "heads_kept": sum(active),
             "physical_heads_per_module": physical, "empty_modules": empties, "empty_policy": empty}

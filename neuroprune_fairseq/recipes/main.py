@@ -12,7 +12,6 @@ Progress: the log files are listed at the start; one line per stage and per trai
 Resumable: a finished stage is not redone (run folders are named after their settings' hash).
 """
 import argparse
-import hashlib
 import json
 import os
 import shlex
@@ -20,12 +19,13 @@ import sys
 import time
 from pathlib import Path
 
-from neuroprune_fairseq.recipes import common, main_table
-from neuroprune_fairseq.recipes.prepare import prepare
+from neuroprune_fairseq.fairseq_adapter.checkpoints import active_heads
+from neuroprune_fairseq.recipes import datafiles, main_table, presets, runner, scoring, steps, sweeps
+from neuroprune_fairseq.recipes.preparation import prepare
 from neuroprune_fairseq.recipes.progress import Eta, Job, StageFailed, fmt_s, ft_pace_factor, run_jobs
 
-MODEL_ARGS = ("--arch neuroprune_multi30k_cpu --share-all-embeddings --encoder-normalize-before "
-              "--decoder-normalize-before --dropout 0.1 --label-smoothing 0.1 --optimizer adam --adam-betas (0.9,0.98)")
+#: --model-args default (part of the run folders' settings hash: keep the string as it is)
+MODEL_ARGS = " ".join(presets.MULTI30K_PRENORM_MODEL)
 
 
 def updates_per_epoch(bin_dir: Path, src: str, tgt: str, max_tokens: int, multiple: int = 8) -> int:
@@ -50,7 +50,7 @@ def all_threads() -> int:
 
 
 def tag(name: str, settings: dict) -> str:
-    return f"{name}_{hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:8]}"
+    return f"{name}_{sweeps.settings_hash(settings)}"
 
 
 def parse(argv):
@@ -72,15 +72,15 @@ def parse(argv):
     g.add_argument("--dense-end-lr", type=float, default=1e-5, help="polynomial_decay --end-learning-rate")
     g.add_argument("--dense-updates-per-epoch", type=int, help="for --total-num-update = epochs x this (default: counted "
                    "from the binarized train set with fairseq's batch_by_size at --max-tokens)")
-    g.add_argument("--max-tokens", type=int, default=2048, help="of every training stage")
+    g.add_argument("--max-tokens", type=int, default=presets.PRENORM_MAX_TOKENS, help="of every training stage")
     g.add_argument("--seed", type=int, default=1)
     g = p.add_argument_group("fine-tuning (NeuroPrune and DSP joint, the same budget)")
     g.add_argument("--ft-epochs", type=int, default=2, help="E: epochs of each fine-tuning run")
     g.add_argument("--target-epoch", type=int, default=0,
                    help="NeuroPrune reaches K after this epoch (--np-target-epoch); the epochs after it recover at K. "
                         "Default 0: E-1 (E when E = 1)")
-    g.add_argument("--ft-lr", type=float, default=1e-3)
-    g.add_argument("--ft-warmup", type=int, default=100, help="inverse_sqrt --warmup-updates")
+    g.add_argument("--ft-lr", type=float, default=presets.PRENORM_FT_LR)
+    g.add_argument("--ft-warmup", type=int, default=presets.PRENORM_FT_WARMUP, help="inverse_sqrt --warmup-updates")
     g.add_argument("--heads", type=int, default=54, help="K: heads kept (--np-target-heads, --dsp-heads)")
     g.add_argument("--sparsity", type=float, default=50, help="S: NeuroPrune --np-proximal --np-target-sparsity (%%)")
     g.add_argument("--alpha", type=float, default=0.5, help="--np-alpha (--np-penalty-scale batch)")
@@ -100,12 +100,12 @@ def parse(argv):
         p.error("--sparsity must be in [0, 100)")
     if not 0 < a.anneal_fraction <= 1:
         p.error("--anneal-fraction must be in (0, 1]")
-    a.raw = common.data_dir(a.data_dir, "multi30k")
+    a.raw = datafiles.data_dir(a.data_dir, "multi30k")
     if not a.raw.is_dir():
         p.error(f"--data-dir {a.raw} is not a folder")
     a.model = shlex.split(a.model_args)
     if not a.target_epoch:
-        a.target_epoch = common.recovery_target_epoch(a.ft_epochs)
+        a.target_epoch = presets.recovery_target_epoch(a.ft_epochs)
     if not 1 <= a.target_epoch <= a.ft_epochs:
         p.error(f"--target-epoch {a.target_epoch}: must be between 1 and --ft-epochs ({a.ft_epochs})")
     return a
@@ -127,9 +127,9 @@ def main(argv=None):
     train_log = {m: logs / f"{t}.train.log" for m, t in tags.items()}
     T = all_threads()
     ft_threads = 1 if a.parallel else T
-    common.log(f"main job: {a.src_lang}->{a.tgt_lang} from {a.raw}; work dir {work}")
-    common.log(f"threads: dense {T}; fine-tuning {'2 runs side by side, 1 thread each' if a.parallel else f'one after the other, {T}'}")
-    common.log("logs (full fairseq output):\n  " + "\n  ".join(
+    runner.log(f"main job: {a.src_lang}->{a.tgt_lang} from {a.raw}; work dir {work}")
+    runner.log(f"threads: dense {T}; fine-tuning {'2 runs side by side, 1 thread each' if a.parallel else f'one after the other, {T}'}")
+    runner.log("logs (full fairseq output):\n  " + "\n  ".join(
         [str(prep / "preprocess.log")] + [str(train_log[m]) for m in tags] + [str(logs / f"{dsp_tag}.dsp_finalize.log")]
         + [str(logs / f"{t}.{s}.log") for t in tags.values() for s in ("finalize", "generate")]))
     stages = [("dense training", {"dense": a.dense_epochs}), ("fine-tuning", {"neuroprune": a.ft_epochs, "dsp-joint": a.ft_epochs})]
@@ -137,35 +137,33 @@ def main(argv=None):
     rows, walls = [], {}
 
     def stage(name, logfile, fn):
-        common.log(f"stage {name}: start" + (f" (log {logfile})" if logfile else ""))
+        runner.log(f"stage {name}: start" + (f" (log {logfile})" if logfile else ""))
         t0 = time.time()
         try:
             out = fn()
         except StageFailed:
             raise
-        except Exception as e:  # a failed subprocess (common.run names its log) or bad data
+        except Exception as e:  # a failed subprocess (runner.run names its log) or bad data
             raise StageFailed(name, logfile or "(none)", f"{type(e).__name__}: {str(e)[:2000]}") from e
         left = eta.total_left(stages[-1][0]) if eta.pace else None
-        common.log(f"stage {name}: done in {fmt_s(time.time() - t0)}; total elapsed {fmt_s(time.time() - t_start)}"
+        runner.log(f"stage {name}: done in {fmt_s(time.time() - t0)}; total elapsed {fmt_s(time.time() - t_start)}"
             + (f", about {fmt_s(left)} left" if left is not None else ""))
         return out
 
     def job(method, extra, threads):
         save = runs / tags[method] / "train"
-        cmd = [common.tool("fairseq-train"), prep / "bin", "--user-dir", common.USER_DIR, "--save-dir", save,
-               *common.COMMON_TRAIN, "--source-lang", a.src_lang, "--target-lang", a.tgt_lang, "--seed", str(a.seed),
-               "--max-tokens", str(a.max_tokens), *a.model, *extra]
+        cmd = steps.train_command(prep / "bin", save, ["--source-lang", a.src_lang, "--target-lang", a.tgt_lang,
+                                                       "--seed", str(a.seed), "--max-tokens", str(a.max_tokens), *a.model, *extra])
         return Job(method, cmd, train_log[method], save, stages[method != "dense"][1][method], {"OMP_NUM_THREADS": str(threads)})
 
     def finish(method, ckpt, extra_report=None):
         d = runs / tags[method]
         t0 = time.time()
-        fin = common.finalize(ckpt, d / "final.pt", a.threshold, logfile=logs / f"{tags[method]}.finalize.log", data=prep / "bin")
-        from neuroprune_fairseq.recipes.sweep_heads import active_heads
+        fin = steps.finalize(ckpt, d / "final.pt", a.threshold, logfile=logs / f"{tags[method]}.finalize.log", data=prep / "bin")
         kept = sum(active_heads(d / "final.pt")[0])  # DSP's emptied module keeps a zeroed placeholder head: not counted
         cache = d / "eval.json"
         ev = (json.loads(cache.read_text()) if cache.exists()
-              else common.evaluate_prep(prep, d / "final.pt", beam=a.beam, logfile=logs / f"{tags[method]}.generate.log"))
+              else scoring.evaluate_prep(prep, d / "final.pt", beam=a.beam, logfile=logs / f"{tags[method]}.generate.log"))
         cache.write_text(json.dumps(ev))
         if not ev["n_hyps_eq_n_refs"]:
             raise RuntimeError(f"{ev['n_hyps']} hypotheses for {ev['n_refs']} references")
@@ -174,7 +172,7 @@ def main(argv=None):
                "sparsity": fin["sparsity"], "flops_ratio": fin["flops_ratio"], "train_wall_s": round(walls.get(method, 0.0), 1),
                "heads_per_module": fin["heads_per_module"], "params": fin["params"], "params_dense": fin["params_dense"],
                **{k: v for k, v in ev.items() if k != "bleu"}, "run": str(d)}
-        common.log(f"{method}: BLEU {row['bleu']:.2f}  heads {kept}/{row['heads_dense']}  sparsity {row['sparsity']:.2f}%  "
+        runner.log(f"{method}: BLEU {row['bleu']:.2f}  heads {kept}/{row['heads_dense']}  sparsity {row['sparsity']:.2f}%  "
             f"({row['n_hyps']}/{row['n_refs']} test sentences, {row['gen_sentences_per_s']} sent/s)")
         rows.append(row)
         return row
@@ -183,7 +181,7 @@ def main(argv=None):
         bin_dir = stage("prepare", prep / "preprocess.log",
                         lambda: prepare(a.raw, prep, a.src_lang, a.tgt_lang, vocab_size=a.vocab_size, workers=a.workers))
         upe = a.dense_updates_per_epoch or updates_per_epoch(bin_dir, a.src_lang, a.tgt_lang, a.max_tokens)
-        common.log(f"{upe} updates per epoch at --max-tokens {a.max_tokens}")
+        runner.log(f"{upe} updates per epoch at --max-tokens {a.max_tokens}")
         dense_extra = ["--criterion", "label_smoothed_cross_entropy", "--np-no-head-pruning", "--lr", str(a.dense_lr),
                        "--lr-scheduler", "polynomial_decay", "--warmup-updates", str(a.dense_warmup),
                        "--end-learning-rate", str(a.dense_end_lr), "--total-num-update", str(a.dense_epochs * upe),
@@ -194,8 +192,8 @@ def main(argv=None):
         dense_row = stage("dense finalize + evaluate", logs / f"{dense_tag}.generate.log", lambda: finish("dense", dense_ckpt))
         if a.heads >= dense_row["heads_dense"]:
             raise SystemExit(f"--heads {a.heads}: the dense model has {dense_row['heads_dense']} heads; choose fewer")
-        sched = ["--lr", str(a.ft_lr), "--lr-scheduler", "inverse_sqrt", "--warmup-updates", str(a.ft_warmup)]
-        np_extra = [*common.finetune_args("neuroprune", dense_ckpt, a.ft_epochs, a.alpha, a.beta, 0.2, sched),
+        sched = presets.inverse_sqrt(a.ft_lr, a.ft_warmup)
+        np_extra = [*presets.finetune_args("neuroprune", dense_ckpt, a.ft_epochs, a.alpha, a.beta, presets.THETA, sched),
                     "--np-target-heads", str(a.heads), "--np-target-epoch", str(a.target_epoch),
                     "--np-proximal", "--np-target-sparsity", f"{a.sparsity:g}"]
         anneal = max(1, round(a.anneal_fraction * a.ft_epochs * upe))
@@ -207,7 +205,7 @@ def main(argv=None):
                            lambda: run_jobs("fine-tuning", jobs, eta, parallel=a.parallel)))
         dsp_dir = runs / dsp_tag
         if not (dsp_dir / "pruned.json").exists():
-            stage("dsp-joint hard top-K", logs / f"{dsp_tag}.dsp_finalize.log", lambda: common.run_module(
+            stage("dsp-joint hard top-K", logs / f"{dsp_tag}.dsp_finalize.log", lambda: runner.run_module(
                 "neuroprune_fairseq.commands.dsp_finalize", ["--path", dsp_dir / "train" / "checkpoint_last.pt",
                  "--output", dsp_dir / "pruned.pt", "--data", bin_dir, "--heads", str(a.heads), "--report", dsp_dir / "pruned.json"],
                 logfile=logs / f"{dsp_tag}.dsp_finalize.log"))
@@ -223,7 +221,7 @@ def main(argv=None):
              f"S={a.sparsity:g}% and DSP joint K={a.heads}, {a.ft_epochs} fine-tuning epochs each")
     out = main_table.write(rows, work, title)
     print("\n" + main_table.plain(rows, title), flush=True)
-    common.log(f"wrote {out['md']}, {out['json']}, {out['png']}; total {fmt_s(time.time() - t_start)}")
+    runner.log(f"wrote {out['md']}, {out['json']}, {out['png']}; total {fmt_s(time.time() - t_start)}")
 
 
 if __name__ == "__main__":

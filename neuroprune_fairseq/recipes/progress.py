@@ -16,7 +16,7 @@ one line per epoch with the loss and the time left, and fail with the log to rea
 * :func:`run_jobs` runs one or several fairseq-train jobs side by side (``subprocess.Popen``,
   output appended to the job's log) and polls their logs once a second. A failed job stops the
   others and raises :class:`StageFailed` naming the stage, the log file and its last lines.
-  A job whose ``save_dir/.done`` exists is not rerun (the same marker as ``common.train``).
+  A job whose ``save_dir/.done`` exists is not rerun (the same marker as ``steps.train``).
 """
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
-from neuroprune_fairseq.recipes.common import log
+from neuroprune_fairseq.recipes.runner import log
 
 _EPOCH = re.compile(r"\| (train|valid) \| epoch (\d+) \|(.*)$")
 _INNER = re.compile(r"\| train_inner \| epoch (\d+):\s+(\d+) / (\d+) (.*)$")

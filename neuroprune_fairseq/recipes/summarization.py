@@ -20,8 +20,8 @@ import re
 import time
 
 
-from neuroprune_fairseq.recipes.glue import (
-    _ListDataset, add_common_args, add_neuroprune_args, default_model, finish_run, neuroprune_arguments,
+from neuroprune_fairseq.recipes.hf_run import (
+    ListDataset, add_common_args, add_neuroprune_args, default_model, finish_run, neuroprune_arguments,
     validate_common, warmup_kwargs)
 
 TINY = dict(d_model=64, d_kv=16, d_ff=128, num_layers=2, num_decoder_layers=2, num_heads=4,
@@ -177,7 +177,7 @@ def main(argv=None):
             enc = tok(args.source_prefix + text, truncation=True, max_length=args.max_source_length)
             enc["labels"] = tok(text_target=summary, truncation=True, max_length=args.max_target_length)["input_ids"]
             items.append(dict(enc))
-        return _ListDataset(items)
+        return ListDataset(items)
 
     train_ds = encode(train)
     out_dir = args.output_dir or tempfile.mkdtemp(prefix="np_sum_")

@@ -25,8 +25,10 @@ import json
 import os
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
-from neuroprune_fairseq.recipes import common, prepare
+from neuroprune_fairseq.fairseq_adapter.checkpoints import epochs_trained
+from neuroprune_fairseq.recipes import datafiles, preparation, presets, runner, scoring, steps, sweeps
 
 DEFAULTS = {
     "dataset": "multi30k",
@@ -35,7 +37,7 @@ DEFAULTS = {
     "threshold": 1e-3,
     "penalty_scale": "batch",  # --np-penalty-scale of every neuroprune/l1 point
     "include_dense": True,
-    "model_args": None,  # None: common.MULTI30K_MODEL
+    "model_args": None,  # None: presets.MULTI30K_MODEL
     "target_start": None,  # --np-target-start of the target-sparsity points (None: the option's default)
     "target_end": None,  # --np-target-end (None: the option's default, 0.75)
     "grid": [],
@@ -113,15 +115,13 @@ def key(row):
 
 
 def done_keys(results):
-    if not results.exists():
-        return set()
-    return {key(json.loads(line)) for line in results.read_text().splitlines() if line.strip()}
+    return sweeps.done_keys(results, key)
 
 
 def evaluate(cfg, prep, ckpt, logfile):
     if cfg["dataset"] == "multi30k":
-        return common.evaluate_prep(prep, ckpt, logfile=logfile)
-    return common.evaluate_iwslt(prep, ckpt, logfile=logfile)
+        return scoring.evaluate_prep(prep, ckpt, logfile=logfile)
+    return scoring.evaluate_iwslt(prep, ckpt, logfile=logfile)
 
 
 STAT_KEYS = ("heads_kept", "heads_dense", "heads_per_module", "mlp_neurons_kept", "mlp_neurons_dense", "sparsity",
@@ -145,14 +145,41 @@ def penalty_points(log: Path) -> dict:
     return {"points_removed": r, "points_penalties": p_, "points_cut": c}
 
 
-def epochs_trained(checkpoint) -> int:
-    """Complete epochs a fairseq checkpoint has trained (its iterator names the epoch to run next)."""
-    import torch
+def run_dense(ctx, pt):
+    """The dense model itself, not trained here: (run folder, its training seconds, no log)."""
+    if ctx.init:  # never write next to a shared checkpoint
+        run_dir = ctx.work / "runs" / ctx.dense_dir.name / "dense"
+        run_dir.mkdir(parents=True, exist_ok=True)
+        return run_dir, ctx.dense_wall, None
+    return ctx.dense_dir, ctx.dense_wall, None
 
-    import neuroprune_fairseq.fairseq_adapter.checkpoint_compat  # noqa: F401  (safe loading of fairseq checkpoints)
 
-    it = torch.load(checkpoint, map_location="cpu")["extra_state"]["train_iterator"]
-    return it["epoch"] - 1
+def run_dense_ft(ctx, pt):
+    """The control: the same fine-tuning epochs and schedule, no penalty."""
+    run_dir = ctx.work / "runs" / ctx.dense_dir.name / f"dense-ft_e{ctx.fe}"
+    log = ctx.work / "logs" / f"{ctx.dense_dir.name}.{run_dir.name}.log"
+    return run_dir, steps.train(ctx.bin_dir, run_dir, presets.plain_args(ctx.model_args, ctx.fe, ctx.dense_init), log), log
+
+
+def run_penalised(ctx, pt):
+    """NeuroPrune or l1 fine-tuning (the point's --np-proximal / --np-target-* flags too)."""
+    cfg, fe = ctx.cfg, ctx.fe
+    tag = f"{pt['method']}_a{pt['alpha']:g}_b{pt['beta']:g}_t{pt['theta']:g}_e{fe}"
+    tag += "_token" if cfg["penalty_scale"] == "token" else ""
+    tag += "_prox" if pt.get("proximal") else ""
+    tag += f"_s{pt['target_sparsity']:g}" if pt.get("target_sparsity") is not None else ""
+    tag += f"_{pt['target_mode']}" if pt.get("target_mode") else ""
+    tag += "_euclid" if pt.get("prox_metric") == "euclidean" else ""
+    tag += f"_k{pt['target_heads']}" if pt.get("target_heads") else ""
+    run_dir = ctx.work / "runs" / ctx.dense_dir.name / tag
+    log = ctx.work / "logs" / f"{ctx.dense_dir.name}.{tag}.log"
+    args = presets.finetune_args(pt["method"], Path(ctx.dense_init), fe, pt["alpha"], pt["beta"], pt["theta"],
+                                 ctx.model_args, cfg["penalty_scale"]) + sparsify_args(pt, cfg)
+    return run_dir, steps.train(ctx.bin_dir, run_dir, args, log), log
+
+
+#: every method: how one point trains -> (run folder, training seconds, training log)
+METHODS = {"dense": run_dense, "dense-ft": run_dense_ft, "neuroprune": run_penalised, "l1": run_penalised}
 
 
 def main(argv=None):
@@ -191,13 +218,12 @@ def main(argv=None):
         cfg["include_dense"] = False
     if a.method:
         cfg["grid"] = list(cfg["grid"]) + [{"method": a.method, "alpha": a.alpha or [0.05], "beta": a.beta or [0.1],
-                                            "theta": a.theta or [0.2], "proximal": a.proximal,
+                                            "theta": a.theta or [presets.THETA], "proximal": a.proximal,
                                             "target_sparsity": a.target_sparsity}]
     points = expand(cfg["grid"])
-    model_args = cfg["model_args"] or common.MULTI30K_MODEL
+    model_args = cfg["model_args"] or presets.MULTI30K_MODEL
     work = Path(a.work_dir)
-    results = Path(a.results)
-    results.parent.mkdir(parents=True, exist_ok=True)
+    sweep = sweeps.Sweep(Path(a.results), key)
 
     if a.init and not (a.prep_dir or cfg["dataset"] != "multi30k"):
         p.error("--init needs --prep-dir: the preparation (dictionaries) the checkpoint was trained on")
@@ -210,9 +236,9 @@ def main(argv=None):
     elif cfg["dataset"] == "multi30k":
         prep = work / (f"prep_{a.src_lang}_{a.tgt_lang}" if (a.src_lang, a.tgt_lang) != ("de", "en") else "prep")
         if not a.dry_run:
-            prepare.prepare(common.data_dir(a.data_dir, "multi30k"), prep, a.src_lang, a.tgt_lang)
+            preparation.prepare(datafiles.data_dir(a.data_dir, "multi30k"), prep, a.src_lang, a.tgt_lang)
     else:
-        prep = common.data_dir(a.data_dir, "iwslt14_prepared")
+        prep = datafiles.data_dir(a.data_dir, "iwslt14_prepared")
     bin_dir = prep / "bin"
 
     if a.init:
@@ -229,51 +255,26 @@ def main(argv=None):
     dense_init = str(Path(a.init).resolve()) if a.init else str(dense_dir.resolve() / "checkpoint_last.pt")
     fe = cfg["finetune_epochs"]
     todo = ([{"method": "dense", "alpha": None, "beta": None, "theta": None}] if cfg["include_dense"] else []) + points
-    have = done_keys(results)
-    pending = [pt for pt in todo
-               if key({**pt, "finetune_epochs": None if pt["method"] == "dense" else fe, "dense_init": dense_init,
-                       "penalty_scale": cfg["penalty_scale"] if pt["method"] in ("neuroprune", "l1") else None}) not in have]
-    common.log(f"{len(todo)} points, {len(todo) - len(pending)} already in {results}, {len(pending)} to run")
+    pending = sweep.pending(todo, lambda pt: {
+        **pt, "finetune_epochs": None if pt["method"] == "dense" else fe, "dense_init": dense_init,
+        "penalty_scale": cfg["penalty_scale"] if pt["method"] in ("neuroprune", "l1") else None})
     if a.dry_run:
         for pt in pending:
             print(json.dumps(pt))
         return
     if not (a.dense_dir or a.init):
-        dense_wall = common.train(bin_dir, dense_dir, [*model_args, "--criterion", "label_smoothed_cross_entropy",
-                                                     "--np-no-head-pruning", "--max-epoch", str(cfg["dense_epochs"])],
+        dense_wall = steps.train(bin_dir, dense_dir, presets.plain_args(model_args, cfg["dense_epochs"]),
                                  work / "logs" / f"{dense_dir.name}.log")
+    ctx = SimpleNamespace(work=work, dense_dir=dense_dir, dense_wall=dense_wall, init=a.init, fe=fe, bin_dir=bin_dir,
+                          model_args=model_args, dense_init=dense_init, cfg=cfg)
     for n, pt in enumerate(pending):
         if a.max_points is not None and n >= a.max_points:
             break
         t0 = time.time()
-        log = None
-        if pt["method"] == "dense" and a.init:  # never write next to a shared checkpoint
-            run_dir, wall = work / "runs" / dense_dir.name / "dense", dense_wall
-            run_dir.mkdir(parents=True, exist_ok=True)
-        elif pt["method"] == "dense":
-            run_dir, wall = dense_dir, dense_wall
-        elif pt["method"] == "dense-ft":  # the control: the same fine-tuning epochs and schedule, no penalty
-            run_dir = work / "runs" / dense_dir.name / f"dense-ft_e{fe}"
-            log = work / "logs" / f"{dense_dir.name}.{run_dir.name}.log"
-            wall = common.train(bin_dir, run_dir, [*model_args, "--criterion", "label_smoothed_cross_entropy",
-                                                   "--np-no-head-pruning", "--finetune-from-model", dense_init,
-                                                   "--max-epoch", str(fe)], log)
-        else:
-            tag = f"{pt['method']}_a{pt['alpha']:g}_b{pt['beta']:g}_t{pt['theta']:g}_e{fe}"
-            tag += "_token" if cfg["penalty_scale"] == "token" else ""
-            tag += "_prox" if pt.get("proximal") else ""
-            tag += f"_s{pt['target_sparsity']:g}" if pt.get("target_sparsity") is not None else ""
-            tag += f"_{pt['target_mode']}" if pt.get("target_mode") else ""
-            tag += "_euclid" if pt.get("prox_metric") == "euclidean" else ""
-            tag += f"_k{pt['target_heads']}" if pt.get("target_heads") else ""
-            run_dir = work / "runs" / dense_dir.name / tag
-            log = work / "logs" / f"{dense_dir.name}.{tag}.log"
-            wall = common.train(bin_dir, run_dir,
-                               common.finetune_args(pt["method"], Path(dense_init), fe, pt["alpha"], pt["beta"], pt["theta"],
-                                                   model_args, cfg["penalty_scale"]) + sparsify_args(pt, cfg), log)
+        run_dir, wall, log = METHODS[pt["method"]](ctx, pt)
         fin_path = run_dir / f"final_t{cfg['threshold']:g}.pt"
         ckpt = Path(dense_init) if pt["method"] == "dense" else run_dir / "checkpoint_last.pt"
-        fin = common.finalize(ckpt, fin_path, cfg["threshold"],
+        fin = steps.finalize(ckpt, fin_path, cfg["threshold"],
                              logfile=work / "logs" / f"{run_dir.name}.finalize.log", data=bin_dir)
         ev = evaluate(cfg, prep, fin_path, work / "logs" / f"{run_dir.name}.generate.log")
         penalised = pt["method"] in ("neuroprune", "l1")
@@ -287,10 +288,9 @@ def main(argv=None):
                "point_wall_s": round(time.time() - t0, 1), "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
         if not row["n_hyps_eq_n_refs"]:
             raise SystemExit(f"{pt}: {row['n_hyps']} hypotheses for {row['n_refs']} references")
-        common.append_row(results, row)
-        common.log(f"{pt['method']} a={pt['alpha']} b={pt['beta']} t={pt['theta']} prox={pt.get('proximal', False)} "
-                  f"S={pt.get('target_sparsity')}: BLEU {row['bleu']} heads "
-                  f"{row['heads_kept']}/{row['heads_dense']} sparsity {row['sparsity']}% flops ratio {row['flops_ratio']}")
+        sweep.record(row, f"{pt['method']} a={pt['alpha']} b={pt['beta']} t={pt['theta']} "
+                      f"prox={pt.get('proximal', False)} S={pt.get('target_sparsity')}: BLEU {row['bleu']} heads "
+                      f"{row['heads_kept']}/{row['heads_dense']} sparsity {row['sparsity']}% flops ratio {row['flops_ratio']}")
 
 
 if __name__ == "__main__":

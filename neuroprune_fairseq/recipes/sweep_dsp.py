@@ -25,27 +25,23 @@ Row keys: method, mode, K, bleu, heads_kept, heads_per_module, sparsity, params,
 gen_sentences_per_s, plus flops_ratio, empty_modules, n_hyps, n_refs, ... .
 """
 import argparse
-import hashlib
 import json
 import os
 import shlex
 import time
 from pathlib import Path
 
-from neuroprune_fairseq.recipes import common
+from neuroprune_fairseq.recipes import datafiles, presets, runner, scoring, steps, sweeps
 
-TRAIN_COMMON = [
-    "--task", "dsp_translation", "--criterion", "dsp_ce", "--num-workers", "0", "--no-epoch-checkpoints",
-    "--log-format", "simple", "--log-interval", "50", "--seed", "1",
-    "--max-source-positions", "1024", "--max-target-positions", "1024",
-]
+#: the DSP task and criterion on top of steps.COMMON_TRAIN
+DSP_TRAIN = ["--task", "dsp_translation", "--criterion", "dsp_ce"]
 STAT_KEYS = ("heads_kept", "heads_dense", "heads_per_module", "physical_heads_per_module", "empty_modules",
              "sparsity", "params", "params_dense", "flops_ratio", "mlp_neurons_kept")
 
 
 def model_args(arch: str, extra: str):
     """the recipes' Multi30k CPU recipe (Adam, inverse_sqrt, dropout 0.2, label smoothing 0.1) with ``--arch``."""
-    args = list(common.MULTI30K_MODEL)
+    args = list(presets.MULTI30K_MODEL)
     args[args.index("--arch") + 1] = arch
     return args + shlex.split(extra or "")
 
@@ -55,20 +51,17 @@ def point_key(row):
             row.get("model_args"), row.get("anneal_steps"), row.get("straight_through"), row.get("gate_lr"), row.get("data_bin"))
 
 
-def done_keys(results: Path):
-    if not results.exists():
-        return set()
-    rows = [json.loads(line) for line in results.read_text().splitlines() if line.strip()]
+def is_dsp_row(row) -> bool:
     # the file is shared with scripts/sweep.py (dense, neuroprune, l1 rows have no K)
-    return {point_key(r) for r in rows if r.get("method") in ("dsp", "michel") and r.get("K") is not None}
+    return row.get("method") in ("dsp", "michel") and row.get("K") is not None
+
+
+def done_keys(results: Path):
+    return sweeps.done_keys(results, point_key, where=is_dsp_row)
 
 
 def train_point(a, k: int, run_dir: Path, logfile: Path) -> float:
-    done = run_dir / ".done"
-    if done.exists():
-        return float(json.loads(done.read_text())["train_wall_s"])
-    cmd = [common.tool("fairseq-train"), a.data_bin, "--user-dir", common.USER_DIR, "--save-dir", run_dir,
-           *TRAIN_COMMON, *model_args(a.arch, a.model_args), "--dsp-heads", str(k), "--dsp-mode", a.mode,
+    cmd = [*DSP_TRAIN, *model_args(a.arch, a.model_args), "--dsp-heads", str(k), "--dsp-mode", a.mode,
            "--max-epoch", str(a.epochs)]
     if a.anneal_steps is not None:
         cmd += ["--dsp-anneal-steps", str(a.anneal_steps)]
@@ -78,10 +71,7 @@ def train_point(a, k: int, run_dir: Path, logfile: Path) -> float:
         cmd += ["--dsp-lr", str(a.gate_lr)]
     if a.pretrained:
         cmd += ["--dsp-pretrained", str(Path(a.pretrained).resolve())]
-    wall = common.run(cmd, logfile=logfile)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    done.write_text(json.dumps({"train_wall_s": wall}))
-    return wall
+    return steps.train(a.data_bin, run_dir, cmd, logfile)
 
 
 def finalize_point(a, k: int, src: Path, out: Path, logfile: Path):
@@ -93,17 +83,17 @@ def finalize_point(a, k: int, src: Path, out: Path, logfile: Path):
             module, args = "neuroprune_fairseq.commands.head_importance", [
                 "--path", src, "--heads", str(k), "--subset", a.importance_subset, "--max-tokens", str(a.max_tokens)]
         args += ["--output", out, "--report", js, "--data", a.data_bin, "--empty-modules", a.empty_modules]
-        wall = common.run_module(module, args, logfile=logfile)
+        wall = runner.run_module(module, args, logfile=logfile)
     else:
         wall = None
     return json.loads(js.read_text()), wall
 
 
 def references(a, gen_log: Path):
-    tgt = (common.bin_langs(a.data_bin) or (None, None))[1]
+    tgt = (datafiles.bin_langs(a.data_bin) or (None, None))[1]
     refs_path = Path(a.refs) if a.refs else Path(a.data_bin).resolve().parent / "raw" / f"{a.subset}.{tgt}"
     if refs_path.exists():
-        return common.read_lines(refs_path), str(refs_path)
+        return datafiles.read_lines(refs_path), str(refs_path)
     tgt = {}
     for line in gen_log.read_text().splitlines():
         if line.startswith("T-"):
@@ -113,13 +103,36 @@ def references(a, gen_log: Path):
 
 
 def evaluate(a, ckpt: Path, gen_log: Path):
-    gen = common.generate(Path(a.data_bin), ckpt, subset=a.subset, beam=a.beam, batch_size=a.batch_size,
+    gen = scoring.generate(Path(a.data_bin), ckpt, subset=a.subset, beam=a.beam, batch_size=a.batch_size,
                          post_process=a.post_process, logfile=gen_log)
     refs, ref_source = references(a, gen_log)
-    tgt = (common.bin_langs(a.data_bin) or (None, ""))[1]
-    bleu, sig = common.sacrebleu_score(gen["hyps"], refs, trg_lang=tgt)  # raises if counts differ
+    tgt = (datafiles.bin_langs(a.data_bin) or (None, ""))[1]
+    bleu, sig = scoring.sacrebleu_score(gen["hyps"], refs, trg_lang=tgt)  # raises if counts differ
     return {"bleu": round(bleu, 2), "sacrebleu_signature": sig, "refs": ref_source, "n_hyps": len(gen["hyps"]),
             "n_refs": len(refs), "gen_sentences_per_s": gen.get("sentences_per_s"), "gen_wall_s": round(gen["wall_s"], 2)}
+
+
+def run_dsp(a, k: int, work: Path, cfg_hash: str):
+    """DSP: train the gates (joint: and the weights), then keep the hard top-K of the logits."""
+    tag = f"dsp_{a.mode}_K{k}_e{a.epochs}" + (f"_T{a.anneal_steps}" if a.anneal_steps is not None else "") \
+        + ("_st" if a.straight_through else "") + (f"_lr{a.gate_lr:g}" if a.gate_lr is not None else "")
+    run_dir = work / "runs" / f"{tag}_{cfg_hash}"
+    wall = train_point(a, k, run_dir, work / "logs" / f"{tag}.train.log")
+    fin, _ = finalize_point(a, k, run_dir / "checkpoint_last.pt", run_dir / "final.pt", work / "logs" / f"{tag}.finalize.log")
+    return tag, run_dir, fin, wall
+
+
+def run_michel(a, k: int, work: Path, cfg_hash: str):
+    """Michel et al.: the importance pass on the dense model (its "training"), then the top-K."""
+    tag = f"michel_K{k}"
+    run_dir = work / "runs" / f"{tag}_{cfg_hash}"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    fin, wall = finalize_point(a, k, Path(a.pretrained).resolve(), run_dir / "final.pt", work / "logs" / f"{tag}.finalize.log")
+    return tag, run_dir, fin, wall
+
+
+#: every method: how one point is made -> (tag, run folder, finalisation report, training seconds)
+METHODS = {"dsp": run_dsp, "michel": run_michel}
 
 
 def main(argv=None):
@@ -127,7 +140,7 @@ def main(argv=None):
     p.add_argument("--data-bin", required=True, help="fairseq-preprocess output (joined dictionary)")
     p.add_argument("--pretrained", help="trained dense checkpoint: required for --mode pipelined and --method michel; "
                                         "with --mode joint it initialises the weights (default: from scratch)")
-    p.add_argument("--method", choices=["dsp", "michel"], default="dsp")
+    p.add_argument("--method", choices=list(METHODS), default="dsp")
     p.add_argument("--mode", choices=["joint", "pipelined"], default=None,
                    help="DSP mode (default: pipelined with --pretrained, joint without)")
     p.add_argument("--heads", default="10,25,50,75,100", help="comma-separated global budgets K")
@@ -163,44 +176,28 @@ def main(argv=None):
     a.data_bin = str(Path(a.data_bin).resolve())
     init = str(Path(a.pretrained).resolve()) if a.pretrained else None
     ks = [int(x) for x in a.heads.split(",") if x.strip()]
-    results, work = Path(a.results), Path(a.work_dir)
-    results.parent.mkdir(parents=True, exist_ok=True)
-    have = done_keys(results)
+    work = Path(a.work_dir)
+    sweep = sweeps.Sweep(Path(a.results), point_key, where=is_dsp_row)
     base = {"method": a.method, "mode": a.mode, "epochs": a.epochs, "init": init, "arch": a.arch,
             "model_args": a.model_args, "anneal_steps": a.anneal_steps, "straight_through": a.straight_through,
             "gate_lr": a.gate_lr,
             "data_bin": a.data_bin}
-    pending = [k for k in ks if point_key({**base, "K": k}) not in have]
-    common.log(f"{len(ks)} points, {len(ks) - len(pending)} already in {results}, {len(pending)} to run: K={pending}")
+    pending = sweep.pending(ks, lambda k: {**base, "K": k}, lambda left: f": K={left}")
     if a.dry_run:
         return
     # run folders are named by the settings, so two sweeps sharing --work-dir never reuse each other's runs
-    cfg_hash = hashlib.sha1(json.dumps(base, sort_keys=True).encode()).hexdigest()[:8]
+    cfg_hash = sweeps.settings_hash(base)
     for k in pending:
         t0 = time.time()
-        if a.method == "dsp":
-            tag = f"dsp_{a.mode}_K{k}_e{a.epochs}" + (f"_T{a.anneal_steps}" if a.anneal_steps is not None else "") \
-                + ("_st" if a.straight_through else "") + (f"_lr{a.gate_lr:g}" if a.gate_lr is not None else "")
-            run_dir = work / "runs" / f"{tag}_{cfg_hash}"
-            wall = train_point(a, k, run_dir, work / "logs" / f"{tag}.train.log")
-            src = run_dir / "checkpoint_last.pt"
-        else:
-            tag = f"michel_K{k}"
-            run_dir = work / "runs" / f"{tag}_{cfg_hash}"
-            run_dir.mkdir(parents=True, exist_ok=True)
-            src = Path(init)
-        fin, fin_wall = finalize_point(a, k, src, run_dir / "final.pt", work / "logs" / f"{tag}.finalize.log")
-        if a.method == "michel":
-            wall = fin_wall  # the importance pass is michel's "training"
+        tag, run_dir, fin, wall = METHODS[a.method](a, k, work, cfg_hash)
         ev = evaluate(a, run_dir / "final.pt", work / "logs" / f"{tag}.generate.log")
         row = {**base, "K": k, "bleu": ev["bleu"], **{key: fin.get(key) for key in STAT_KEYS},
                "train_wall_s": None if wall is None else round(wall, 1), **{key: v for key, v in ev.items() if key != "bleu"},
                "empty_policy": a.empty_modules,
                "point_wall_s": round(time.time() - t0, 1), "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
-        common.append_row(results, row)
-        common.log(f"{a.method} {a.mode or ''} K={k}: BLEU {row['bleu']} heads {row['heads_kept']}/{row['heads_dense']} "
-                  f"per module {'.'.join(map(str, row['heads_per_module']))} sparsity {row['sparsity']:.2f}% "
-                  f"params {row['params']}")
+        sweep.record(row, f"{a.method} {a.mode or ''} K={k}: BLEU {row['bleu']} heads {row['heads_kept']}/"
+                      f"{row['heads_dense']} per module {'.'.join(map(str, row['heads_per_module']))} "
+                      f"sparsity {row['sparsity']:.2f}% params {row['params']}")
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ Methods (every one trains E epochs over the training set in total):
                  and the same schedule (the reference of every "within x BLEU" statement)
 Every model then goes through ``python -m neuroprune_fairseq.commands.finalize --threshold T`` (default
 1e-3, as the CPU preset) and fairseq-generate on the whole test split (beam 5). Fine-tuning
-uses the recipe of the dense model (``--recipe``: common.MULTI30K_MODEL or common.IWSLT14_MODEL, warm-up
+uses the recipe of the dense model (``--recipe``: presets.MULTI30K_MODEL, MULTI30K_PRENORM_FT or IWSLT14_MODEL, warm-up
 restarted).
 
 Rows (JSON lines, appended under a file lock, so parallel jobs may share --results): method, K,
@@ -32,129 +32,111 @@ n_hyps, n_refs, device, settings. A point already in --results (same method, K, 
 settings) is skipped; an interrupted run resumes (fairseq's checkpoint_last.pt, phase markers).
 """
 import argparse
-import hashlib
 import json
 import os
 import shlex
 import time
 from pathlib import Path
 
-from neuroprune_fairseq.recipes import common
+from neuroprune_fairseq.fairseq_adapter import checkpoints
+from neuroprune_fairseq.recipes import datafiles, presets, runner, scoring, steps, sweeps
 
-METHODS = ("neuroprune", "l1", "dsp-joint", "dsp-pipelined", "michel", "dense", "dense-ft")
 DEFAULT_ALPHA = {"neuroprune": 0.5, "l1": 0.05}  # the CPU preset's penalty weights (examples/multi30k_cpu/sweep.json)
 
 
 #: --recipe: the model/optimizer arguments of every training phase (those the dense model was trained with)
-RECIPES = {"multi30k": common.MULTI30K_MODEL, "multi30k-prenorm": common.MULTI30K_PRENORM_FT,
-           "iwslt14": common.IWSLT14_MODEL}
+RECIPES = {"multi30k": presets.MULTI30K_MODEL, "multi30k-prenorm": presets.MULTI30K_PRENORM_FT,
+           "iwslt14": presets.IWSLT14_MODEL}
 
 
 def references(a) -> Path:
     """The file the test BLEU is computed against (its absence is an error before any training)."""
     if a.recipe == "iwslt14":
         return a.prep / "tok" / "test.en"
-    return a.prep / "raw" / f"test.{common.prep_langs(a.prep)[1]}"
+    return a.prep / "raw" / f"test.{datafiles.prep_langs(a.prep)[1]}"
 
 
 def evaluate(a, final: Path, logfile: Path) -> dict:
     """multi30k / any neuroprune-prepare folder: cased detokenized sacrebleu; iwslt14: the
     recipe's two BLEUs (sacrebleu on Moses-detokenized output + tokenized BLEU as DSP reports)."""
     if a.recipe == "iwslt14":
-        return common.evaluate_iwslt(a.prep, final, logfile=logfile)
-    return common.evaluate_prep(a.prep, final, logfile=logfile)
+        return scoring.evaluate_iwslt(a.prep, final, logfile=logfile)
+    return scoring.evaluate_prep(a.prep, final, logfile=logfile)
 
 
-def dense_updates_per_epoch(dense: Path) -> float:
-    import torch
-
-    import neuroprune_fairseq.fairseq_adapter.checkpoint_compat  # noqa: F401
-
-    s = torch.load(dense, map_location="cpu", weights_only=False)
-    return s["optimizer_history"][-1]["num_updates"] / (s["extra_state"]["train_iterator"]["epoch"] - 1)
+def point_key(row):
+    return row.get("point_key")
 
 
-def active_heads(ckpt: Path):
-    """(active heads per module, physical heads per module) of a fairseq checkpoint: a head is
-    active when any of its q/k/v rows or out-projection columns is non-zero."""
-    import torch
+class Point:
+    """One point's training: its settings and the phases' wall seconds (resumable phases)."""
 
-    import neuroprune_fairseq.fairseq_adapter.checkpoint_compat  # noqa: F401
+    def __init__(self, a, k: int, run: Path, logs: Path, s: dict):
+        self.a, self.k, self.run, self.logs, self.s = a, k, run, logs, s
+        self.bin, self.dense, self.E = a.prep / "bin", a.dense, a.epochs
+        self.base = [*RECIPES[a.recipe], *shlex.split(a.model_args), "--seed", str(a.seed)]
+        self.walls = {}
 
-    s = torch.load(ckpt, map_location="cpu", weights_only=False)
-    m, cfg = s["model"], s["cfg"]["model"]
-    hd = int(getattr(cfg, "encoder_embed_dim", None) or cfg["encoder_embed_dim"]) // int(
-        getattr(cfg, "encoder_attention_heads", None) or cfg["encoder_attention_heads"])
-    active, physical = [], []
-    for key in [k for k in m if k.endswith("q_proj.weight")]:
-        base = key[: -len("q_proj.weight")]
-        n = m[key].shape[0] // hd
-        rows = [m[base + f"{r}_proj.weight"].reshape(n, hd, -1).abs().sum((1, 2)) for r in "qkv"]
-        cols = m[base + "out_proj.weight"].reshape(m[base + "out_proj.weight"].shape[0], n, hd).abs().sum((0, 2))
-        active.append(int(((rows[0] + rows[1] + rows[2] + cols) > 0).sum()))
-        physical.append(n)
-    return active, physical
+    def train(self, phase: str, folder: str, args, log: str) -> Path:
+        """``fairseq-train`` into ``run/folder``, timed as ``phase``; returns its last checkpoint."""
+        self.walls[phase] = steps.train(self.bin, self.run / folder, args, self.logs / f"{self.run.name}.{log}.log")
+        return self.run / folder / "checkpoint_last.pt"
+
+    def prune(self, command: str, args, log: str, phase=None) -> Path:
+        """A pruning command (``--output run/pruned.pt --data BIN --heads K --report``), run once."""
+        pruned = self.run / "pruned.pt"
+        wall = steps.once(self.run / "pruned.done", lambda: runner.run_module(
+            command, [*args, "--output", pruned, "--data", self.bin, "--heads", self.k, "--report", self.run / "pruned.json"],
+            self.logs / f"{self.run.name}.{log}.log"))
+        if phase:
+            self.walls[phase] = wall
+        return pruned
+
+    def finetune(self, pruned: Path, epochs: int) -> Path:
+        """``epochs`` of plain fine-tuning of a pruned model (none: the pruned model itself)."""
+        if epochs <= 0:
+            return pruned
+        return self.train("finetune", "finetune", presets.plain_args(self.base, epochs, pruned.resolve()), "finetune")
 
 
-def done_keys(results: Path):
-    if not results.exists():
-        return set()
-    rows = [json.loads(line) for line in results.read_text().splitlines() if line.strip()]
-    return {r.get("point_key") for r in rows}
+def penalised(p: Point) -> Path:
+    """neuroprune / l1: fine-tuning with the head target K, reached after --target-epoch."""
+    args = presets.finetune_args(p.a.method, p.dense, p.E, p.s["alpha"], p.s["beta"], presets.THETA, p.base) + [
+        "--np-target-heads", str(p.k), "--np-target-epoch", str(p.s.get("target_epoch", p.E))]
+    return p.train("train", "train", args, "train")
 
 
-def once(marker: Path, fn):
-    """Run ``fn`` unless ``marker`` says it ran; returns its wall seconds (stored in the marker)."""
-    if marker.exists():
-        return json.loads(marker.read_text())["wall_s"]
-    wall = fn()
-    marker.parent.mkdir(parents=True, exist_ok=True)
-    marker.write_text(json.dumps({"wall_s": wall}))
-    return wall
+def dsp(mode: str):
+    """DSP gates (joint: with the weights, E epochs; pipelined: 1 epoch, then E - 1 of fine-tuning)."""
+    def method(p: Point) -> Path:
+        gate_epochs = p.E if mode == "joint" else 1
+        args = [*p.base, "--task", "dsp_translation", "--criterion", "dsp_ce", "--dsp-heads", str(p.k), "--dsp-mode", mode,
+                "--dsp-pretrained", str(p.dense), "--max-epoch", str(gate_epochs), "--dsp-anneal-steps",
+                str(p.s["anneal_steps"]), "--dsp-lr", str(p.s["gate_lr"])]
+        gates = p.train("gates" if mode == "pipelined" else "train", "dsp", args, "dsp")
+        pruned = p.prune("neuroprune_fairseq.commands.dsp_finalize", ["--path", gates], "dsp_finalize")
+        return p.finetune(pruned, 0 if mode == "joint" else p.E - 1)
+
+    return method
+
+
+def michel(p: Point) -> Path:
+    """Michel et al.'s importance on the dense model, top-K, then E epochs of fine-tuning."""
+    pruned = p.prune("neuroprune_fairseq.commands.head_importance", ["--path", p.dense], "importance", phase="importance")
+    return p.finetune(pruned, p.E)
+
+
+#: every method: how one point trains (the model it returns is finalised and scored alike)
+METHODS = {"neuroprune": penalised, "l1": penalised, "dsp-joint": dsp("joint"), "dsp-pipelined": dsp("pipelined"),
+           "michel": michel, "dense": lambda p: p.dense,
+           "dense-ft": lambda p: p.train("train", "train", presets.plain_args(p.base, p.E, p.dense), "train")}
 
 
 def run_point(a, k, run: Path, logs: Path, s: dict):
     """Train/prune one point; returns (checkpoint to finalise, {phase: wall seconds})."""
-    bin_dir, dense, E = a.prep / "bin", a.dense, a.epochs
-    base = [*RECIPES[a.recipe], *shlex.split(a.model_args), "--seed", str(a.seed)]
-    walls = {}
-    tag = run.name
+    p = Point(a, k, run, logs, s)
     run.mkdir(parents=True, exist_ok=True)
-    if a.method in ("neuroprune", "l1"):
-        args = common.finetune_args(a.method, dense, E, s["alpha"], s["beta"], 0.2, base) + [
-            "--np-target-heads", str(k), "--np-target-epoch", str(s.get("target_epoch", E))]
-        walls["train"] = common.train(bin_dir, run / "train", args, logs / f"{tag}.train.log")
-        return run / "train" / "checkpoint_last.pt", walls
-    if a.method == "dense":
-        return dense, walls
-    if a.method == "dense-ft":
-        args = [*base, "--criterion", "label_smoothed_cross_entropy", "--np-no-head-pruning",
-                "--finetune-from-model", str(dense), "--max-epoch", str(E)]
-        walls["train"] = common.train(bin_dir, run / "train", args, logs / f"{tag}.train.log")
-        return run / "train" / "checkpoint_last.pt", walls
-    pruned = run / "pruned.pt"
-    if a.method.startswith("dsp"):
-        mode = a.method.split("-")[1]
-        gate_epochs = E if mode == "joint" else 1
-        args = [*base, "--task", "dsp_translation", "--criterion", "dsp_ce", "--dsp-heads", str(k), "--dsp-mode", mode,
-                "--dsp-pretrained", str(dense), "--max-epoch", str(gate_epochs), "--dsp-anneal-steps", str(s["anneal_steps"]),
-                "--dsp-lr", str(s["gate_lr"])]
-        walls["gates" if mode == "pipelined" else "train"] = common.train(bin_dir, run / "dsp", args, logs / f"{tag}.dsp.log")
-        once(run / "pruned.done", lambda: common.run_module(
-            "neuroprune_fairseq.commands.dsp_finalize", ["--path", run / "dsp" / "checkpoint_last.pt", "--output", pruned,
-             "--data", bin_dir, "--heads", k, "--report", run / "pruned.json"], logs / f"{tag}.dsp_finalize.log"))
-        ft_epochs = 0 if mode == "joint" else E - 1
-    else:  # michel
-        walls["importance"] = once(run / "pruned.done", lambda: common.run_module(
-            "neuroprune_fairseq.commands.head_importance", ["--path", dense, "--heads", k, "--output", pruned, "--data", bin_dir,
-             "--report", run / "pruned.json"], logs / f"{tag}.importance.log"))
-        ft_epochs = E
-    if ft_epochs <= 0:
-        return pruned, walls
-    args = [*base, "--criterion", "label_smoothed_cross_entropy", "--np-no-head-pruning",
-            "--finetune-from-model", str(pruned.resolve()), "--max-epoch", str(ft_epochs)]
-    walls["finetune"] = common.train(bin_dir, run / "finetune", args, logs / f"{tag}.finetune.log")
-    return run / "finetune" / "checkpoint_last.pt", walls
+    return METHODS[a.method](p), p.walls
 
 
 def main(argv=None):
@@ -198,7 +180,7 @@ def main(argv=None):
     if a.also_score and a.recipe == "iwslt14":
         p.error("--also-score: not for --recipe iwslt14 (its test set is scored with two BLEUs); leave it empty")
     for sub in a.also_score:
-        tgt = common.prep_langs(a.prep)[1] if (a.prep / "prep.json").exists() else "?"
+        tgt = datafiles.prep_langs(a.prep)[1] if (a.prep / "prep.json").exists() else "?"
         if not (a.prep / "raw" / f"{sub}.{tgt}").exists():
             p.error(f"--also-score {sub}: no references {a.prep / 'raw' / f'{sub}.{tgt}'}")
     if not (a.prep / "bin").exists():
@@ -207,14 +189,14 @@ def main(argv=None):
         if not need.exists():
             p.error(f"{need} does not exist")
     # dense, dense-ft: K = every head of the dense model (--heads is not used)
-    ks = [sum(active_heads(a.dense)[1])] if a.method in ("dense", "dense-ft") else [int(x) for x in a.heads.split(",") if x.strip()]
+    ks = [sum(checkpoints.active_heads(a.dense)[1])] if a.method in ("dense", "dense-ft") else [int(x) for x in a.heads.split(",") if x.strip()]
     s = {"threshold": a.threshold}
     if a.method in ("neuroprune", "l1"):
         s.update(alpha=a.alpha if a.alpha is not None else DEFAULT_ALPHA[a.method], beta=a.beta)
         if a.target_epoch and a.target_epoch != a.epochs:  # (the default keeps the point keys of earlier rows)
             s["target_epoch"] = a.target_epoch
     if a.method.startswith("dsp"):
-        upe = a.updates_per_epoch or dense_updates_per_epoch(a.dense)
+        upe = a.updates_per_epoch or checkpoints.updates_per_epoch(a.dense)
         gate_epochs = a.epochs if a.method == "dsp-joint" else 1
         s.update(gate_lr=a.gate_lr, anneal_steps=max(1, round(a.anneal_fraction * gate_epochs * upe)))
     if a.model_args:
@@ -223,50 +205,48 @@ def main(argv=None):
         s["recipe"] = a.recipe
     if a.label:
         s["base_method"] = a.method
-    results, work = Path(a.results), Path(a.work_dir)
-    results.parent.mkdir(parents=True, exist_ok=True)
-    have = done_keys(results)
+    work = Path(a.work_dir)
+    sweep = sweeps.Sweep(Path(a.results), point_key)
     epochs = 0 if a.method == "dense" else a.epochs
     for k in ks:
         ident = {"method": a.label or a.method, "K": k, "seed": a.seed, "epochs": epochs, "dense": str(a.dense), **s}
-        pkey = hashlib.sha1(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:12]
-        if pkey in have:
-            common.log(f"{a.method} K={k} seed={a.seed}: already in {results}")
+        pkey = sweeps.settings_hash(ident, 12)
+        if sweep.done({"point_key": pkey}):
+            runner.log(f"{a.method} K={k} seed={a.seed}: already in {sweep.results}")
             continue
         tag = f"{a.label or a.method}_K{k}_e{epochs}_s{a.seed}_{pkey}"
-        common.log(f"{tag}: {json.dumps(ident)}")
+        runner.log(f"{tag}: {json.dumps(ident)}")
         if a.dry_run:
             continue
         t0 = time.time()
         run, logs = work / "runs" / tag, work / "logs"
         src, walls = run_point(a, k, run, logs, s)
         final = run / "final.pt"
-        fin = common.finalize(src, final, a.threshold, logfile=logs / f"{tag}.finalize.log", data=a.prep / "bin")
-        act, phys = active_heads(final)
+        fin = steps.finalize(src, final, a.threshold, logfile=logs / f"{tag}.finalize.log", data=a.prep / "bin")
+        act, phys = checkpoints.active_heads(final)
         ev = evaluate(a, final, logs / f"{tag}.generate.log")
         if not ev["n_hyps_eq_n_refs"]:
             raise SystemExit(f"{tag}: {ev['n_hyps']} hypotheses for {ev['n_refs']} references")
         bleu_sets = {}
         if a.recipe != "iwslt14":  # BLEU per test set, keyed by set name (the test split first)
-            bleu_sets[common.split_name(a.prep, "test")] = ev["bleu"]
+            bleu_sets[datafiles.split_name(a.prep, "test")] = ev["bleu"]
             for sub in a.also_score:
-                e2 = common.evaluate_prep(a.prep, final, subset=sub, logfile=logs / f"{tag}.generate.{sub}.log")
+                e2 = scoring.evaluate_prep(a.prep, final, subset=sub, logfile=logs / f"{tag}.generate.{sub}.log")
                 if not e2["n_hyps_eq_n_refs"]:
                     raise SystemExit(f"{tag} {sub}: {e2['n_hyps']} hypotheses for {e2['n_refs']} references")
-                bleu_sets[common.split_name(a.prep, sub)] = e2["bleu"]
+                bleu_sets[datafiles.split_name(a.prep, sub)] = e2["bleu"]
         if a.method != "dense" and sum(act) != k:
-            common.log(f"WARNING {tag}: {sum(act)} active heads, not K={k}")
+            runner.log(f"WARNING {tag}: {sum(act)} active heads, not K={k}")
         row = {**ident, "point_key": pkey, "bleu": ev["bleu"], **({"bleu_sets": bleu_sets} if bleu_sets else {}), "heads_kept": sum(act), "heads_physical": sum(phys),
                "heads_per_module": act, "heads_dense": fin.get("heads_dense"),
                **{key: fin.get(key) for key in ("sparsity", "params", "params_dense", "flops_ratio", "structured_share",
                                                 "structured_share_beyond_heads", "input_groups_zeroed", "mlp_neurons_dead")},
                "train_wall_s": round(sum(walls.values()), 1), "phase_wall_s": {kk: round(v, 1) for kk, v in walls.items()},
                **{key: v for key, v in ev.items() if key != "bleu"},
-               "point_wall_s": round(time.time() - t0, 1), "device": common.device_desc(),
+               "point_wall_s": round(time.time() - t0, 1), "device": runner.device_desc(),
                "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
-        common.append_row(results, row)
-        common.log(f"{a.method} K={k} seed={a.seed}: BLEU {row['bleu']} heads {row['heads_kept']} "
-                  f"({'.'.join(map(str, act))}) sparsity {row['sparsity']:.2f}% train {row['train_wall_s']} s")
+        sweep.record(row, f"{a.method} K={k} seed={a.seed}: BLEU {row['bleu']} heads {row['heads_kept']} "
+                      f"({'.'.join(map(str, act))}) sparsity {row['sparsity']:.2f}% train {row['train_wall_s']} s")
 
 
 if __name__ == "__main__":
