@@ -54,7 +54,7 @@ def test_iwslt14_frontier_script_end_to_end(tmp_path):
            "DENSE_ARGS": f"{tiny} --lr 1e-2 --warmup-updates 10 --max-tokens 512",
            "MODEL_ARGS": f"{tiny} --lr 1e-2 --warmup-updates 10 --max-tokens 512"}
     p = subprocess.run(["bash", str(REPO / "examples" / "iwslt14_de_en" / "frontier.sh"), str(tmp_path / "work"), str(results)],
-                       cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1800)
+                       cwd=tmp_path, env=env, capture_output=True, text=True, timeout=3600)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     rows = [json.loads(x) for x in results.read_text().splitlines()]
     got = sorted((r["method"], r["K"]) for r in rows)
@@ -64,6 +64,7 @@ def test_iwslt14_frontier_script_end_to_end(tmp_path):
         assert r["heads_kept"] == r["K"] and r["epochs"] == 1
         assert r["recipe"] == "iwslt14"
         assert 0 <= r["bleu"] <= 100 and "bleu_tok" in r
+        assert r["gen_cap"] == "--max-len-a 1.5 --max-len-b 12"  # every training pair fits 1.5 x + 2, + 10 to spare
     table = results.with_suffix(".md").read_text()
     png = results.with_suffix(".png")
     assert png.exists() and png.stat().st_size > 10_000

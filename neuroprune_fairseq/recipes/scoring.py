@@ -86,6 +86,25 @@ def gen_cap(prep_dir: Path) -> List[str]:
     return ["--max-len-a", f"{a:g}", "--max-len-b", str(b)]
 
 
+def bin_gen_cap(bin_dir: Path, a: float = 1.5, margin: int = 10) -> List[str]:
+    """A cap like ``prep.json``'s for a folder without one (IWSLT14): ``--max-len-a a --max-len-b B``, B the
+    smallest integer with which every binarized training target (BPE tokens) fits ``a * source + B``, plus
+    ``margin`` tokens to spare (choice: a test reference may be relatively longer than any training one).
+    It only stops a degenerate model from writing 200-token loops (fairseq's default ``--max-len-b 200``),
+    which otherwise dominate the decoding time of a whole test set; rows record it as ``gen_cap``."""
+    from fairseq.data import Dictionary, data_utils
+
+    from neuroprune_fairseq.recipes.preparation import gen_len_b
+
+    src, tgt = datafiles.bin_langs(Path(bin_dir)) or ("de", "en")
+    sizes = []
+    for lang in (src, tgt):
+        d = Dictionary.load(str(Path(bin_dir) / f"dict.{lang}.txt"))
+        ds = data_utils.load_indexed_dataset(str(Path(bin_dir) / f"train.{src}-{tgt}.{lang}"), d)
+        sizes.append([int(n) for n in ds.sizes])  # (ds kept alive: its sizes are a view of its memory map)
+    return ["--max-len-a", f"{a:g}", "--max-len-b", str(gen_len_b(sizes[0], sizes[1], a) + margin)]
+
+
 def evaluate_prep(prep_dir: Path, ckpt: Path, subset: str = "test", beam: int = 5, batch_size: int = 64,
                   logfile: Optional[Path] = None) -> Dict:
     """Detokenized cased sacrebleu of a split of a ``neuroprune-prepare`` folder against its raw
@@ -116,8 +135,9 @@ def evaluate_iwslt(prep_dir: Path, ckpt: Path, subset: str = "test", beam: int =
 
     prep_dir = Path(prep_dir)
     _src, tgt = datafiles.bin_langs(prep_dir / "bin") or ("de", "en")  # IWSLT14 de-en, the pair iwslt14.py prepares
+    cap = bin_gen_cap(prep_dir / "bin")
     gen = generate(prep_dir / "bin", ckpt, subset=subset, beam=beam, batch_size=batch_size,
-                   post_process="subword_nmt", logfile=logfile)
+                   post_process="subword_nmt", extra=cap, logfile=logfile)
     tok_refs = datafiles.read_lines(prep_dir / "tok" / f"{subset}.{tgt}")
     md = MosesDetokenizer(lang=tgt)
     detok = [md.detokenize(h.split(), unescape=True) for h in gen["hyps"]]
@@ -128,4 +148,5 @@ def evaluate_iwslt(prep_dir: Path, ckpt: Path, subset: str = "test", beam: int =
     return {"bleu": round(bleu, 2), "sacrebleu_signature": sig, "bleu_tok": round(bleu_tok, 2),
             "bleu_tok_note": "tokenized BLEU (Moses tok, lowercased; sacrebleu tokenize=none), as fairseq/DSP report",
             "n_hyps": len(gen["hyps"]), "n_refs": len(tok_refs), "n_hyps_eq_n_refs": len(gen["hyps"]) == len(tok_refs),
-            "gen_sentences_per_s": gen.get("sentences_per_s"), "gen_wall_s": round(gen["wall_s"], 2)}
+            "gen_sentences_per_s": gen.get("sentences_per_s"), "gen_wall_s": round(gen["wall_s"], 2),
+            "gen_cap": " ".join(cap)}
