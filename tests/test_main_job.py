@@ -86,12 +86,13 @@ def _corpus(d: Path):
     syll = ["ka", "lo", "mi", "ne", "ru", "sa", "ti", "vo", "ze", "pu"]
     src_words = sorted({rng.choice(syll) + rng.choice(syll) + rng.choice(syll) for _ in range(60)})[:40]
     cipher = {w: w[::-1].upper() for w in src_words}
-    for name, n in (("train", 800), ("val", 60), ("test_2016_flickr", 40)):
+    for name, n in (("train", 800), ("val", 60), ("test_2016_flickr", 40), ("extra/t2", 25)):
         pairs = []
         for _ in range(n):
             s = [rng.choice(src_words) for _ in range(rng.randint(3, 9))]
             pairs.append((" ".join(s), " ".join(cipher[w] for w in s)))
         for lang, col in (("de", 0), ("en", 1)):
+            (d / name).parent.mkdir(exist_ok=True)
             with gzip.open(d / f"{name}.{lang}.gz", "wt", encoding="utf-8") as fh:
                 fh.write("".join(p[col] + "\n" for p in pairs))
 
@@ -105,7 +106,7 @@ def _main(args, cwd):
 def _args(raw, work, model=TINY_MODEL):
     return ["--data-dir", raw, "--work-dir", work, "--vocab-size", "120", "--model-args", model,
             "--dense-epochs", E_DENSE, "--ft-epochs", E_FT, "--heads", K, "--sparsity", S, "--max-tokens", 1024,
-            "--dense-warmup", 20, "--ft-warmup", 10, "--parallel"]
+            "--dense-warmup", 20, "--ft-warmup", 10, "--parallel", "--extra-test", f"t2={raw / 'extra' / 't2'}"]
 
 
 @pytest.fixture(scope="module")
@@ -135,9 +136,15 @@ def test_main_job_table_png_and_numbers(main_run):
     assert len([line for line in md.splitlines() if re.match(r"\| (dense|neuroprune|dsp-joint) \|", line)]) == 3
     assert "sacrebleu signature" in md
     assert (work / "main_results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    # the same table on stdout, with the BLEU of each row
+    # BLEU per test set (the test split first, the --extra-test set by its name), in the rows and the tables
+    for r in rows.values():
+        assert list(r["bleu_sets"]) == ["test_2016_flickr", "val", "t2"] and r["bleu_sets"]["test_2016_flickr"] == r["bleu"]
+    assert "| method | BLEU test_2016_flickr | BLEU val | BLEU t2 | heads kept |" in md
+    # the same table on stdout, with the BLEU of each row on each set
     for m, r in rows.items():
-        assert re.search(rf"^{re.escape(m)}\s+{r['bleu']:.2f}\s+{r['heads_kept']}/36", p.stdout, re.M), m
+        b = r["bleu_sets"]
+        assert re.search(rf"^{re.escape(m)}\s+{b['test_2016_flickr']:.2f}\s+{b['val']:.2f}\s+{b['t2']:.2f}\s+{r['heads_kept']}/36",
+                         p.stdout, re.M), m
 
 
 def test_main_job_progress_lines(main_run):

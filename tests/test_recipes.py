@@ -211,6 +211,7 @@ def test_iwslt_scoring_on_the_standard_references(monkeypatch, tmp_path):
     (prep / "tok").mkdir(parents=True)
     refs = iwslt.read(d / "tok" / "test.en")[:200]
     iwslt.write(prep / "tok" / "test.en", refs)
+    monkeypatch.setattr(scoring, "bin_gen_cap", lambda *a, **k: ["--max-len-a", "1.5", "--max-len-b", "12"])  # (no bin/ here)
     monkeypatch.setattr(scoring, "generate", lambda *a, **k: {"hyps": list(refs), "wall_s": 1.0, "sentences_per_s": 9.0})
     r = scoring.evaluate_iwslt(prep, tmp_path / "x.pt")
     assert r["bleu"] == pytest.approx(100.0) and r["bleu_tok"] == pytest.approx(100.0)

@@ -61,3 +61,20 @@ def warn_if_below_target(roles, target: float) -> None:
     if got + 1e-9 < target:
         logger.warning(f"NeuroPrune: --np-target-sparsity {target:g} was not reached: the run ends at "
                        f"{got:.2f}% (the cut could not close the gap; see the log's cut_sparsity)")
+
+
+def penalty_points(log) -> dict:
+    """The reader of :func:`epoch_report`'s line (for the recipes): from a fine-tuning log file, the last
+    epoch's split of the sparsity into points made by removed weights, by the penalties and by the cut
+    (``NeuroPrune epoch ... = removed R + penalties P + cut C points``)."""
+    import re
+    from pathlib import Path
+
+    log = Path(log)
+    if not log.exists():
+        return {}
+    found = re.findall(r"= removed ([\d.]+) \+ penalties ([\d.]+) \+ cut ([\d.]+) points", log.read_text(errors="replace"))
+    if not found:
+        return {}
+    r, p_, c = (float(x) for x in found[-1])
+    return {"points_removed": r, "points_penalties": p_, "points_cut": c}

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from neuroprune_fairseq.fairseq_adapter.checkpoints import active_heads
-from neuroprune_fairseq.recipes import datafiles, main_table, presets, runner, scoring, steps, sweeps
+from neuroprune_fairseq.recipes import datafiles, extra_sets, main_table, presets, runner, scoring, steps, sweeps
 from neuroprune_fairseq.recipes.preparation import prepare
 from neuroprune_fairseq.recipes.progress import Eta, Job, StageFailed, fmt_s, ft_pace_factor, run_jobs
 
@@ -63,6 +63,11 @@ def parse(argv):
     g.add_argument("--vocab-size", type=int, default=8000, help="joint sentencepiece vocabulary")
     g.add_argument("--work-dir", default=os.environ.get("NEUROPRUNE_WORK", "/tmp/neuroprune_main"))
     g.add_argument("--workers", type=int, default=1, help="fairseq-preprocess workers")
+    g.add_argument("--extra-test", action="append", default=[], metavar="NAME=PREFIX",
+                   help="a further test set of the pair (PREFIX.SRC, PREFIX.TGT), prepared with the training dictionaries "
+                        "and scored like the test set (neuroprune-prepare --extra-test); repeatable")
+    g.add_argument("--score-sets", default="all", help="splits every model is scored on, comma-separated (the test "
+                   "split always, first); all = test, valid and every --extra-test set")
     g = p.add_argument_group("model and dense schedule")
     g.add_argument("--model-args", default=MODEL_ARGS,
                    help="fairseq model/optimizer arguments of every training stage (default: %(default)s)")
@@ -103,6 +108,11 @@ def parse(argv):
     a.raw = datafiles.data_dir(a.data_dir, "multi30k")
     if not a.raw.is_dir():
         p.error(f"--data-dir {a.raw} is not a folder")
+    for spec in a.extra_test:
+        try:
+            extra_sets.parse_spec(spec)
+        except ValueError as e:
+            p.error(str(e))
     a.model = shlex.split(a.model_args)
     if not a.target_epoch:
         a.target_epoch = presets.recovery_target_epoch(a.ft_epochs)
@@ -161,17 +171,19 @@ def main(argv=None):
         t0 = time.time()
         fin = steps.finalize(ckpt, d / "final.pt", a.threshold, logfile=logs / f"{tags[method]}.finalize.log", data=prep / "bin")
         kept = sum(active_heads(d / "final.pt")[0])  # DSP's emptied module keeps a zeroed placeholder head: not counted
-        cache = d / "eval.json"
-        ev = (json.loads(cache.read_text()) if cache.exists()
-              else scoring.evaluate_prep(prep, d / "final.pt", beam=a.beam, logfile=logs / f"{tags[method]}.generate.log"))
-        cache.write_text(json.dumps(ev))
-        if not ev["n_hyps_eq_n_refs"]:
-            raise RuntimeError(f"{ev['n_hyps']} hypotheses for {ev['n_refs']} references")
+        cache = d / "eval.json"  # {set name: its scores}; a set not in it yet is scored now
+        per = json.loads(cache.read_text()).get("per_set", {}) if cache.exists() else {}
+        todo = [x for x in ["test", *extra_sets.scored_sets(prep, a.score_sets)] if datafiles.split_name(prep, x) not in per]
+        per.update(scoring.score_sets(prep, d / "final.pt", dict.fromkeys(todo), beam=a.beam, logfile_of=lambda sub: logs / (
+            f"{tags[method]}.generate.log" if sub == "test" else f"{tags[method]}.generate.{sub}.log")))
+        cache.write_text(json.dumps({"per_set": per}))
+        ev = per[datafiles.split_name(prep, "test")]
         eta.post_s_per_model, eta.models_left = time.time() - t0, eta.models_left - 1
         row = {"method": method, "bleu": ev["bleu"], "heads_kept": kept, "heads_dense": fin["heads_dense"],
                "sparsity": fin["sparsity"], "flops_ratio": fin["flops_ratio"], "train_wall_s": round(walls.get(method, 0.0), 1),
                "heads_per_module": fin["heads_per_module"], "params": fin["params"], "params_dense": fin["params_dense"],
-               **{k: v for k, v in ev.items() if k != "bleu"}, "run": str(d)}
+               **{k: v for k, v in ev.items() if k != "bleu"}, "bleu_sets": {n: e["bleu"] for n, e in per.items()},
+               "run": str(d)}
         runner.log(f"{method}: BLEU {row['bleu']:.2f}  heads {kept}/{row['heads_dense']}  sparsity {row['sparsity']:.2f}%  "
             f"({row['n_hyps']}/{row['n_refs']} test sentences, {row['gen_sentences_per_s']} sent/s)")
         rows.append(row)
@@ -180,6 +192,9 @@ def main(argv=None):
     try:
         bin_dir = stage("prepare", prep / "preprocess.log",
                         lambda: prepare(a.raw, prep, a.src_lang, a.tgt_lang, vocab_size=a.vocab_size, workers=a.workers))
+        if a.extra_test:
+            stage("extra test sets", prep / "preprocess.log", lambda: extra_sets.add_test_sets(prep, a.extra_test))
+        extra_sets.scored_sets(prep, a.score_sets)  # an unknown split fails here, before training
         upe = a.dense_updates_per_epoch or updates_per_epoch(bin_dir, a.src_lang, a.tgt_lang, a.max_tokens)
         runner.log(f"{upe} updates per epoch at --max-tokens {a.max_tokens}")
         dense_extra = ["--criterion", "label_smoothed_cross_entropy", "--np-no-head-pruning", "--lr", str(a.dense_lr),

@@ -11,22 +11,38 @@ from .progress import fmt_s
 COLUMNS = ("method", "BLEU", "heads kept", "sparsity %", "FLOPs ratio", "gen sent/s", "train time")
 
 
-def cells(r: Dict) -> List[str]:
-    return [r["method"], f"{r['bleu']:.2f}", f"{r['heads_kept']}/{r['heads_dense']}", f"{r['sparsity']:.2f}",
+def set_names(rows: Sequence[Dict]) -> List[str]:
+    """The test sets the rows were scored on (``bleu_sets``, the test split first)."""
+    names: List[str] = []
+    for r in rows:
+        names += [n for n in r.get("bleu_sets") or {} if n not in names]
+    return names
+
+
+def columns(rows: Sequence[Dict]) -> List[str]:
+    names = set_names(rows)
+    return [COLUMNS[0], *([f"BLEU {n}" for n in names] or [COLUMNS[1]]), *COLUMNS[2:]]
+
+
+def cells(r: Dict, names: Sequence[str] = ()) -> List[str]:
+    bleu = [f"{r['bleu_sets'][n]:.2f}" if n in (r.get("bleu_sets") or {}) else "" for n in names] or [f"{r['bleu']:.2f}"]
+    return [r["method"], *bleu, f"{r['heads_kept']}/{r['heads_dense']}", f"{r['sparsity']:.2f}",
             f"{r['flops_ratio']:.3f}", "?" if r.get("gen_sentences_per_s") is None else f"{r['gen_sentences_per_s']:.1f}",
             fmt_s(r["train_wall_s"])]
 
 
 def markdown(rows: Sequence[Dict], title: str) -> str:
-    lines = [f"### {title}", "", "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    lines += ["| " + " | ".join(cells(r)) + " |" for r in rows]
+    cols, names = columns(rows), set_names(rows)
+    lines = [f"### {title}", "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(cells(r, names)) + " |" for r in rows]
     lines += ["", f"sacrebleu signature: `{rows[0]['sacrebleu_signature']}`" if rows else ""]
     return "\n".join(lines) + "\n"
 
 
 def plain(rows: Sequence[Dict], title: str) -> str:
-    table = [list(COLUMNS)] + [cells(r) for r in rows]
-    w = [max(len(row[i]) for row in table) for i in range(len(COLUMNS))]
+    names = set_names(rows)
+    table = [columns(rows)] + [cells(r, names) for r in rows]
+    w = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
     out = [title] + ["  ".join(c.ljust(w[i]) if i == 0 else c.rjust(w[i]) for i, c in enumerate(row)) for row in table]
     return "\n".join(out) + f"\nsacrebleu signature: {rows[0]['sacrebleu_signature']}\n"
 

@@ -28,7 +28,8 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from neuroprune_fairseq.fairseq_adapter.checkpoints import epochs_trained
-from neuroprune_fairseq.recipes import datafiles, preparation, presets, runner, scoring, steps, sweeps
+from neuroprune_fairseq.fairseq_adapter.sparsify_state import penalty_points
+from neuroprune_fairseq.recipes import datafiles, extra_sets, preparation, presets, runner, scoring, steps, sweeps
 
 DEFAULTS = {
     "dataset": "multi30k",
@@ -118,10 +119,13 @@ def done_keys(results):
     return sweeps.done_keys(results, key)
 
 
-def evaluate(cfg, prep, ckpt, logfile):
-    if cfg["dataset"] == "multi30k":
-        return scoring.evaluate_prep(prep, ckpt, logfile=logfile)
-    return scoring.evaluate_iwslt(prep, ckpt, logfile=logfile)
+def evaluate(cfg, prep, ckpt, logfile, also=()):
+    """The test split's scores; with ``also`` (--also-score, multi30k): ``bleu_sets`` {set name: BLEU} too."""
+    if cfg["dataset"] != "multi30k":
+        return scoring.evaluate_iwslt(prep, ckpt, logfile=logfile)
+    per = scoring.score_sets(prep, ckpt, ["test", *also], lambda sub: logfile if sub == "test" else
+                             str(logfile).replace(".generate", f".generate.{sub}"))
+    return {**per[next(iter(per))], **({"bleu_sets": {n: e["bleu"] for n, e in per.items()}} if also else {})}
 
 
 STAT_KEYS = ("heads_kept", "heads_dense", "heads_per_module", "mlp_neurons_kept", "mlp_neurons_dense", "sparsity",
@@ -131,18 +135,6 @@ STAT_KEYS = ("heads_kept", "heads_dense", "heads_per_module", "mlp_neurons_kept"
              "structured_share", "structured_share_beyond_heads", "mlp_degree_sd", "blocks_1x4_at_most_2_nonzero")
 
 
-def penalty_points(log: Path) -> dict:
-    """From a fine-tuning log: the last epoch's split of the sparsity into points made by removed
-    weights, by the penalties and by the cut (``NeuroPrune epoch ... = removed R + penalties P + cut C``)."""
-    import re
-
-    if not log.exists():
-        return {}
-    found = re.findall(r"= removed ([\d.]+) \+ penalties ([\d.]+) \+ cut ([\d.]+) points", log.read_text(errors="replace"))
-    if not found:
-        return {}
-    r, p_, c = (float(x) for x in found[-1])
-    return {"points_removed": r, "points_penalties": p_, "points_cut": c}
 
 
 def run_dense(ctx, pt):
@@ -206,6 +198,8 @@ def main(argv=None):
     p.add_argument("--target-sparsity", type=float, nargs="+", help="with --method: one point per --np-target-sparsity S")
     p.add_argument("--no-dense", action="store_true", help="do not evaluate/record the dense model")
     p.add_argument("--max-points", type=int, help="stop after this many new points")
+    p.add_argument("--also-score", default="", help="multi30k: further splits of the prep folder scored like the test "
+                   "set, comma-separated (valid, an --extra-test set, all); rows get bleu_sets {set name: BLEU}")
     p.add_argument("--dry-run", action="store_true", help="print the points and exit")
     a = p.parse_args(argv)
 
@@ -240,6 +234,12 @@ def main(argv=None):
     else:
         prep = datafiles.data_dir(a.data_dir, "iwslt14_prepared")
     bin_dir = prep / "bin"
+    if a.also_score and cfg["dataset"] != "multi30k":
+        p.error("--also-score: multi30k (a neuroprune-prepare folder) only")
+    try:  # an unknown split fails before any training
+        a.also_score = [x for x in extra_sets.scored_sets(prep, a.also_score) if x != "test"] if a.also_score and not a.dry_run else []
+    except ValueError as e:
+        p.error(str(e))
 
     if a.init:
         dense_dir = Path(a.init).resolve().parent
@@ -276,7 +276,7 @@ def main(argv=None):
         ckpt = Path(dense_init) if pt["method"] == "dense" else run_dir / "checkpoint_last.pt"
         fin = steps.finalize(ckpt, fin_path, cfg["threshold"],
                              logfile=work / "logs" / f"{run_dir.name}.finalize.log", data=bin_dir)
-        ev = evaluate(cfg, prep, fin_path, work / "logs" / f"{run_dir.name}.generate.log")
+        ev = evaluate(cfg, prep, fin_path, work / "logs" / f"{run_dir.name}.generate.log", a.also_score)
         penalised = pt["method"] in ("neuroprune", "l1")
         row = {**pt, "finetune_epochs": None if pt["method"] == "dense" else fe, "dense_epochs": cfg.get("dense_epochs"),
                "penalty_scale": cfg["penalty_scale"] if penalised else None, **(penalty_points(log) if log else {}),
