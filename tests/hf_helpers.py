@@ -46,3 +46,28 @@ def duplicate_heads_(site, pairs, bias_embeddings=()):
                     lin.bias[j * hd:(j + 1) * hd] = lin.bias[i * hd:(i + 1) * hd]
             for emb in bias_embeddings:
                 emb.weight[:, j] = emb.weight[:, i]
+
+
+class TinyClassificationData(torch.utils.data.Dataset):
+    """n random 6-token sequences, label = first token > 30 (the HF trainer tests' data)."""
+
+    def __init__(self, n=8, seed=0):
+        g = torch.Generator().manual_seed(seed)
+        self.ids = torch.randint(3, 60, (n, 6), generator=g)
+        self.labels = (self.ids[:, 0] > 30).long()
+
+    def __len__(self):
+        return len(self.ids)
+
+    def __getitem__(self, i):
+        return {"input_ids": self.ids[i], "attention_mask": torch.ones(6, dtype=torch.long), "labels": self.labels[i]}
+
+
+def tiny_trainer_args(tmp_path, epochs=2):
+    """TrainingArguments of the HF trainer tests: batch 4, lr 1e-3 constant, CPU, no saving."""
+    from transformers import TrainingArguments
+
+    return TrainingArguments(output_dir=str(tmp_path), num_train_epochs=epochs, per_device_train_batch_size=4,
+                             learning_rate=1e-3, save_strategy="no", report_to=[], use_cpu=True,
+                             disable_tqdm=True, logging_steps=1, seed=0, lr_scheduler_type="constant")
+

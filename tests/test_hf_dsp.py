@@ -4,7 +4,7 @@ import torch
 
 pytest.importorskip("transformers")
 
-from hf_helpers import tiny_bert, tiny_opt  # noqa: E402
+from hf_helpers import TinyClassificationData, tiny_bert, tiny_opt, tiny_trainer_args  # noqa: E402
 from neuroprune_fairseq.core.dsp import hard_topk_mask  # noqa: E402
 from neuroprune_fairseq.hf import attention_sites, head_counts, load_pruned, save_pruned  # noqa: E402
 from neuroprune_fairseq.hf.dsp import (  # noqa: E402
@@ -149,25 +149,12 @@ def test_michel_prune_then_finetune_keeps_k():
     assert sum(head_counts(model)) == 6
 
 
-class _Data(torch.utils.data.Dataset):
-    def __init__(self, n=16, seed=0):
-        g = torch.Generator().manual_seed(seed)
-        self.ids = torch.randint(3, 60, (n, 6), generator=g)
-        self.labels = (self.ids[:, 0] > 30).long()
-
-    def __len__(self):
-        return len(self.ids)
-
-    def __getitem__(self, i):
-        return {"input_ids": self.ids[i], "attention_mask": torch.ones(6, dtype=torch.long), "labels": self.labels[i]}
+def _Data(n=16, seed=0):
+    return TinyClassificationData(n, seed)
 
 
 def trainer_args(tmp_path, epochs=3):
-    from transformers import TrainingArguments
-
-    return TrainingArguments(output_dir=str(tmp_path), num_train_epochs=epochs, per_device_train_batch_size=4,
-                             learning_rate=1e-3, save_strategy="no", report_to=[], use_cpu=True,
-                             disable_tqdm=True, logging_steps=1, seed=0, lr_scheduler_type="constant")
+    return tiny_trainer_args(tmp_path, epochs)
 
 
 def test_dsp_trainer_joint_then_topk(tmp_path):

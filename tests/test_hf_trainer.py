@@ -3,30 +3,17 @@ import torch
 
 pytest.importorskip("transformers")
 
-from hf_helpers import duplicate_heads_, tiny_bert  # noqa: E402
+from hf_helpers import TinyClassificationData, duplicate_heads_, tiny_bert, tiny_trainer_args  # noqa: E402
 from neuroprune_fairseq.hf import (  # noqa: E402
     NeuroPruneArguments, NeuroPruneTrainer, attention_sites, head_counts, neuroprune_penalties)
 
 
-class _Data(torch.utils.data.Dataset):
-    def __init__(self, n=8, seed=0):
-        g = torch.Generator().manual_seed(seed)
-        self.ids = torch.randint(3, 60, (n, 6), generator=g)
-        self.labels = (self.ids[:, 0] > 30).long()
-
-    def __len__(self):
-        return len(self.ids)
-
-    def __getitem__(self, i):
-        return {"input_ids": self.ids[i], "attention_mask": torch.ones(6, dtype=torch.long), "labels": self.labels[i]}
+def _Data(n=8, seed=0):
+    return TinyClassificationData(n, seed)
 
 
 def _args(tmp_path, epochs=2):
-    from transformers import TrainingArguments
-
-    return TrainingArguments(output_dir=str(tmp_path), num_train_epochs=epochs, per_device_train_batch_size=4,
-                             learning_rate=1e-3, save_strategy="no", report_to=[], use_cpu=True,
-                             disable_tqdm=True, logging_steps=1, seed=0, lr_scheduler_type="constant")
+    return tiny_trainer_args(tmp_path, epochs)
 
 
 def test_neuroprune_args_validation():
