@@ -131,7 +131,7 @@ def test_remote_code_load_in_fresh_process_outputs_equal(tmp_path, family):
     config = json.load(open(folder / "config.json"))
     assert config["model_type"] == "neuroprune_pruned"
     assert {a for a, _ in autos} | {"AutoConfig"} <= set(config["auto_map"])
-    assert os.path.exists(folder / "modeling_neuroprune.py")
+    assert os.path.exists(folder / "modeling_neuroprune.py") and os.path.exists(folder / "neuroprune_layers.py")
     if save_kwargs:
         assert config["neuroprune"]["weights"].endswith(".index.json")  # sharded
 
@@ -159,17 +159,28 @@ def test_remote_code_load_in_fresh_process_outputs_equal(tmp_path, family):
         assert "generated" not in got
 
 
-def test_modeling_file_imports_only_torch_and_transformers():
-    """The remote code must run where this project is not installed."""
-    from transformers.dynamic_module_utils import get_imports
-
-    import neuroprune_fairseq.hf.modeling_neuroprune as remote
-
-    third_party = set(get_imports(remote.__file__)) - set(sys.stdlib_module_names)
-    assert third_party <= {"torch", "transformers", "safetensors"}, third_party
+def test_modeling_files_import_only_torch_transformers_and_each_other():
+    """The remote code must run where this project is not installed: every file ``save_pruned``
+    copies imports torch, transformers, safetensors and the stdlib, and relatively only files
+    ``save_pruned`` copies too (transformers' loader copies those into its module cache)."""
     import ast
 
-    tree = ast.parse(open(remote.__file__).read())
-    modules = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
-    modules |= {n.module or "." for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
-    assert not [m for m in modules if m.startswith((".", "neuroprune"))], modules
+    from transformers.dynamic_module_utils import get_imports, get_relative_imports
+
+    from neuroprune_fairseq.hf.io import remote_code_files
+
+    files = remote_code_files()
+    names = [os.path.basename(f) for f in files]
+    assert names[0] == "modeling_neuroprune.py" and "neuroprune_layers.py" in names, names
+    for f in files:
+        third_party = set(get_imports(f)) - set(sys.stdlib_module_names)
+        assert third_party <= {"torch", "transformers", "safetensors"}, (f, third_party)
+        tree = ast.parse(open(f).read())
+        modules = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+        modules |= {n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.level == 0}
+        assert not [m for m in modules if m.startswith("neuroprune")], (f, modules)
+        relative = [(n.level, n.module) for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.level > 0]
+        assert all(level == 1 and f"{m}.py" in names for level, m in relative), (f, relative)
+        # transformers finds relative imports with a regex: it must see every one the AST sees
+        assert sorted(m for _, m in relative) == sorted(get_relative_imports(f)), f
+
