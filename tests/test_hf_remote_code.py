@@ -184,3 +184,43 @@ def test_modeling_files_import_only_torch_transformers_and_each_other():
         # transformers finds relative imports with a regex: it must see every one the AST sees
         assert sorted(m for _, m in relative) == sorted(get_relative_imports(f)), f
 
+
+def test_remote_layers_match_their_twins_in_the_package():
+    """The remote code copies package code on purpose (it cannot import it): its StructuredLinear,
+    rebuilt by _resize_linear_ / _as_structured_like_ from a state dict, gives the outputs of
+    core's (bit-exact), and its head-path lookup equals roles'."""
+    from neuroprune_fairseq.core.structured_linear import (BUFFERS, StructuredLinear, as_structured_like_,
+                                                           structure_linear_)
+    from neuroprune_fairseq.core.surgery import resize_linear_
+    from neuroprune_fairseq.hf import neuroprune_layers as remote
+    from neuroprune_fairseq.hf.roles import _get
+
+    assert remote.BUFFERS == BUFFERS
+    torch.manual_seed(0)
+    x = torch.randn(3, 4, 12)
+    for inputs, outputs in [(True, True), (True, False), (False, True)]:
+        dense = torch.nn.Linear(12, 10)
+        with torch.no_grad():
+            dense.weight[:, [1, 5, 6]] = 0
+            dense.weight[[0, 4], :] = 0
+        structure_linear_(dense, inputs=inputs, outputs=outputs)
+        ours = dense
+        assert isinstance(ours, StructuredLinear)
+        state = dense.state_dict()
+        rebuilt = {}
+        for name, resize, restructure in [("remote", remote._resize_linear_, remote._as_structured_like_),
+                                          ("core", resize_linear_, as_structured_like_)]:
+            m = torch.nn.Linear(12, 10)
+            resize(m, *state["weight"].shape)
+            restructure(m, state, "")
+            m.load_state_dict(state, strict=True)
+            rebuilt[name] = m
+        assert type(rebuilt["remote"]) is remote.StructuredLinear
+        assert type(rebuilt["core"]) is StructuredLinear
+        assert rebuilt["remote"].extra_repr() == rebuilt["core"].extra_repr() == ours.extra_repr()
+        with torch.no_grad():
+            want = ours(x)
+            assert torch.equal(rebuilt["remote"](x), want) and torch.equal(rebuilt["core"](x), want)
+    model = torch.nn.Sequential(torch.nn.Sequential(torch.nn.Linear(2, 2)))
+    for path in ["", "0", "0.0", "0.1", "1.0", "0.0.weight"]:
+        assert remote._get(model, path) is _get(model, path), path
