@@ -71,8 +71,8 @@ def test_from_pretrained_without_trust_remote_code_fails_naming_it(tmp_path):
     assert json.load(open(os.path.join(tmp_path, "neuroprune_config.json"))) == config["base_config"]
     assert record["attention"]["bert.encoder.layer.0.attention"]["kept_heads"] == [2, 3]
     assert record["model_class"] == "BertForSequenceClassification"
-    assert set(os.listdir(tmp_path)) >= {"config.json", "modeling_neuroprune.py", "neuroprune_config.json",
-                                         "neuroprune_model.safetensors"}
+    assert set(os.listdir(tmp_path)) >= {"config.json", "modeling_neuroprune.py", "neuroprune_layers.py",
+                                         "neuroprune_config.json", "neuroprune_model.safetensors"}
 
 
 def test_load_pruned_rejects_plain_folder(tmp_path):

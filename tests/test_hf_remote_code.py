@@ -131,7 +131,7 @@ def test_remote_code_load_in_fresh_process_outputs_equal(tmp_path, family):
     config = json.load(open(folder / "config.json"))
     assert config["model_type"] == "neuroprune_pruned"
     assert {a for a, _ in autos} | {"AutoConfig"} <= set(config["auto_map"])
-    assert os.path.exists(folder / "modeling_neuroprune.py")
+    assert os.path.exists(folder / "modeling_neuroprune.py") and os.path.exists(folder / "neuroprune_layers.py")
     if save_kwargs:
         assert config["neuroprune"]["weights"].endswith(".index.json")  # sharded
 
@@ -159,17 +159,68 @@ def test_remote_code_load_in_fresh_process_outputs_equal(tmp_path, family):
         assert "generated" not in got
 
 
-def test_modeling_file_imports_only_torch_and_transformers():
-    """The remote code must run where this project is not installed."""
-    from transformers.dynamic_module_utils import get_imports
-
-    import neuroprune_fairseq.hf.modeling_neuroprune as remote
-
-    third_party = set(get_imports(remote.__file__)) - set(sys.stdlib_module_names)
-    assert third_party <= {"torch", "transformers", "safetensors"}, third_party
+def test_modeling_files_import_only_torch_transformers_and_each_other():
+    """The remote code must run where this project is not installed: every file ``save_pruned``
+    copies imports torch, transformers, safetensors and the stdlib, and relatively only files
+    ``save_pruned`` copies too (transformers' loader copies those into its module cache)."""
     import ast
 
-    tree = ast.parse(open(remote.__file__).read())
-    modules = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
-    modules |= {n.module or "." for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
-    assert not [m for m in modules if m.startswith((".", "neuroprune"))], modules
+    from transformers.dynamic_module_utils import get_imports, get_relative_imports
+
+    from neuroprune_fairseq.hf.io import remote_code_files
+
+    files = remote_code_files()
+    names = [os.path.basename(f) for f in files]
+    assert names[0] == "modeling_neuroprune.py" and "neuroprune_layers.py" in names, names
+    for f in files:
+        third_party = set(get_imports(f)) - set(sys.stdlib_module_names)
+        assert third_party <= {"torch", "transformers", "safetensors"}, (f, third_party)
+        tree = ast.parse(open(f).read())
+        modules = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+        modules |= {n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.level == 0}
+        assert not [m for m in modules if m.startswith("neuroprune")], (f, modules)
+        relative = [(n.level, n.module) for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.level > 0]
+        assert all(level == 1 and f"{m}.py" in names for level, m in relative), (f, relative)
+        # transformers finds relative imports with a regex: it must see every one the AST sees
+        assert sorted(m for _, m in relative) == sorted(get_relative_imports(f)), f
+
+
+def test_remote_layers_match_their_twins_in_the_package():
+    """The remote code copies package code on purpose (it cannot import it): its StructuredLinear,
+    rebuilt by _resize_linear_ / _as_structured_like_ from a state dict, gives the outputs of
+    core's (bit-exact), and its head-path lookup equals roles'."""
+    from neuroprune_fairseq.core.structured_linear import (BUFFERS, StructuredLinear, as_structured_like_,
+                                                           structure_linear_)
+    from neuroprune_fairseq.core.surgery import resize_linear_
+    from neuroprune_fairseq.hf import neuroprune_layers as remote
+    from neuroprune_fairseq.hf.roles import _get
+
+    assert remote.BUFFERS == BUFFERS
+    torch.manual_seed(0)
+    x = torch.randn(3, 4, 12)
+    for inputs, outputs in [(True, True), (True, False), (False, True)]:
+        dense = torch.nn.Linear(12, 10)
+        with torch.no_grad():
+            dense.weight[:, [1, 5, 6]] = 0
+            dense.weight[[0, 4], :] = 0
+        structure_linear_(dense, inputs=inputs, outputs=outputs)
+        ours = dense
+        assert isinstance(ours, StructuredLinear)
+        state = dense.state_dict()
+        rebuilt = {}
+        for name, resize, restructure in [("remote", remote._resize_linear_, remote._as_structured_like_),
+                                          ("core", resize_linear_, as_structured_like_)]:
+            m = torch.nn.Linear(12, 10)
+            resize(m, *state["weight"].shape)
+            restructure(m, state, "")
+            m.load_state_dict(state, strict=True)
+            rebuilt[name] = m
+        assert type(rebuilt["remote"]) is remote.StructuredLinear
+        assert type(rebuilt["core"]) is StructuredLinear
+        assert rebuilt["remote"].extra_repr() == rebuilt["core"].extra_repr() == ours.extra_repr()
+        with torch.no_grad():
+            want = ours(x)
+            assert torch.equal(rebuilt["remote"](x), want) and torch.equal(rebuilt["core"](x), want)
+    model = torch.nn.Sequential(torch.nn.Sequential(torch.nn.Linear(2, 2)))
+    for path in ["", "0", "0.0", "0.1", "1.0", "0.0.weight"]:
+        assert remote._get(model, path) is _get(model, path), path

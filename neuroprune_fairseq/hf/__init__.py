@@ -10,9 +10,9 @@ lazily: the names below load their submodule on first access.
 * trainer:  :class:`NeuroPruneArguments`, :class:`NeuroPruneTrainer`,
             :class:`NeuroPruneTrainerMixin`, :class:`NeuroPruneCallback`
 * io:       :func:`save_pruned`, :func:`load_pruned`, :func:`pruning_record`
-* modeling_neuroprune: the remote code ``save_pruned`` copies next to the weights, so that
-  ``AutoModel*.from_pretrained(dir, trust_remote_code=True)`` loads the folder (torch and
-  transformers only; not exported here)
+* modeling_neuroprune (+ its sibling neuroprune_layers): the remote code ``save_pruned`` copies
+  next to the weights, so that ``AutoModel*.from_pretrained(dir, trust_remote_code=True)`` loads
+  the folder (torch and transformers only; not exported here)
 """
 import importlib
 

@@ -7,8 +7,10 @@ HuggingFace's remote-code layout:
   ``modeling_neuroprune.py`` for ``AutoConfig`` and every auto class the real model type has
   (``AutoModel``, ``AutoModelForSequenceClassification``, ...), ``base_config`` (the model's
   real config, what ``save_pretrained`` wrote) and ``neuroprune`` (the pruning record below);
-* ``modeling_neuroprune.py``: a copy of :mod:`neuroprune_fairseq.hf.modeling_neuroprune`, which
-  imports only torch and transformers (and safetensors). So, in a Python that never imports
+* ``modeling_neuroprune.py`` and the sibling it imports (``neuroprune_layers.py``): copies of
+  :mod:`neuroprune_fairseq.hf.modeling_neuroprune` and every file it imports relatively
+  (:func:`remote_code_files`), which import only torch and transformers (and safetensors) and
+  each other; transformers copies the siblings into its module cache. So, in a Python that never imports
   this project, ``AutoModel*.from_pretrained(dir, trust_remote_code=True)`` rebuilds the stock
   model, applies the record and loads the weights (outputs equal the pruned model's);
 * ``neuroprune_model.safetensors`` (or ``neuroprune_model.safetensors.index.json`` plus
@@ -138,8 +140,8 @@ def save_pruned(model: nn.Module, save_directory: str, structured: bool = True, 
         base_config = json.load(f)
     with open(os.path.join(save_directory, RECORD), "w") as f:
         json.dump(record, f, indent=1)
-    shutil.copyfile(os.path.join(os.path.dirname(os.path.abspath(__file__)), MODELING),
-                    os.path.join(save_directory, MODELING))
+    for source in remote_code_files():
+        shutil.copyfile(source, os.path.join(save_directory, os.path.basename(source)))
     with open(os.path.join(save_directory, "config.json"), "w") as f:
         json.dump({
             "model_type": MODEL_TYPE,
@@ -150,6 +152,16 @@ def save_pruned(model: nn.Module, save_directory: str, structured: bool = True, 
             "transformers_version": record["transformers_version"],
         }, f, indent=1)
     return save_directory
+
+
+def remote_code_files() -> list:
+    """Paths of the remote code: ``modeling_neuroprune.py`` (``auto_map``'s module), then every
+    sibling it imports relatively, recursively, as transformers' loader finds them
+    (``dynamic_module_utils.get_relative_import_files``, what its ``custom_object_save`` copies)."""
+    from transformers.dynamic_module_utils import get_relative_import_files
+
+    entry = os.path.join(os.path.dirname(os.path.abspath(__file__)), MODELING)
+    return [entry] + sorted(get_relative_import_files(entry))
 
 
 def remote_auto_map(config) -> dict:

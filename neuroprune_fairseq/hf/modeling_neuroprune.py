@@ -1,6 +1,7 @@
 """Remote code for a NeuroPrune-pruned HuggingFace model (written next to its weights by
 ``neuroprune_fairseq.hf.save_pruned``). Self-contained: it imports torch and transformers (and
-safetensors, which transformers requires) and never ``neuroprune_fairseq``.
+safetensors, which transformers requires) and its sibling ``neuroprune_layers.py`` (saved with
+it), never ``neuroprune_fairseq``.
 
     from transformers import AutoModel, AutoModelForSequenceClassification
     model = AutoModelForSequenceClassification.from_pretrained(folder, trust_remote_code=True)
@@ -16,23 +17,31 @@ then load ``neuroprune_model.safetensors``. What comes back is the stock class (
 pruned model's. Loading a base model (``AutoModel``) from a saved task model takes the base
 model's weights, as ``from_pretrained`` does.
 """
+# Duplicated on purpose: the remote code must run without neuroprune_fairseq installed, so it
+# cannot import its twins. Its layers (sibling neuroprune_layers.py) copy core/structured_linear.py,
+# core/surgery.py, hf/roles.py and hf/t5.py; build_pruned does what hf/io.py's load_pruned does.
+# tests/test_hf_remote_code.py compares them.
 import json
 import logging
 import os
-from typing import Dict, List, Optional
+from typing import Dict, Optional
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from transformers import PretrainedConfig, PreTrainedModel
+
+# A relative import of a sibling file: transformers copies it next to this one into its module
+# cache (dynamic_module_utils.get_relative_import_files); save_pruned writes it into the folder.
+# BUFFERS ... StructuredLinear: re-exported, names of this module before the split.
+from .neuroprune_layers import (  # noqa: F401
+    BUFFERS, IN_FULL, IN_INDEX, OUT_BIAS, OUT_INDEX, StructuredLinear, _as_structured_like_, _prune_heads_,
+    _resize_linear_)
 
 logger = logging.getLogger(__name__)
 
 MODEL_TYPE = "neuroprune_pruned"
 WEIGHTS = "neuroprune_model.safetensors"
 FORMAT_VERSION = 1
-IN_INDEX, IN_FULL, OUT_INDEX, OUT_BIAS = "np_in_index", "np_in_full", "np_out_index", "np_out_bias"
-BUFFERS = (IN_INDEX, IN_FULL, OUT_INDEX, OUT_BIAS)
 
 
 class NeuroPrunedConfig(PretrainedConfig):
@@ -55,163 +64,6 @@ class NeuroPrunedConfig(PretrainedConfig):
         d = dict(self.base_config)
         model_type = d.pop("model_type")
         return AutoConfig.for_model(model_type, **d)
-
-
-# --------------------------------------------------------------------------- structure
-class StructuredLinear(nn.Linear):
-    """``nn.Linear`` over the live inputs ``np_in_index`` of a ``np_in_full``-wide input,
-    writing its live outputs ``np_out_index`` (the others are the constants ``np_out_bias``)."""
-
-    def forward(self, x: Tensor) -> Tensor:
-        idx = getattr(self, IN_INDEX, None)
-        if idx is not None:
-            x = x.index_select(-1, idx)
-        y = F.linear(x, self.weight, self.bias)
-        out_idx = getattr(self, OUT_INDEX, None)
-        if out_idx is None:
-            return y
-        base = getattr(self, OUT_BIAS).to(y.dtype).expand(*y.shape[:-1], -1)
-        return base.index_copy(-1, out_idx, y)
-
-    def extra_repr(self) -> str:
-        n = getattr(self, IN_FULL, None)
-        b = getattr(self, OUT_BIAS, None)
-        full_in = int(n) if n is not None else self.in_features
-        full_out = int(b.numel()) if b is not None else self.out_features
-        return f"{super().extra_repr()}, full_in={full_in}, full_out={full_out}"
-
-
-def _as_structured_like_(linear: nn.Linear, state: Dict[str, Tensor], prefix: str) -> None:
-    values = {n: state.get(prefix + n) for n in BUFFERS}
-    if all(v is None for v in values.values()):
-        return
-    if not isinstance(linear, StructuredLinear):
-        linear.__class__ = StructuredLinear
-    for name, value in values.items():
-        if name not in linear._buffers:
-            linear.register_buffer(name, None)
-        if value is not None:
-            setattr(linear, name, torch.empty_like(value, device=linear.weight.device))
-
-
-def _resize_linear_(linear: nn.Linear, out_features: int, in_features: int) -> None:
-    if tuple(linear.weight.shape) == (out_features, in_features):
-        return
-    w = linear.weight
-    linear.weight = nn.Parameter(w.new_empty(out_features, in_features), requires_grad=w.requires_grad)
-    if linear.bias is not None:
-        linear.bias = nn.Parameter(linear.bias.new_empty(out_features), requires_grad=linear.bias.requires_grad)
-    linear.out_features, linear.in_features = out_features, in_features
-
-
-def _get(module: nn.Module, path: str) -> Optional[nn.Module]:
-    if not path:
-        return module
-    for part in path.split("."):
-        module = getattr(module, part, None)
-        if module is None:
-            return None
-    return module
-
-
-def _prune_heads_(module: nn.Module, info: dict) -> None:
-    """Make a dense-built attention module hold the heads ``info['kept_heads']`` (original
-    indices): the family's head-count attributes and the T5 bias hook. The q/k/v/out shapes
-    come with the recorded Linear shapes, the values with the weights."""
-    roles, kept, hd = info["roles"], list(info["kept_heads"]), int(info["head_dim"])
-    module._np_dense_heads = int(info["dense_heads"])
-    module._np_kept_heads = kept
-    if kept == list(range(module._np_dense_heads)):
-        return
-    holder = _get(module, roles["holder"])
-    for attr in roles["heads_attrs"]:
-        setattr(holder, attr, len(kept))
-    for attr in roles["inner_attrs"]:
-        setattr(holder, attr, len(kept) * hd)
-    owner_path = roles.get("pruned_heads_owner")
-    if owner_path is not None:
-        owner = _get(module, owner_path)
-        if hasattr(owner, "pruned_heads"):  # transformers 4.x bookkeeping
-            owner.pruned_heads = set(range(module._np_dense_heads)) - set(kept)
-    if roles.get("post_prune") == "t5":
-        _t5_after_head_change(module, kept)
-
-
-# --------------------------------------------------------------------------- T5
-# T5 computes the relative position bias once (first block), for the dense head count, and
-# passes it on; a pruned module takes its kept heads' columns and passes the dense bias on.
-_T5_CLASSES: dict = {}
-
-
-def _t5_after_head_change(m: nn.Module, kept: List[int]) -> None:
-    if hasattr(m, "pruned_heads"):  # transformers 4.x slices the dense bias by pruned_heads
-        m.pruned_heads = set(range(m._np_dense_heads)) - set(kept)
-        m.__class__ = _t5_4x_class(type(m))
-    else:
-        m.__class__ = _t5_bias_class(type(m))
-
-
-def _t5_bias_class(base: type) -> type:
-    if base in _T5_CLASSES:
-        return _T5_CLASSES[base]
-
-    class NeuroPruneT5Attention(base):
-        def _np_index(self, device):
-            return torch.tensor(self._np_kept_heads, dtype=torch.long, device=device)
-
-        def compute_bias(self, query_length, key_length, device=None, past_seen_tokens=0):
-            full = super().compute_bias(query_length, key_length, device=device, past_seen_tokens=past_seen_tokens)
-            self._np_full_bias = full
-            return full.index_select(1, self._np_index(full.device))
-
-        def forward(self, hidden_states, mask=None, key_value_states=None, position_bias=None,
-                    past_key_values=None, **kwargs):
-            if past_key_values is not None:  # 5.x passes ``cache``; both at once warns
-                kwargs["past_key_values"] = past_key_values
-            if position_bias is not None:
-                full = position_bias
-                if full.shape[1] == self._np_dense_heads:
-                    position_bias = full.index_select(1, self._np_index(full.device))
-                out = super().forward(hidden_states, mask=mask, key_value_states=key_value_states,
-                                      position_bias=position_bias, **kwargs)
-                return (out[0], full, *out[2:])
-            self._np_full_bias = None
-            out = super().forward(hidden_states, mask=mask, key_value_states=key_value_states,
-                                  position_bias=None, **kwargs)
-            full = self._np_full_bias
-            self._np_full_bias = None
-            if full is None:  # no relative bias here: T5 uses zeros of the dense head count
-                pb = out[1]
-                full = pb.new_zeros((pb.shape[0], self._np_dense_heads, *pb.shape[2:]))
-                full.requires_grad_(pb.requires_grad)
-            return (out[0], full, *out[2:])
-
-    NeuroPruneT5Attention.__name__ = NeuroPruneT5Attention.__qualname__ = f"NeuroPrune{base.__name__}"
-    _T5_CLASSES[base] = NeuroPruneT5Attention
-    return NeuroPruneT5Attention
-
-
-def _t5_4x_class(base: type) -> type:
-    key = ("4.x", base)
-    if key in _T5_CLASSES:
-        return _T5_CLASSES[key]
-
-    class NeuroPruneT5Attention4x(base):
-        def forward(self, hidden_states, mask=None, key_value_states=None, position_bias=None, *args, **kwargs):
-            if position_bias is not None or self.has_relative_attention_bias or not self.pruned_heads:
-                return super().forward(hidden_states, mask, key_value_states, position_bias, *args, **kwargs)
-            pruned, self.pruned_heads = self.pruned_heads, set()
-            try:
-                out = super().forward(hidden_states, mask, key_value_states, None, *args, **kwargs)
-            finally:
-                self.pruned_heads = pruned
-            pb = out[1]
-            full = pb[:, :1].expand(pb.shape[0], self._np_dense_heads, *pb.shape[2:])
-            return (out[0], full, *out[2:])
-
-    NeuroPruneT5Attention4x.__name__ = NeuroPruneT5Attention4x.__qualname__ = f"NeuroPrune{base.__name__}"
-    _T5_CLASSES[key] = NeuroPruneT5Attention4x
-    return NeuroPruneT5Attention4x
 
 
 # --------------------------------------------------------------------------- loading
