@@ -6,6 +6,7 @@ A GPU user's 15 + 15-epoch run goes through the same script, stages and files, s
 a late stage for a reason this short run would have shown. Needs NEUROPRUNE_DATA."""
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -41,6 +42,20 @@ def _prepared(iw: Path, out: Path) -> Path:
     return out
 
 
+def _run(cmd, cwd, env, timeout):
+    """The script in its own process group: on a timeout the whole group goes (its jobs and their
+    fairseq processes too, not only bash)."""
+    p = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         start_new_session=True)
+    try:
+        out, err = p.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(p.pid, signal.SIGKILL)
+        p.communicate()
+        raise
+    return subprocess.CompletedProcess(cmd, p.returncode, out, err)
+
+
 def test_iwslt14_frontier_script_end_to_end(tmp_path):
     iw = _iwslt()
     data = _prepared(iw, tmp_path / "data")
@@ -53,8 +68,8 @@ def test_iwslt14_frontier_script_end_to_end(tmp_path):
            "ONLY": r"^(dense-ft|neuroprune|dsp-joint) [0-9]+ 1$",
            "DENSE_ARGS": f"{tiny} --lr 1e-2 --warmup-updates 10 --max-tokens 512",
            "MODEL_ARGS": f"{tiny} --lr 1e-2 --warmup-updates 10 --max-tokens 512"}
-    p = subprocess.run(["bash", str(REPO / "examples" / "iwslt14_de_en" / "frontier.sh"), str(tmp_path / "work"), str(results)],
-                       cwd=tmp_path, env=env, capture_output=True, text=True, timeout=3600)
+    script = ["bash", str(REPO / "examples" / "iwslt14_de_en" / "frontier.sh"), str(tmp_path / "work"), str(results)]
+    p = _run(script, tmp_path, env, 3600)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     rows = [json.loads(x) for x in results.read_text().splitlines()]
     got = sorted((r["method"], r["K"]) for r in rows)
@@ -71,6 +86,5 @@ def test_iwslt14_frontier_script_end_to_end(tmp_path):
     for m in ("dense-ft", "neuroprune", "dsp-joint"):
         assert f"| {m} |" in table
     # rerun: every point is already there (resumable), nothing is trained again
-    p2 = subprocess.run(["bash", str(REPO / "examples" / "iwslt14_de_en" / "frontier.sh"), str(tmp_path / "work"), str(results)],
-                        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    p2 = _run(script, tmp_path, env, 600)
     assert p2.returncode == 0 and len(results.read_text().splitlines()) == 5
