@@ -364,3 +364,32 @@ def test_gpu_check_script_is_a_thin_wrapper(tmp_path):
                    env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, timeout=300)
     assert len((tmp_path / "train.src").read_text().splitlines()) == 600
     assert (tmp_path / "valid.tgt").read_text().split("\n")[0].isupper()
+
+
+def test_sweep_heads_scores_every_set_by_name(tmp_path, monkeypatch):
+    """sweep_heads' rows: the test split's scores and bleu_sets {set name: BLEU} over the test split and
+    every --also-score split (names from prep.json: Multi30k's test -> test_2016_flickr, valid -> val),
+    each decoded into its own log; a missing hypothesis is an error naming the set."""
+    from types import SimpleNamespace
+
+    from neuroprune_fairseq.recipes import scoring, sweep_heads
+
+    prep = tmp_path / "prep"
+    prep.mkdir()
+    (prep / "prep.json").write_text(json.dumps({"src_lang": "de", "tgt_lang": "en", "files": {
+        "test": {"en": {"path": "d/test_2016_flickr.en.gz"}}, "valid": {"en": {"path": "d/val.en.gz"}}}}))
+    calls = []
+
+    def fake(prep_dir, ckpt, subset="test", beam=5, batch_size=64, logfile=None):
+        calls.append((subset, Path(logfile).name))
+        n = 9 if subset == "valid" and "short" in str(ckpt) else 10
+        return {"bleu": {"test": 30.0, "valid": 31.5}[subset], "n_hyps": n, "n_refs": 10, "n_hyps_eq_n_refs": n == 10,
+                "sacrebleu_signature": "s"}
+    monkeypatch.setattr(scoring, "evaluate_prep", fake)
+    a = SimpleNamespace(recipe="multi30k-prenorm", prep=prep, also_score=["valid"])
+    ev = sweep_heads.evaluate(a, tmp_path / "final.pt", tmp_path / "p.generate.log")
+    assert ev["bleu"] == 30.0 and ev["bleu_sets"] == {"test_2016_flickr": 30.0, "val": 31.5}
+    assert list(ev["bleu_sets"]) == ["test_2016_flickr", "val"]
+    assert calls == [("test", "p.generate.log"), ("valid", "p.generate.valid.log")]
+    with pytest.raises(RuntimeError, match="val: 9 hypotheses for 10 references"):
+        sweep_heads.evaluate(a, tmp_path / "short.pt", tmp_path / "q.generate.log")

@@ -60,8 +60,14 @@ def evaluate(a, final: Path, logfile: Path) -> dict:
     """multi30k / any neuroprune-prepare folder: cased detokenized sacrebleu; iwslt14: the
     recipe's two BLEUs (sacrebleu on Moses-detokenized output + tokenized BLEU as DSP reports)."""
     if a.recipe == "iwslt14":
-        return scoring.evaluate_iwslt(a.prep, final, logfile=logfile)
-    return scoring.evaluate_prep(a.prep, final, logfile=logfile)
+        ev = scoring.evaluate_iwslt(a.prep, final, logfile=logfile)
+        if not ev["n_hyps_eq_n_refs"]:
+            raise SystemExit(f"{final}: {ev['n_hyps']} hypotheses for {ev['n_refs']} references")
+        return ev
+    # the test split and every --also-score split, keyed by set name in bleu_sets (the test split first)
+    per = scoring.score_sets(a.prep, final, ["test", *a.also_score], lambda sub: logfile if sub == "test" else
+                             Path(str(logfile).replace(".generate", f".generate.{sub}")))
+    return {**per[next(iter(per))], "bleu_sets": {n: e["bleu"] for n, e in per.items()}}
 
 
 def point_key(row):
@@ -225,19 +231,9 @@ def main(argv=None):
         fin = steps.finalize(src, final, a.threshold, logfile=logs / f"{tag}.finalize.log", data=a.prep / "bin")
         act, phys = checkpoints.active_heads(final)
         ev = evaluate(a, final, logs / f"{tag}.generate.log")
-        if not ev["n_hyps_eq_n_refs"]:
-            raise SystemExit(f"{tag}: {ev['n_hyps']} hypotheses for {ev['n_refs']} references")
-        bleu_sets = {}
-        if a.recipe != "iwslt14":  # BLEU per test set, keyed by set name (the test split first)
-            bleu_sets[datafiles.split_name(a.prep, "test")] = ev["bleu"]
-            for sub in a.also_score:
-                e2 = scoring.evaluate_prep(a.prep, final, subset=sub, logfile=logs / f"{tag}.generate.{sub}.log")
-                if not e2["n_hyps_eq_n_refs"]:
-                    raise SystemExit(f"{tag} {sub}: {e2['n_hyps']} hypotheses for {e2['n_refs']} references")
-                bleu_sets[datafiles.split_name(a.prep, sub)] = e2["bleu"]
         if a.method != "dense" and sum(act) != k:
             runner.log(f"WARNING {tag}: {sum(act)} active heads, not K={k}")
-        row = {**ident, "point_key": pkey, "bleu": ev["bleu"], **({"bleu_sets": bleu_sets} if bleu_sets else {}), "heads_kept": sum(act), "heads_physical": sum(phys),
+        row = {**ident, "point_key": pkey, "bleu": ev["bleu"], "heads_kept": sum(act), "heads_physical": sum(phys),
                "heads_per_module": act, "heads_dense": fin.get("heads_dense"),
                **{key: fin.get(key) for key in ("sparsity", "params", "params_dense", "flops_ratio", "structured_share",
                                                 "structured_share_beyond_heads", "input_groups_zeroed", "mlp_neurons_dead")},
