@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from .cofi import CoFiMasks
+from .dsp import model_loss
 
 __all__ = ["cofi_optimizers", "cofi_loss", "train_cofi_"]
 
@@ -39,12 +40,6 @@ def cofi_loss(masks: CoFiMasks, task_loss: Tensor, pruning_step: int) -> Tuple[T
     return task_loss + lag, info
 
 
-def _model_loss(model: nn.Module, batch: dict) -> Tensor:
-    out = model(**batch)
-    if getattr(out, "loss", None) is None:
-        raise ValueError("the model returned no loss: the batches must hold 'labels'")
-    return out.loss
-
 
 def train_cofi_(
     model: nn.Module,
@@ -56,7 +51,7 @@ def train_cofi_(
     prepruning_steps: int = 0,
     weight_decay: float = 0.0,
     max_grad_norm: float = 0.0,
-    loss_fn: Callable[[nn.Module, dict], Tensor] = _model_loss,
+    loss_fn: Callable[[nn.Module, dict], Tensor] = model_loss,
     log_every: int = 0,
 ) -> Dict:
     """CoFi's loop over ``epochs`` passes of ``batches()`` (a fresh iterable per epoch) with

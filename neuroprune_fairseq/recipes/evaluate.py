@@ -184,23 +184,22 @@ def evaluate_sets(a, ckpt: Path) -> dict:
     """--dataset: BLEU of each --subset split; one split keeps the single-set JSON of before."""
     from neuroprune_fairseq.recipes.extra_sets import scored_sets
 
+    def log(sub):
+        return ckpt.with_suffix(".generate.log" if sub == "test" else f".generate.{sub}.log")
+
     if a.dataset == "iwslt14":
         if "," in a.subset or a.subset == "all":
             raise SystemExit("neuroprune-evaluate: --dataset iwslt14 scores one --subset at a time")
-        subsets, fn = [a.subset], scoring.evaluate_iwslt
-    else:
-        try:
-            subsets = scored_sets(a.prep_dir, a.subset)
-        except ValueError as e:
-            raise SystemExit(f"neuroprune-evaluate: {e}")
-        fn = scoring.evaluate_prep
-    sets = {}
-    for sub in subsets:
-        log = ckpt.with_suffix(".generate.log" if sub == "test" else f".generate.{sub}.log")
-        r = fn(Path(a.prep_dir), ckpt, subset=sub, beam=a.beam, batch_size=a.batch_size, logfile=log)
+        r = scoring.evaluate_iwslt(Path(a.prep_dir), ckpt, subset=a.subset, beam=a.beam, batch_size=a.batch_size,
+                                   logfile=log(a.subset))
         if not r["n_hyps_eq_n_refs"]:
-            raise SystemExit(f"{sub}: {r['n_hyps']} hypotheses for {r['n_refs']} references")
-        sets[datafiles.split_name(a.prep_dir, sub) if a.dataset == "multi30k" else sub] = r
+            raise SystemExit(f"{a.subset}: {r['n_hyps']} hypotheses for {r['n_refs']} references")
+        return r
+    try:
+        sets = scoring.score_sets(Path(a.prep_dir), ckpt, scored_sets(a.prep_dir, a.subset), log, beam=a.beam,
+                                  batch_size=a.batch_size)
+    except (ValueError, RuntimeError) as e:
+        raise SystemExit(f"neuroprune-evaluate: {e}")
     first = next(iter(sets.values()))
     if len(sets) == 1:
         return first

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from neuroprune_fairseq.recipes import datafiles, runner
+from neuroprune_fairseq.recipes.preparation import raw_file
 
 NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
 RESERVED = ("train", "valid", "test")
@@ -36,10 +37,7 @@ def parse_spec(spec: str) -> Tuple[str, Path]:
 
 
 def _file(prefix: Path, lang: str) -> Optional[Path]:
-    for p in (Path(f"{prefix}.{lang}.gz"), Path(f"{prefix}.{lang}")):
-        if p.exists():
-            return p
-    return None
+    return raw_file(prefix.parent, prefix.name, lang)
 
 
 def read_set(name: str, prefix: Path, src: str, tgt: str) -> Dict[str, List[str]]:

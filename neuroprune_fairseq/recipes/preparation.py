@@ -20,7 +20,8 @@ LAYOUTS = {
 GEN_LEN_A = 1.5
 
 
-def _file(raw_dir: Path, name: str, lang: str):
+def raw_file(raw_dir: Path, name: str, lang: str):
+    """``raw_dir/name.lang.gz`` or ``raw_dir/name.lang``, whichever exists (None: neither)."""
     for p in (raw_dir / f"{name}.{lang}.gz", raw_dir / f"{name}.{lang}"):
         if p.exists():
             return p
@@ -45,7 +46,7 @@ def find_files(raw_dir: Path, src: str, tgt: str) -> Tuple[str, Dict[str, Dict[s
     if src == tgt:
         raise ValueError(f"--src-lang and --tgt-lang are both {src!r}")
     for layout, names in LAYOUTS.items():
-        files = {split: {lang: _file(raw_dir, name, lang) for lang in (src, tgt)} for split, name in names.items()}
+        files = {split: {lang: raw_file(raw_dir, name, lang) for lang in (src, tgt)} for split, name in names.items()}
         if all(p is not None for f in files.values() for p in f.values()):
             return layout, files
     seen = "; ".join(f"{layout}: " + ", ".join(f"{name}.{{{','.join(_langs_found(raw_dir, name)) or 'none'}}}"

@@ -86,14 +86,14 @@ def gen_cap(prep_dir: Path) -> List[str]:
     return ["--max-len-a", f"{a:g}", "--max-len-b", str(b)]
 
 
-def score_sets(prep_dir: Path, ckpt: Path, subsets, logfile_of, beam: int = 5) -> Dict[str, Dict]:
+def score_sets(prep_dir: Path, ckpt: Path, subsets, logfile_of, beam: int = 5, batch_size: int = 64) -> Dict[str, Dict]:
     """:func:`evaluate_prep` of each split in ``subsets`` (in order), keyed by set name
     (:func:`datafiles.split_name`: Multi30k's test -> test_2016_flickr, valid -> val; an extra test set:
     its name); ``logfile_of(split)``: the generate log of each. A hypothesis count that differs from the
     reference count is an error naming the set."""
     out: Dict[str, Dict] = {}
     for sub in subsets:
-        r = evaluate_prep(prep_dir, ckpt, subset=sub, beam=beam, logfile=logfile_of(sub))
+        r = evaluate_prep(prep_dir, ckpt, subset=sub, beam=beam, batch_size=batch_size, logfile=logfile_of(sub))
         name = datafiles.split_name(prep_dir, sub)
         if not r["n_hyps_eq_n_refs"]:
             raise RuntimeError(f"{name}: {r['n_hyps']} hypotheses for {r['n_refs']} references")

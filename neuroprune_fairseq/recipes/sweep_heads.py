@@ -39,7 +39,7 @@ import time
 from pathlib import Path
 
 from neuroprune_fairseq.fairseq_adapter import checkpoints
-from neuroprune_fairseq.recipes import datafiles, presets, runner, scoring, steps, sweeps
+from neuroprune_fairseq.recipes import datafiles, extra_sets, presets, runner, scoring, steps, sweeps
 
 DEFAULT_ALPHA = {"neuroprune": 0.5, "l1": 0.05}  # the CPU preset's penalty weights (examples/multi30k_cpu/sweep.json)
 
@@ -185,10 +185,10 @@ def main(argv=None):
     a.also_score = [x.strip() for x in a.also_score.split(",") if x.strip()]
     if a.also_score and a.recipe == "iwslt14":
         p.error("--also-score: not for --recipe iwslt14 (its test set is scored with two BLEUs); leave it empty")
-    for sub in a.also_score:
-        tgt = datafiles.prep_langs(a.prep)[1] if (a.prep / "prep.json").exists() else "?"
-        if not (a.prep / "raw" / f"{sub}.{tgt}").exists():
-            p.error(f"--also-score {sub}: no references {a.prep / 'raw' / f'{sub}.{tgt}'}")
+    try:  # the splits the prep folder has (as neuroprune-evaluate --subset and sweep.py --also-score check them)
+        a.also_score = [x for x in extra_sets.scored_sets(a.prep, ",".join(a.also_score)) if x != "test"] if a.also_score else []
+    except ValueError as e:
+        p.error(str(e))
     if not (a.prep / "bin").exists():
         p.error(f"{a.prep / 'bin'} does not exist")
     for need in (a.dense, references(a)):
