@@ -52,7 +52,7 @@ OPTIONS = {
                                                  "score the pre-trained model)"),
                ("--michel-batches", int, "training batches the importance is summed over (default: one pass)")],
     "cofi": [("--cofi-epochs", float, "CoFi's total epochs (default: --epochs, NeuroPrune's budget; more gives it more)"),
-             ("--cofi-finetune-epochs", float, "of them, epochs fine-tuning the pruned model (default 20%)"),
+             ("--cofi-finetune-epochs", float, "of them, epochs fine-tuning the pruned model (default 20%%)"),
              ("--cofi-reg-lr", float, "learning rate of the masks and the Lagrange multipliers (default 0.01, CoFi's)")],
 }
 
