@@ -82,3 +82,51 @@ def plain_finetune(model, tok, task: GlueTask, train: Sequence[Example], dev: Se
     per_epoch = -(-len(train) // batch_size)
     return {"before": before, "after": evaluate(model, tok, task, dev, max_seq_length), "train_losses": losses,
             "train_loss_last_epoch": sum(losses[-per_epoch:]) / per_epoch}
+
+
+def main(argv=None) -> Dict:
+    """The plain loop on a whole task, as evidence next to the runner (README "GLUE recipe"):
+    ``python tests/glue_reference.py --task RTE --data-dir ../shared/data/glue --lr 5e-5 --epochs 3``.
+    Prints (and with --results-file appends) one JSON line: dev metrics before and after."""
+    import argparse
+    import json
+    import time
+
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from neuroprune_fairseq.hf.glue import get_task, load_split
+    from neuroprune_fairseq.recipes.hf_run import default_model
+
+    p = argparse.ArgumentParser(description="plain PyTorch fine-tuning of a GLUE task (the runner's reference)")
+    p.add_argument("--task", required=True)
+    p.add_argument("--data-dir", required=True, help="glue folder with <TASK>/train.tsv, dev.tsv")
+    p.add_argument("--model", default=None, help="default: the installed all-MiniLM-L6-v2")
+    p.add_argument("--lr", type=float, default=5e-5)
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--max-seq-length", type=int, default=128)
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--results-file", help="append the JSON line here")
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    task, name = get_task(args.task), args.model or default_model()
+    train, dev = load_split(task, "train", args.data_dir), load_split(task, "dev", args.data_dir)
+    model = AutoModelForSequenceClassification.from_pretrained(name, num_labels=1 if task.labels is None else len(task.labels))
+    t0 = time.time()
+    res = plain_finetune(model, AutoTokenizer.from_pretrained(name), task, train, dev, epochs=args.epochs, lr=args.lr,
+                         batch_size=args.batch_size, max_seq_length=args.max_seq_length, seed=args.seed)
+    row = {"task": task.name, "method": "plain-reference-loop", "lr": args.lr, "epochs": args.epochs,
+           "batch_size": args.batch_size, "max_seq_length": args.max_seq_length, "seed": args.seed,
+           "train_samples": len(train), "before": res["before"], **res["after"],
+           "train_loss_last_epoch": round(res["train_loss_last_epoch"], 4), "train_time_s": round(time.time() - t0, 1)}
+    print(json.dumps(row), flush=True)
+    if args.results_file:
+        with open(args.results_file, "a") as f:
+            f.write(json.dumps(row) + "\n")
+    return row
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,153 @@
+"""Issue 22's GLUE tables and plots from ``scripts/glue_figures.sh`` rows (``results/glue_figures.jsonl``):
+
+    python scripts/glue_figures.py results/glue_figures.jsonl --data-dir ../shared/data/glue \\
+        --out results/glue_figures.md --plot results/glue_figures.png
+
+* **Fig. 4's analogue** (metric vs target sparsity S): dense, NeuroPrune (penalty-driven), l1, CoFi per task.
+* **Fig. 5's analogue** (metric vs heads kept K of 72): NeuroPrune ``target_heads``, DSP joint, Michel.
+
+Each task's block starts with the majority-class score on the dev set (from ``--data-dir``) and the dense
+model's score before fine-tuning. A cell is ``metric`` (seed 1), ``metric / metric`` where two seeds ran;
+then the measured sparsity (share of the dense model's attention + MLP matrix weights zero or removed),
+heads kept, train seconds and evaluation examples per second (1 thread, runs sharing the machine).
+Rows are matched by their tag: ``fig-<method><point>-s<seed>``.
+"""
+import argparse
+import json
+import re
+from collections import Counter
+from typing import Dict, List, Optional
+
+from neuroprune_fairseq.hf.glue import compute_metrics, get_task, load_split
+from neuroprune_fairseq.recipes.hf_table import main_metric
+
+TAG = re.compile(r"^fig-(?P<method>[a-zA-Z0-9]+?)(?P<point>\d+)?-s(?P<seed>\d+)$")
+SPARSITY_METHODS = (("dense", "dense"), ("np", "NeuroPrune"), ("l1", "l1"), ("cofi", "CoFi"))
+HEAD_METHODS = (("npK", "NeuroPrune target_heads"), ("dsp", "DSP joint"), ("michel", "Michel"))
+
+
+def index(rows) -> Dict[str, Dict[tuple, Dict[int, dict]]]:
+    """{task: {(method, point or None): {seed: row}}}; a later row for the same tag wins."""
+    out: Dict[str, Dict[tuple, Dict[int, dict]]] = {}
+    for r in rows:
+        m = TAG.match(str(r.get("tag", "")))
+        if not m:
+            continue
+        point = int(m["point"]) if m["point"] else None
+        out.setdefault(r["task"], {}).setdefault((m["method"], point), {})[int(m["seed"])] = r
+    return out
+
+
+def majority(task_name: str, data_dir: Optional[str]) -> Optional[Dict[str, float]]:
+    """The dev metrics of predicting the most frequent training label for every example."""
+    if not data_dir:
+        return None
+    task = get_task(task_name)
+    if task.labels is None:
+        return None
+    top = Counter(y for _, y in load_split(task, "train", data_dir)).most_common(1)[0][0]
+    labels = [y for _, y in load_split(task, "dev", data_dir)]
+    return compute_metrics(task, [top] * len(labels), labels)
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.1f}"
+
+
+def cell(runs: Dict[int, dict], metric: str) -> List[str]:
+    if not runs:
+        return ["-"] * 5
+    seeds = sorted(runs)
+    first = runs[seeds[0]]
+    return [" / ".join(_pct(runs[s][metric]) for s in seeds), f"{first['sparsity']:.1f}",
+            f"{first['heads_kept']}/{first['heads_dense']}", f"{first['train_time_s']:.0f}", f"{first['eval_examples_per_s']}"]
+
+
+def task_header(task: str, runs, data_dir) -> (str, str):
+    some = next(r for by_seed in runs.values() for r in by_seed.values())
+    metric = main_metric(some)
+    maj = majority(task, data_dir)
+    dense = runs.get(("dense", None), {})
+    before = dense[min(dense)]["before"].get(metric) if dense and dense[min(dense)].get("before") else None
+    bits = [f"**{task}** ({metric}, dev set, {some.get('train_samples', '?')} training examples, "
+            f"{some.get('epochs', '?'):g} epoch(s))"]
+    if maj:
+        bits.append(f"majority class {_pct(maj[metric])}")
+    if before is not None:
+        bits.append(f"dense before fine-tuning {_pct(before)}")
+    return metric, "; ".join(bits)
+
+
+def table(idx, methods, points, label: str, data_dir) -> str:
+    lines = []
+    for task, runs in idx.items():
+        if not any(k[0] in dict(methods) and k[0] != "dense" for k in runs):
+            continue
+        metric, head = task_header(task, runs, data_dir)
+        lines += [head, "", f"| method | {label} | {metric} (seed 1 / 2) | sparsity % | heads | train s | eval ex/s |",
+                  "|---|---|---|---|---|---|---|"]
+        if ("dense", None) in runs:
+            lines.append("| dense | - | " + " | ".join(cell(runs[("dense", None)], metric)) + " |")
+        for p in points:
+            for key, name in methods:
+                if key != "dense" and (key, p) in runs:
+                    lines.append(f"| {name} | {p} | " + " | ".join(cell(runs[(key, p)], metric)) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def plot(idx, out: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks = list(idx)
+    fig, axes = plt.subplots(2, len(tasks), figsize=(4 * len(tasks), 6.4), squeeze=False)
+    for col, task in enumerate(tasks):
+        runs = idx[task]
+        metric = main_metric(next(r for s in runs.values() for r in s.values()))
+        for row, (methods, x, xlabel) in enumerate(((SPARSITY_METHODS, "sparsity", "sparsity %"),
+                                                    (HEAD_METHODS, "heads_kept", "heads kept"))):
+            ax = axes[row][col]
+            for key, name in methods:
+                if key == "dense":
+                    continue
+                pts = sorted((r[x], 100 * r[metric]) for (k, _), s in runs.items() if k == key for r in s.values())
+                if pts:
+                    ax.plot(*zip(*pts), "o-" if key in ("np", "npK") else "s--", label=name)
+            for r in runs.get(("dense", None), {}).values():
+                ax.axhline(100 * r[metric], color="gray", ls=":", lw=1)
+            ax.set(title=f"{task}", xlabel=xlabel, ylabel=metric)
+            if ax.lines:
+                ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("files", nargs="+", help="glue_figures.sh results (JSON lines)")
+    p.add_argument("--data-dir", help="glue folder, for the majority-class scores (default: not shown)")
+    p.add_argument("--out", help="write the Markdown here (default: print)")
+    p.add_argument("--plot", help="PNG: metric vs sparsity (top) and vs heads kept (bottom), per task")
+    args = p.parse_args(argv)
+    rows = [json.loads(line) for path in args.files for line in open(path) if line.strip()]
+    idx = index(rows)
+    if not idx:
+        raise SystemExit(f"no fig-<method><point>-s<seed> rows in {', '.join(args.files)}")
+    text = ("### Fig. 4's analogue: metric vs target sparsity\n\n"
+            + table(idx, SPARSITY_METHODS, (25, 50, 70, 90), "S", args.data_dir)
+            + "\n### Fig. 5's analogue: metric vs heads kept (of 72)\n\n"
+            + table(idx, (("dense", "dense"),) + HEAD_METHODS, (18, 36, 54), "K", args.data_dir))
+    if args.out:
+        with open(args.out, "w") as f:
+            f.write(text)
+    else:
+        print(text)
+    if args.plot:
+        plot(idx, args.plot)
+
+
+if __name__ == "__main__":
+    main()

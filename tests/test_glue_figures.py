@@ -1,0 +1,75 @@
+"""Issue 22's GLUE figure tables (recipes/glue_figures.py) and their driver's bad input."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from neuroprune_fairseq.recipes import glue_figures
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _row(task, tag, acc, sparsity=0.0, heads=72, **kw):
+    return {"task": task, "method": "x", "tag": tag, "accuracy": acc, "sparsity": sparsity, "heads_kept": heads,
+            "heads_dense": 72, "train_time_s": 12.4, "eval_examples_per_s": 50.0, "train_samples": 4, "epochs": 1.0,
+            **kw}
+
+
+@pytest.fixture
+def glue_dir(tmp_path):
+    d = tmp_path / "SST-2"
+    d.mkdir()
+    (d / "train.tsv").write_text("sentence\tlabel\na\t1\nb\t1\nc\t0\n")
+    (d / "dev.tsv").write_text("sentence\tlabel\nd\t1\ne\t0\nf\t0\ng\t0\n")
+    return str(tmp_path)
+
+
+def test_majority_is_the_most_frequent_training_label(glue_dir):
+    # training majority is 1; one dev example in four has it
+    assert glue_figures.majority("SST-2", glue_dir)["accuracy"] == pytest.approx(0.25)
+    assert glue_figures.majority("SST-2", None) is None
+
+
+def test_tables_pair_seeds_and_points(glue_dir, tmp_path):
+    rows = [_row("SST-2", "fig-dense-s1", 0.80, before={"accuracy": 0.5}), _row("SST-2", "fig-dense-s2", 0.82),
+            _row("SST-2", "fig-np50-s1", 0.77, 50.0), _row("SST-2", "fig-np50-s2", 0.79, 50.0),
+            _row("SST-2", "fig-cofi90-s1", 0.70, 90.1), _row("SST-2", "fig-dsp36-s1", 0.75, 0.0, 36),
+            _row("SST-2", "fig-npK18-s1", 0.74, 0.5, 18), _row("SST-2", "not-a-figure-tag", 0.1)]
+    path = tmp_path / "rows.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out, png = tmp_path / "t.md", tmp_path / "t.png"
+    glue_figures.main([str(path), "--data-dir", glue_dir, "--out", str(out), "--plot", str(png)])
+    text = out.read_text()
+    assert "majority class 25.0; dense before fine-tuning 50.0" in text
+    assert "| dense | - | 80.0 / 82.0 | 0.0 | 72/72 | 12 | 50.0 |" in text
+    assert "| NeuroPrune | 50 | 77.0 / 79.0 | 50.0 | 72/72 |" in text
+    assert "| CoFi | 90 | 70.0 | 90.1 |" in text
+    assert "| DSP joint | 36 | 75.0 | 0.0 | 36/72 |" in text
+    assert "| NeuroPrune target_heads | 18 | 74.0 | 0.5 | 18/72 |" in text
+    assert png.stat().st_size > 0
+
+
+def test_no_figure_rows_is_an_error(tmp_path):
+    path = tmp_path / "rows.jsonl"
+    path.write_text(json.dumps(_row("SST-2", "other", 0.5)) + "\n")
+    with pytest.raises(SystemExit, match="no fig-"):
+        glue_figures.main([str(path)])
+
+
+def test_driver_refuses_an_unknown_method_before_training(tmp_path):
+    env = dict(os.environ, GLUE_DIR=str(tmp_path), PYTHON=sys.executable, RESULTS=str(tmp_path / "r.jsonl"),
+               LOGDIR=str(tmp_path / "logs"))
+    p = subprocess.run(["bash", "scripts/glue_figures.sh", "MRPC bogus 50 1"], cwd=ROOT, env=env,
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 2 and "unknown method bogus" in p.stderr
+    assert not (tmp_path / "r.jsonl").exists()
+
+
+@pytest.mark.parametrize("script", sorted(f for f in os.listdir(os.path.join(ROOT, "scripts")) if f.endswith(".py")))
+def test_every_script_prints_its_help(script):
+    p = subprocess.run([sys.executable, os.path.join("scripts", script), "--help"], cwd=ROOT, capture_output=True,
+                       text=True, timeout=120)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert "usage:" in p.stdout
