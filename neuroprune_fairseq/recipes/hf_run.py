@@ -30,6 +30,9 @@ def add_neuroprune_args(p: argparse.ArgumentParser, baselines: Sequence[str] = (
         g.add_argument("--np-target-heads", type=int, default=0,
                        help="K: heads kept in the whole model (neuroprune: reached by the per-epoch pruning, "
                             "as the trainer's target_heads; dsp, michel: their top-K)")
+        g.add_argument("--np-target-epoch", type=int, default=0,
+                       help="neuroprune with --np-target-heads: the epoch after which K is reached (default 0: the "
+                            "last; E-1 leaves one epoch of recovery at K, as the MT frontier's -r1)")
     g.add_argument("--np-alpha", type=float, default=1e-4, help="weight of sum R_attn (l1 baseline: of L1(q,k,v))")
     g.add_argument("--np-beta", type=float, default=1e-4, help="weight of sum R_mlp (l1 baseline: of L1(fc1,fc2))")
     g.add_argument("--np-eps", type=float, default=1e-4, help="|w| < eps counts as unconnected in Eq. 1")
@@ -55,6 +58,9 @@ def neuroprune_arguments(args):
     from neuroprune_fairseq.hf import NeuroPruneArguments
 
     k = getattr(args, "np_target_heads", 0)
+    if getattr(args, "np_target_epoch", 0) and args.method != "neuroprune":
+        raise ValueError(f"--np-target-epoch schedules NeuroPrune's per-epoch head pruning; --method {args.method} "
+                         "does not prune per epoch: drop it or use --method neuroprune")
     if args.method == "dense":
         if args.np_proximal or args.np_target_sparsity is not None or k:
             raise ValueError("--np-proximal / --np-target-sparsity / --np-target-heads need --method neuroprune or l1 "
@@ -65,7 +71,13 @@ def neuroprune_arguments(args):
     if k and (args.method != "neuroprune" or args.np_no_prune_heads):
         raise ValueError("--np-target-heads K: NeuroPrune reaches K by its per-epoch head pruning: use --method "
                          "neuroprune without --np-no-prune-heads")
-    return NeuroPruneArguments(target_heads=k,
+    target_epoch = getattr(args, "np_target_epoch", 0)
+    if target_epoch and not k:
+        raise ValueError("--np-target-epoch schedules the head target: it needs --np-target-heads K")
+    if target_epoch and not 0 < target_epoch <= math.ceil(args.epochs):
+        raise ValueError(f"--np-target-epoch {target_epoch} is outside the run's epochs 1..{math.ceil(args.epochs)}: "
+                         "pass at most --epochs")
+    return NeuroPruneArguments(target_heads=k, target_epoch=target_epoch,
         proximal=args.np_proximal, target_sparsity=args.np_target_sparsity,
         target_start=args.np_target_start, target_end=args.np_target_end, target_mode=args.np_target_mode,
         target_gain=args.np_target_gain, prox_metric=args.np_prox_metric,
@@ -156,6 +168,7 @@ def finish_run(result, args, np_args, trainer, model, tok):
         hist = trainer.np_callback.history
         modules = hist[-1]["modules"].values() if hist else None
         result.update({"np_theta": args.np_theta, "np_dominating": args.np_dominating,
+                       "np_target_heads": np_args.target_heads or None, "np_target_epoch": np_args.target_epoch or None,
                        "heads_per_module": [e["heads"] for e in modules] if modules else None,
                        "min_head_dist_last_epoch": [round(e["min_dist"], 4) for e in modules] if modules else None})
     if args.tag:
