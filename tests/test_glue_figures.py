@@ -36,7 +36,8 @@ def test_tables_pair_seeds_and_points(glue_dir, tmp_path):
     rows = [_row("SST-2", "fig-dense-s1", 0.80, before={"accuracy": 0.5}), _row("SST-2", "fig-dense-s2", 0.82),
             _row("SST-2", "fig-np50-s1", 0.77, 50.0), _row("SST-2", "fig-np50-s2", 0.79, 50.0),
             _row("SST-2", "fig-cofi90-s1", 0.70, 90.1), _row("SST-2", "fig-dsp36-s1", 0.75, 0.0, 36),
-            _row("SST-2", "fig-npK18-s1", 0.74, 0.5, 18), _row("SST-2", "not-a-figure-tag", 0.1)]
+            _row("SST-2", "fig-npK18-s1", 0.74, 0.5, 18), _row("SST-2", "not-a-figure-tag", 0.1),
+            _row("RTE", "fig-dense-s1", 0.60)]
     path = tmp_path / "rows.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     out, png = tmp_path / "t.md", tmp_path / "t.png"
@@ -49,6 +50,8 @@ def test_tables_pair_seeds_and_points(glue_dir, tmp_path):
     assert "| DSP joint | 36 | 75.0 | 0.0 | 36/72 |" in text
     assert "| NeuroPrune target_heads | 18 | 74.0 | 0.5 | 18/72 |" in text
     assert png.stat().st_size > 0
+    fig4, fig5 = text.split("### Fig. 5")
+    assert "**RTE**" in fig4 and "**RTE**" not in fig5  # a dense-only task: in the sparsity table only
 
 
 def test_no_figure_rows_is_an_error(tmp_path):

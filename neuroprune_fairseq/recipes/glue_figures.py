@@ -78,10 +78,11 @@ def task_header(task: str, runs, data_dir) -> (str, str):
     return metric, "; ".join(bits)
 
 
-def table(idx, methods, points, label: str, data_dir) -> str:
+def table(idx, methods, points, label: str, data_dir, need_method: bool) -> str:
+    """One block per task that has a row of ``methods`` (``need_method``: other than dense)."""
     lines = []
     for task, runs in idx.items():
-        if not any(k[0] in dict(methods) and k[0] != "dense" for k in runs):
+        if not any(k[0] in dict(methods) and (k[0] != "dense" or not need_method) for k in runs):
             continue
         metric, head = task_header(task, runs, data_dir)
         lines += [head, "", f"| method | {label} | {metric} (seed 1 / 2) | sparsity % | heads | train s | eval ex/s |",
@@ -119,7 +120,7 @@ def plot(idx, out: str) -> None:
             for r in runs.get(("dense", None), {}).values():
                 ax.axhline(100 * r[metric], color="gray", ls=":", lw=1)
             ax.set(title=f"{task}", xlabel=xlabel, ylabel=metric)
-            if ax.lines:
+            if ax.get_legend_handles_labels()[0]:
                 ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(out, dpi=110)
@@ -137,9 +138,9 @@ def main(argv=None):
     if not idx:
         raise SystemExit(f"no fig-<method><point>-s<seed> rows in {', '.join(args.files)}")
     text = ("### Fig. 4's analogue: metric vs target sparsity\n\n"
-            + table(idx, SPARSITY_METHODS, (25, 50, 70, 90), "S", args.data_dir)
+            + table(idx, SPARSITY_METHODS, (25, 50, 70, 90), "S", args.data_dir, need_method=False)
             + "\n### Fig. 5's analogue: metric vs heads kept (of 72)\n\n"
-            + table(idx, (("dense", "dense"),) + HEAD_METHODS, (18, 36, 54), "K", args.data_dir))
+            + table(idx, (("dense", "dense"),) + HEAD_METHODS, (18, 36, 54), "K", args.data_dir, need_method=True))
     if args.out:
         with open(args.out, "w") as f:
             f.write(text)
