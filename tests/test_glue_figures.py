@@ -52,6 +52,7 @@ def test_tables_pair_seeds_and_points(glue_dir, tmp_path):
     assert png.stat().st_size > 0
     fig4, fig5 = text.split("### Fig. 5")
     assert "**RTE**" in fig4 and "**RTE**" not in fig5  # a dense-only task: in the sparsity table only
+    assert "majority class not computed (RTE: no file" in fig4  # its folder is not in --data-dir
 
 
 def test_no_figure_rows_is_an_error(tmp_path):

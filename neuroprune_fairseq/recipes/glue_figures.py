@@ -66,13 +66,20 @@ def cell(runs: Dict[int, dict], metric: str) -> List[str]:
 def task_header(task: str, runs, data_dir) -> (str, str):
     some = next(r for by_seed in runs.values() for r in by_seed.values())
     metric = main_metric(some)
-    maj = majority(task, data_dir)
+    try:
+        maj = majority(task, data_dir)
+    except FileNotFoundError as e:
+        maj, bits_missing = None, f"majority class not computed ({e})"
+    else:
+        bits_missing = None
     dense = runs.get(("dense", None), {})
     before = dense[min(dense)]["before"].get(metric) if dense and dense[min(dense)].get("before") else None
     bits = [f"**{task}** ({metric}, dev set, {some.get('train_samples', '?')} training examples, "
             f"{some.get('epochs', '?'):g} epoch(s))"]
     if maj:
         bits.append(f"majority class {_pct(maj[metric])}")
+    elif bits_missing:
+        bits.append(bits_missing)
     if before is not None:
         bits.append(f"dense before fine-tuning {_pct(before)}")
     return metric, "; ".join(bits)
