@@ -49,7 +49,7 @@ for job in "$@"; do
     michel) args=(--method michel --np-target-heads "$point") ;;
     *) echo "unknown method $method (dense np l1 cofi npK dsp michel)" >&2; exit 2 ;;
   esac
-  tag="fig-$method${point#-}-s$seed"; tag=${tag/--/-}
+  tag="fig-$method${point#-}-s$seed"  # dense: fig-dense-s<seed>
   if [ -f "$RESULTS" ] && "$PY" -c 'import json,sys; sys.exit(0 if any(r.get("task") == sys.argv[2] and r.get("tag") == sys.argv[3] for r in map(json.loads, open(sys.argv[1]))) else 1)' "$RESULTS" "$task" "$tag"; then
     echo "done   $task $tag"; continue
   fi

@@ -177,6 +177,14 @@ def test_unsupported_families_and_schedules_named(tmp_path):
         run_cofi(tiny_bert(), train, dev, collate, targs, args, TASK, predict)
 
 
+def _rte_like(tmp_path):
+    (tmp_path / "RTE").mkdir()
+    for split, n in (("train", 16), ("dev", 8)):
+        rows = [f"{i}\tThe cat number {i} sat on the mat.\tA cat {'sat' if i % 2 else 'flew'}.\t"
+                f"{'entailment' if i % 2 else 'not_entailment'}" for i in range(n)]
+        (tmp_path / "RTE" / f"{split}.tsv").write_text("index\tsentence1\tsentence2\tlabel\n" + "\n".join(rows) + "\n")
+
+
 @pytest.mark.parametrize("method,target", [("dsp", ["--np-target-heads", "36"]),
                                            ("michel", ["--np-target-heads", "36", "--michel-batches", "1"]),
                                            ("cofi", ["--np-target-sparsity", "50"])])
@@ -188,11 +196,7 @@ def test_through_the_runner(tmp_path, method, target):
     argv = ["--task", "RTE", "--data-dir", str(tmp_path), "--method", method, *target, "--epochs", "1",
             "--batch-size", "8", "--max-seq-length", "32", "--results-file", str(tmp_path / "rows.jsonl"), "--threads", "1"]
     runner.parse_args(argv)  # the runner takes the method and its target
-    (tmp_path / "RTE").mkdir()
-    for split, n in (("train", 16), ("dev", 8)):
-        rows = [f"{i}\tThe cat number {i} sat on the mat.\tA cat {'sat' if i % 2 else 'flew'}.\t"
-                f"{'entailment' if i % 2 else 'not_entailment'}" for i in range(n)]
-        (tmp_path / "RTE" / f"{split}.tsv").write_text("index\tsentence1\tsentence2\tlabel\n" + "\n".join(rows) + "\n")
+    _rte_like(tmp_path)
     row = runner.main(argv)
     assert row["method"] == method and row["train_samples"] == 16 and row["dev_samples"] == 8
     assert row["heads_dense"] == 72 and 0 <= row["accuracy"] <= 1
@@ -200,14 +204,6 @@ def test_through_the_runner(tmp_path, method, target):
         assert row["matrix_weights_dense"] == 6 * (4 * 384 * 384 + 2 * 384 * 1536) and row["cofi_steps"] == 2
     else:
         assert row["heads_kept"] == 36 and "np_alpha" not in row
-
-
-def _rte_like(tmp_path):
-    (tmp_path / "RTE").mkdir()
-    for split, n in (("train", 16), ("dev", 8)):
-        rows = [f"{i}\tThe cat number {i} sat on the mat.\tA cat {'sat' if i % 2 else 'flew'}.\t"
-                f"{'entailment' if i % 2 else 'not_entailment'}" for i in range(n)]
-        (tmp_path / "RTE" / f"{split}.tsv").write_text("index\tsentence1\tsentence2\tlabel\n" + "\n".join(rows) + "\n")
 
 
 def test_runner_target_epoch_reaches_k_before_the_last_epoch(tmp_path, capfd):

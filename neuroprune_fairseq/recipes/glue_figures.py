@@ -16,7 +16,7 @@ import argparse
 import json
 import re
 from collections import Counter
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 from neuroprune_fairseq.hf.glue import compute_metrics, get_task, load_split
 from neuroprune_fairseq.recipes.hf_table import main_metric
@@ -63,25 +63,25 @@ def cell(runs: Dict[int, dict], metric: str) -> List[str]:
             f"{first['heads_kept']}/{first['heads_dense']}", f"{first['train_time_s']:.0f}", f"{first['eval_examples_per_s']}"]
 
 
-def task_header(task: str, runs, data_dir) -> (str, str):
-    some = next(r for by_seed in runs.values() for r in by_seed.values())
-    metric = main_metric(some)
+def _majority_note(task: str, data_dir, metric: str) -> Optional[str]:
     try:
         maj = majority(task, data_dir)
     except FileNotFoundError as e:
-        maj, bits_missing = None, f"majority class not computed ({e})"
-    else:
-        bits_missing = None
+        return f"majority class not computed ({e})"
+    return f"majority class {_pct(maj[metric])}" if maj else None
+
+
+def task_header(task: str, runs, data_dir) -> Tuple[str, str]:
+    some = next(r for by_seed in runs.values() for r in by_seed.values())
+    metric = main_metric(some)
     dense = runs.get(("dense", None), {})
     before = dense[min(dense)]["before"].get(metric) if dense and dense[min(dense)].get("before") else None
-    bits = [f"**{task}** ({metric}, dev set, {some.get('train_samples', '?')} training examples, "
-            f"{some.get('epochs', '?'):g} epoch(s))"]
-    if maj:
-        bits.append(f"majority class {_pct(maj[metric])}")
-    elif bits_missing:
-        bits.append(bits_missing)
+    epochs = f"{some['epochs']:g}" if some.get("epochs") is not None else "?"
+    bits = [f"**{task}** ({metric}, dev set, {some.get('train_samples', '?')} training examples, {epochs} epoch(s))",
+            _majority_note(task, data_dir, metric)]
     if before is not None:
         bits.append(f"dense before fine-tuning {_pct(before)}")
+    bits = [b for b in bits if b]
     return metric, "; ".join(bits)
 
 
