@@ -19,7 +19,8 @@ model's weights, as ``from_pretrained`` does.
 """
 # Duplicated on purpose: the remote code must run without neuroprune_fairseq installed, so it
 # cannot import its twins. Its layers (sibling neuroprune_layers.py) copy core/structured_linear.py,
-# core/surgery.py, hf/roles.py and hf/t5.py; build_pruned does what hf/io.py's load_pruned does.
+# core/surgery.py and hf/roles.py (hf/t5.py imports its T5 subclasses from there); build_pruned
+# does what hf/io.py's load_pruned does.
 # tests/test_hf_remote_code.py compares them.
 import json
 import logging

@@ -5,8 +5,9 @@ a dense-built attention module, and the T5 relative-bias subclasses. torch only.
 """
 # Duplicated on purpose: the remote code must run without neuroprune_fairseq installed, so it
 # cannot import its twins: StructuredLinear / _as_structured_like_ ~ core/structured_linear.py,
-# _resize_linear_ ~ core/surgery.py (resize_linear_), _get ~ hf/roles.py, the T5 attention
-# subclasses ~ hf/t5.py. Change both sides together; tests/test_hf_remote_code.py compares them.
+# _resize_linear_ ~ core/surgery.py (resize_linear_), _get ~ hf/roles.py. Change both sides
+# together; tests/test_hf_remote_code.py compares them. The T5 attention subclasses have one
+# home, here: the package's T5 hook (hf/t5.py) imports them.
 from typing import Dict, List, Optional
 
 import torch
@@ -100,7 +101,8 @@ def _prune_heads_(module: nn.Module, info: dict) -> None:
 # --------------------------------------------------------------------------- T5
 # T5 computes the relative position bias once (first block), for the dense head count, and
 # passes it on; a pruned module takes its kept heads' columns and passes the dense bias on.
-_T5_CLASSES: dict = {}
+# The package's T5 hook (hf/t5.py) builds its subclasses with these same functions.
+_T5_CLASSES: Dict[object, type] = {}
 
 
 def _t5_after_head_change(m: nn.Module, kept: List[int]) -> None:
@@ -112,8 +114,16 @@ def _t5_after_head_change(m: nn.Module, kept: List[int]) -> None:
 
 
 def _t5_bias_class(base: type) -> type:
-    if base in _T5_CLASSES:
-        return _T5_CLASSES[base]
+    """A subclass of a (5.x) ``T5Attention`` whose heads are a subset of the dense ones.
+
+    T5 computes the relative position bias once (first block) for the dense head count
+    and passes it to every later block. A pruned module receives that dense bias, uses the
+    columns of its kept heads, and passes the dense bias on unchanged. Its own
+    ``relative_attention_bias`` embedding (first block only) stays dense for that reason.
+    """
+    cached = _T5_CLASSES.get(base)
+    if cached is not None:
+        return cached
 
     class NeuroPruneT5Attention(base):
         def _np_index(self, device):
@@ -152,9 +162,14 @@ def _t5_bias_class(base: type) -> type:
 
 
 def _t5_4x_class(base: type) -> type:
-    key = ("4.x", base)
-    if key in _T5_CLASSES:
-        return _T5_CLASSES[key]
+    """transformers 4.x ``T5Attention`` slices the dense position bias with ``pruned_heads``,
+    but a module without its own relative bias that receives none (the first cross-attention
+    of a stack) builds zeros of its *pruned* head count and then slices those by the dense
+    indices (IndexError). This subclass builds that bias without the slicing and hands the
+    next layers a dense-head bias (every head's bias is the same zeros + mask there)."""
+    cached = _T5_CLASSES.get(("4.x", base))
+    if cached is not None:
+        return cached
 
     class NeuroPruneT5Attention4x(base):
         def forward(self, hidden_states, mask=None, key_value_states=None, position_bias=None, *args, **kwargs):
@@ -170,5 +185,5 @@ def _t5_4x_class(base: type) -> type:
             return (out[0], full, *out[2:])
 
     NeuroPruneT5Attention4x.__name__ = NeuroPruneT5Attention4x.__qualname__ = f"NeuroPrune{base.__name__}"
-    _T5_CLASSES[key] = NeuroPruneT5Attention4x
+    _T5_CLASSES[("4.x", base)] = NeuroPruneT5Attention4x
     return NeuroPruneT5Attention4x
