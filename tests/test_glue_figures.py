@@ -37,6 +37,7 @@ def test_tables_pair_seeds_and_points(glue_dir, tmp_path):
             _row("SST-2", "fig-np50-s1", 0.77, 50.0), _row("SST-2", "fig-np50-s2", 0.79, 50.0),
             _row("SST-2", "fig-cofi90-s1", 0.70, 90.1), _row("SST-2", "fig-dsp36-s1", 0.75, 0.0, 36),
             _row("SST-2", "fig-npK18-s1", 0.74, 0.5, 18), _row("SST-2", "not-a-figure-tag", 0.1),
+            _row("SST-2", "fig-l150-s1", 0.72, 50.0), _row("SST-2", "fig-l125-s1", 0.76, 25.0),
             _row("RTE", "fig-dense-s1", 0.60)]
     path = tmp_path / "rows.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -47,6 +48,7 @@ def test_tables_pair_seeds_and_points(glue_dir, tmp_path):
     assert "| dense | - | 80.0 / 82.0 | 0.0 | 72/72 | 12 | 50.0 |" in text
     assert "| NeuroPrune | 50 | 77.0 / 79.0 | 50.0 | 72/72 |" in text
     assert "| CoFi | 90 | 70.0 | 90.1 |" in text
+    assert "| l1 | 50 | 72.0 | 50.0 |" in text and "| l1 | 25 | 76.0 | 25.0 |" in text  # the 1 of l1 is no point
     assert "| DSP joint | 36 | 75.0 | 0.0 | 36/72 |" in text
     assert "| NeuroPrune target_heads | 18 | 74.0 | 0.5 | 18/72 |" in text
     assert png.stat().st_size > 0

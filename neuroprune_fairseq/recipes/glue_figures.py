@@ -21,9 +21,12 @@ from typing import Dict, List, Optional, Tuple
 from neuroprune_fairseq.hf.glue import compute_metrics, get_task, load_split
 from neuroprune_fairseq.recipes.hf_table import main_metric
 
-TAG = re.compile(r"^fig-(?P<method>[a-zA-Z0-9]+?)(?P<point>\d+)?-s(?P<seed>\d+)$")
 SPARSITY_METHODS = (("dense", "dense"), ("np", "NeuroPrune"), ("l1", "l1"), ("cofi", "CoFi"))
 HEAD_METHODS = (("npK", "NeuroPrune target_heads"), ("dsp", "DSP joint"), ("michel", "Michel"))
+# the method is one of the known keys, longest first: "fig-l150-s1" is l1 at S = 50 (a lazy
+# ``[a-zA-Z0-9]+?`` read it as method "l" at 150), "fig-npK36-s1" is npK, not np
+_KEYS = sorted((k for k, _ in SPARSITY_METHODS + HEAD_METHODS), key=len, reverse=True)
+TAG = re.compile(rf"^fig-(?P<method>{'|'.join(map(re.escape, _KEYS))})(?P<point>\d+)?-s(?P<seed>\d+)$")
 
 
 def index(rows) -> Dict[str, Dict[tuple, Dict[int, dict]]]:
