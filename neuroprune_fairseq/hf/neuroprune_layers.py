@@ -101,15 +101,20 @@ def _prune_heads_(module: nn.Module, info: dict) -> None:
 # --------------------------------------------------------------------------- T5
 # T5 computes the relative position bias once (first block), for the dense head count, and
 # passes it on; a pruned module takes its kept heads' columns and passes the dense bias on.
-# The package's T5 hook (hf/t5.py) builds its subclasses with these same functions.
+# The package's T5 hook (hf/t5.py) calls _t5_after_head_change: one code path for both.
 _T5_CLASSES: Dict[object, type] = {}
 
 
 def _t5_after_head_change(m: nn.Module, kept: List[int]) -> None:
+    """``m`` now holds the heads ``kept`` of its ``_np_dense_heads``: keep 4.x's ``pruned_heads`` up
+    to date and give a pruned module its subclass (once: a module swapped before keeps its class)."""
+    dense = m._np_dense_heads
+    swap = len(kept) != dense and type(m) not in _T5_CLASSES.values()
     if hasattr(m, "pruned_heads"):  # transformers 4.x slices the dense bias by pruned_heads
-        m.pruned_heads = set(range(m._np_dense_heads)) - set(kept)
-        m.__class__ = _t5_4x_class(type(m))
-    else:
+        m.pruned_heads = set(range(dense)) - set(kept)
+        if swap:
+            m.__class__ = _t5_4x_class(type(m))
+    elif swap:
         m.__class__ = _t5_bias_class(type(m))
 
 

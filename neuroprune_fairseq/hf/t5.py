@@ -7,25 +7,16 @@ this differently, so :func:`after_head_change` gives a pruned module a subclass 
 class (built lazily, once per base class, by the remote code's ``neuroprune_layers``, so a
 saved model and a live one run the same code; nothing here imports transformers):
 
-* 5.x (no ``pruned_heads``): :func:`_t5_bias_class`;
-* 4.x (``pruned_heads`` set kept up to date): :func:`_t5_4x_class`.
+* 5.x (no ``pruned_heads``): ``neuroprune_layers._t5_bias_class``;
+* 4.x (``pruned_heads`` set kept up to date): ``neuroprune_layers._t5_4x_class``.
 """
 from typing import List
 
-# the subclasses live in the remote code (it cannot import the package; the package can import it)
-from .neuroprune_layers import _T5_CLASSES, _t5_4x_class, _t5_bias_class
+# the hook and its subclasses live in the remote code (it cannot import the package; the package can import it)
+from .neuroprune_layers import _t5_after_head_change
 
 
 def after_head_change(site, kept_original: List[int]) -> None:
     """The T5 family's post-prune hook: ``site`` (an ``hf.roles.HfAttentionSite``) now holds the
     heads ``kept_original`` of its ``module._np_dense_heads``."""
-    m = site.module
-    dense, n = m._np_dense_heads, len(kept_original)
-    swap = n != dense and type(m) not in _T5_CLASSES.values()  # a module swapped once keeps its class
-    if hasattr(m, "pruned_heads"):
-        # transformers 4.x T5Attention slices the dense position bias by ``pruned_heads``
-        m.pruned_heads = set(range(dense)) - set(kept_original)
-        if swap:
-            m.__class__ = _t5_4x_class(type(m))
-    elif swap:
-        m.__class__ = _t5_bias_class(type(m))
+    _t5_after_head_change(site.module, kept_original)
