@@ -52,6 +52,10 @@ def test_tables_pair_seeds_and_points(glue_dir, tmp_path):
     assert "| DSP joint | 36 | 75.0 | 0.0 | 36/72 |" in text
     assert "| NeuroPrune target_heads | 18 | 74.0 | 0.5 | 18/72 |" in text
     assert png.stat().st_size > 0
+    # the plot's line joins the seed means, each seed a marker
+    pts = glue_figures.plot_points(glue_figures.index(rows)["SST-2"], "np", "sparsity", "accuracy")
+    assert [(x, round(m, 6), ys) for x, m, ys in pts] == [(50.0, 78.0, [77.0, 79.0])]
+    assert [p[0] for p in glue_figures.plot_points(glue_figures.index(rows)["SST-2"], "l1", "sparsity", "accuracy")] == [25.0, 50.0]
     fig4, fig5 = text.split("### Fig. 5")
     assert "**RTE**" in fig4 and "**RTE**" not in fig5  # a dense-only task: in the sparsity table only
     assert "majority class not computed (RTE: no file" in fig4  # its folder is not in --data-dir

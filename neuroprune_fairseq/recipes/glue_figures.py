@@ -1,6 +1,6 @@
 """Issue 22's GLUE tables and plots from ``scripts/glue_figures.sh`` rows (``results/glue_figures.jsonl``):
 
-    python scripts/glue_figures.py results/glue_figures.jsonl --data-dir ../shared/data/glue \\
+    python scripts/glue_figures_table.py results/glue_figures.jsonl --data-dir ../shared/data/glue \\
         --out results/glue_figures.md --plot results/glue_figures.png
 
 * **Fig. 4's analogue** (metric vs target sparsity S): dense, NeuroPrune (penalty-driven), l1, CoFi per task.
@@ -107,7 +107,22 @@ def table(idx, methods, points, label: str, data_dir, need_method: bool) -> str:
     return "\n".join(lines)
 
 
-def plot(idx, out: str) -> None:
+def plot_points(runs, key: str, x: str, metric: str) -> List[Tuple[float, float, List[float]]]:
+    """``(x, mean metric, [metric per seed])`` per point of ``key``, in x order (metric in %); x is the
+    measured value (sparsity %, heads kept) of the first seed."""
+    out = []
+    for (k, _), by_seed in runs.items():
+        if k == key:
+            seeds = sorted(by_seed)
+            ys = [100 * by_seed[s][metric] for s in seeds]
+            out.append((by_seed[seeds[0]][x], sum(ys) / len(ys), ys))
+    return sorted(out)
+
+
+def plot(idx, out: str, data_dir: Optional[str] = None) -> None:
+    """Top row: metric vs measured sparsity (0-100%), bottom row: metric vs heads kept (0 to the dense
+    count). A line joins the seed means, each seed is a marker; the dense fine-tuned model is a star at
+    sparsity 0 / all heads with a dotted line, the majority class a dashed line (with ``data_dir``)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -117,23 +132,50 @@ def plot(idx, out: str) -> None:
     fig, axes = plt.subplots(2, len(tasks), figsize=(4 * len(tasks), 6.4), squeeze=False)
     for col, task in enumerate(tasks):
         runs = idx[task]
-        metric = main_metric(next(r for s in runs.values() for r in s.values()))
-        for row, (methods, x, xlabel) in enumerate(((SPARSITY_METHODS, "sparsity", "sparsity %"),
-                                                    (HEAD_METHODS, "heads_kept", "heads kept"))):
+        some = next(r for s in runs.values() for r in s.values())
+        metric, heads_dense = main_metric(some), some.get("heads_dense", 72)
+        try:
+            maj = majority(task, data_dir)
+        except FileNotFoundError:
+            maj = None
+        dense = sorted(100 * r[metric] for r in runs.get(("dense", None), {}).values())
+        for row, (methods, x, xlabel, dense_x, xlim) in enumerate((
+                (SPARSITY_METHODS, "sparsity", "sparsity %", 0.0, (-3, 100)),
+                (HEAD_METHODS, "heads_kept", "heads kept", heads_dense, (0, heads_dense + 3)))):
             ax = axes[row][col]
+            drawn = False
             for key, name in methods:
                 if key == "dense":
                     continue
-                pts = sorted((r[x], 100 * r[metric]) for (k, _), s in runs.items() if k == key for r in s.values())
-                if pts:
-                    ax.plot(*zip(*pts), "o-" if key in ("np", "npK") else "s--", label=name)
-            for r in runs.get(("dense", None), {}).values():
-                ax.axhline(100 * r[metric], color="gray", ls=":", lw=1)
-            ax.set(title=f"{task}", xlabel=xlabel, ylabel=metric)
-            if ax.get_legend_handles_labels()[0]:
-                ax.legend(fontsize=7)
+                pts = plot_points(runs, key, x, metric)
+                if not pts:
+                    continue
+                drawn = True
+                line, = ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-" if key in ("np", "npK") else "s--",
+                                label=name, markersize=4)
+                for px, _, ys in pts:
+                    if len(ys) > 1:
+                        ax.plot([px] * len(ys), ys, "_", color=line.get_color(), markersize=9)
+            if dense:
+                mean = sum(dense) / len(dense)
+                ax.axhline(mean, color="gray", ls=":", lw=1)
+                ax.plot([dense_x] * len(dense), dense, "*", color="black", label="dense (fine-tuned)")
+            if maj:
+                ax.axhline(100 * maj[metric], color="tab:red", ls="--", lw=0.8, label="majority class")
+            if not drawn:
+                ax.text(0.5, 0.5, "not run", transform=ax.transAxes, ha="center", va="center", color="gray")
+            ax.set(title=task, xlabel=xlabel, ylabel=metric, xlim=xlim)
     fig.tight_layout()
-    fig.savefig(out, dpi=110)
+    for row in range(2):  # one legend per row, right of the panels (in a panel it hides points)
+        legend = {}
+        for ax in axes[row]:
+            for h, label in zip(*ax.get_legend_handles_labels()):
+                legend.setdefault(label, h)
+        if legend:
+            box = axes[row][-1].get_position()
+            fig.legend(list(legend.values()), list(legend), fontsize=8, loc="center left",
+                       bbox_to_anchor=(box.x1 + 0.01, (box.y0 + box.y1) / 2))
+    fig.savefig(out, dpi=110, bbox_inches="tight")
 
 
 def main(argv=None):
@@ -157,7 +199,7 @@ def main(argv=None):
     else:
         print(text)
     if args.plot:
-        plot(idx, args.plot)
+        plot(idx, args.plot, args.data_dir)
 
 
 if __name__ == "__main__":
