@@ -13,6 +13,7 @@ heads kept, train seconds and evaluation examples per second (1 thread, runs sha
 Rows are matched by their tag: ``fig-<method><point>-s<seed>``.
 """
 import argparse
+import functools
 import json
 import re
 from collections import Counter
@@ -41,8 +42,10 @@ def index(rows) -> Dict[str, Dict[tuple, Dict[int, dict]]]:
     return out
 
 
+@functools.lru_cache(maxsize=None)
 def majority(task_name: str, data_dir: Optional[str]) -> Optional[Dict[str, float]]:
-    """The dev metrics of predicting the most frequent training label for every example."""
+    """The dev metrics of predicting the most frequent training label for every example (read once per
+    task and folder: both tables and the plot ask)."""
     if not data_dir:
         return None
     task = get_task(task_name)
@@ -133,7 +136,7 @@ def plot(idx, out: str, data_dir: Optional[str] = None) -> None:
     for col, task in enumerate(tasks):
         runs = idx[task]
         some = next(r for s in runs.values() for r in s.values())
-        metric, heads_dense = main_metric(some), some.get("heads_dense", 72)
+        metric, heads_dense = main_metric(some), some["heads_dense"]
         try:
             maj = majority(task, data_dir)
         except FileNotFoundError:
