@@ -21,7 +21,6 @@ G=${GLUE_DIR:?set GLUE_DIR to the glue folder (TASK/train.tsv, dev.tsv), e.g. ..
 PY=${PYTHON:-.venv/bin/python}
 RESULTS=${RESULTS:-results/glue_figures.jsonl}
 LOGDIR=${LOGDIR:-/tmp/glue_figures}
-mkdir -p "$LOGDIR"
 if [ $# -eq 0 ]; then
   set --
   for t in MRPC SST-2; do set -- "$@" "$t dense - 1" "$t npK 36 1" "$t dsp 36 1" "$t michel 36 1" \
@@ -32,6 +31,22 @@ if [ $# -eq 0 ]; then
   for t in MRPC SST-2 CoLA RTE; do set -- "$@" "$t dense - 2" "$t np 50 2" "$t l1 50 2" "$t cofi 50 2"; done
   for t in MRPC SST-2; do for m in npK dsp michel; do set -- "$@" "$t $m 36 2"; done; done
 fi
+# every job is checked before the first one trains: a dense job with a point would be tagged fig-dense0-s2
+# and land beside the dense row instead of in it, a method without its point would fail hours in
+for job in "$@"; do
+  read -r task method point seed extra <<< "$job"
+  case $method in
+    dense) ok_point='^-$' ;;
+    np|l1|cofi|npK|dsp|michel) ok_point='^[1-9][0-9]*$' ;;
+    *) echo "bad job '$job': unknown method '$method' (dense np l1 cofi npK dsp michel)" >&2; exit 2 ;;
+  esac
+  if [ -z "$task" ] || [ -n "$extra" ] || ! [[ $point =~ $ok_point ]] || ! [[ $seed =~ ^[0-9]+$ ]]; then
+    echo "bad job '$job': expected \"TASK METHOD POINT SEED\" with POINT '-' for dense, S or K (a positive" \
+      "integer) otherwise, e.g. \"MRPC dense - 2\" or \"MRPC np 50 1\"" >&2
+    exit 2
+  fi
+done
+mkdir -p "$LOGDIR"
 for job in "$@"; do
   set -- $job; task=$1 method=$2 point=$3 seed=$4
   case $task in

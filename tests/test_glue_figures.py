@@ -68,13 +68,19 @@ def test_no_figure_rows_is_an_error(tmp_path):
         glue_figures.main([str(path)])
 
 
-def test_driver_refuses_an_unknown_method_before_training(tmp_path):
+@pytest.mark.parametrize("job, message", [("MRPC bogus 50 1", "unknown method 'bogus'"),
+                                          ("MRPC dense 0 2", "POINT '-' for dense"),
+                                          ("MRPC np - 1", "POINT '-' for dense"),
+                                          ("MRPC np 50", "TASK METHOD POINT SEED"),
+                                          ("MRPC np 50 1 extra", "TASK METHOD POINT SEED")])
+def test_driver_refuses_a_bad_job_before_any_training(tmp_path, job, message):
+    # the good job comes first: nothing may train (no log, no row) before every job is checked
     env = dict(os.environ, GLUE_DIR=str(tmp_path), PYTHON=sys.executable, RESULTS=str(tmp_path / "r.jsonl"),
                LOGDIR=str(tmp_path / "logs"))
-    p = subprocess.run(["bash", "scripts/glue_figures.sh", "MRPC bogus 50 1"], cwd=ROOT, env=env,
+    p = subprocess.run(["bash", "scripts/glue_figures.sh", "MRPC dense - 1", job], cwd=ROOT, env=env,
                        capture_output=True, text=True, timeout=60)
-    assert p.returncode == 2 and "unknown method bogus" in p.stderr
-    assert not (tmp_path / "r.jsonl").exists()
+    assert p.returncode == 2 and f"bad job '{job}'" in p.stderr and message in p.stderr
+    assert p.stdout == "" and not (tmp_path / "r.jsonl").exists() and not (tmp_path / "logs").exists()
 
 
 @pytest.mark.parametrize("script", sorted(f for f in os.listdir(os.path.join(ROOT, "scripts")) if f.endswith(".py")))
