@@ -48,7 +48,7 @@ for job in "$@"; do
 done
 mkdir -p "$LOGDIR"
 for job in "$@"; do
-  set -- $job; task=$1 method=$2 point=$3 seed=$4
+  read -r task method point seed <<< "$job"  # checked above: four fields, a known method, its point
   case $task in
     SST-2) budget=(--epochs 2 --max-train-samples 20000); epochs=2 ;;
     *) budget=(--epochs 3); epochs=3 ;;
@@ -62,7 +62,6 @@ for job in "$@"; do
     npK)    args=(--method neuroprune --np-alpha 1e-5 --np-beta 1e-5 --np-target-heads "$point" --np-target-epoch $((epochs - 1))) ;;
     dsp)    args=(--method dsp --np-target-heads "$point") ;;
     michel) args=(--method michel --np-target-heads "$point") ;;
-    *) echo "unknown method $method (dense np l1 cofi npK dsp michel)" >&2; exit 2 ;;
   esac
   tag="fig-$method${point#-}-s$seed"  # dense: fig-dense-s<seed>
   if [ -f "$RESULTS" ] && "$PY" -c 'import json,sys; sys.exit(0 if any(r.get("task") == sys.argv[2] and r.get("tag") == sys.argv[3] for r in map(json.loads, open(sys.argv[1]))) else 1)' "$RESULTS" "$task" "$tag"; then
